@@ -1,0 +1,262 @@
+"""The deep resistive network (DRN): one analog block described once, for every solver.
+
+Layers are numbered ``0..L``. Layer 0 holds the input voltage sources; layers ``1..L`` hold free
+nodes (the last one is the block's output). Between layer ``l`` and ``l+1`` every node pair is
+joined by a conductance ``weights[l][i, j]`` (a crossbar), and a pair of bias sources at
+``+bias_V`` and ``-bias_V`` is joined to every node of layer ``l+1`` by ``biases[l][p, j]``. Each
+free node has a diode to the ``diode_up_V`` rail (anode at the node) and a diode from the
+``diode_down_V`` rail (cathode at the node), which bound its voltage.
+
+An optional bidirectional amplifier sits between free layers ``l`` and ``l+1`` (``l >= 1``): a
+VCVS drives the crossbar with ``A v`` and a CCCS draws ``I / A`` from the node, ``I`` being the
+current the VCVS delivers (Kendall et al. 2020, Sec. 3.3). In the rescaled voltages
+``u_l = v_l / s_l`` with ``s_l`` the product of the gains before layer ``l`` the circuit is again a
+reciprocal resistive network in which the diode curves of layer ``l`` become ``I(s_l u) / s_l``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from analog.devices import ConductanceRange, DiodeModel
+
+__all__ = ["Circuit", "CircuitSpec", "node_name"]
+
+
+def node_name(layer: int, index: int) -> str:
+    """SPICE name of node ``index`` of ``layer`` (``L1_N3``)."""
+    return f"L{layer}_N{index}"
+
+
+def _finite(value: float | None) -> bool:
+    return value is None or (isinstance(value, int | float) and math.isfinite(value))
+
+
+@dataclass(frozen=True)
+class CircuitSpec:
+    """Topology and fixed electrical parameters of one analog block (no trainable values)."""
+
+    layer_sizes: tuple[int, ...]
+    """Input values, hidden layer sizes, outputs: ``(n_in, h1, ..., n_out)``, at least two entries."""
+    input_pairs: bool = True
+    """Drive each input value as a ``(+gain x, -gain x)`` pair of sources, so that positive
+    conductances realise signed weights."""
+    input_gain_V: float = 1.0
+    """Source volts per unit input value (> 0)."""
+    bias_V: float | None = 1.0
+    """Voltage of the ``+/-`` bias source pair feeding every layer, volts; ``None``: no bias."""
+    diode_up_V: float | None = 0.0
+    """Rail of the diode from each free node (anode) to the rail, volts; ``None``: no such diode."""
+    diode_down_V: float | None = 0.0
+    """Rail of the diode from the rail (anode) to each free node, volts; ``None``: no such diode."""
+    diode: DiodeModel = field(default_factory=DiodeModel)
+    """Shockley model shared by every diode."""
+    amplifier_gains: tuple[float | None, ...] | None = None
+    """Gain of the bidirectional amplifier after free layer ``l`` for ``l = 1..L-1`` (length
+    ``L - 1``; ``None`` entries or ``None`` overall: no amplifier)."""
+    conductance: ConductanceRange = field(default_factory=ConductanceRange)
+    """Programmable range of every conductance, siemens."""
+
+    def __post_init__(self) -> None:
+        sizes = tuple(self.layer_sizes)
+        object.__setattr__(self, "layer_sizes", sizes)
+        if len(sizes) < 2:
+            raise ValueError(
+                f"layer_sizes: need at least (n_in, n_out), got {sizes!r}; e.g. layer_sizes = [64, 32, 10]"
+            )
+        for i, n in enumerate(sizes):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"layer_sizes[{i}]: must be an integer >= 1, got {n!r}")
+        if not (_finite(self.input_gain_V) and self.input_gain_V > 0):
+            raise ValueError(f"input_gain_V: must be a finite voltage > 0, got {self.input_gain_V!r}")
+        for name in ("bias_V", "diode_up_V", "diode_down_V"):
+            if not _finite(getattr(self, name)):
+                raise ValueError(f"{name}: must be a finite voltage or None, got {getattr(self, name)!r}")
+        if self.bias_V is not None and self.bias_V <= 0:
+            raise ValueError(f"bias_V: must be > 0 V (the pair is +/-bias_V) or None, got {self.bias_V!r}")
+        if (
+            self.diode_up_V is not None
+            and self.diode_down_V is not None
+            and self.diode_up_V < self.diode_down_V
+        ):
+            raise ValueError(
+                f"diode_up_V: must be >= diode_down_V ({self.diode_down_V!r} V), got {self.diode_up_V!r} V"
+            )
+        if self.amplifier_gains is not None:
+            gains = tuple(self.amplifier_gains)
+            object.__setattr__(self, "amplifier_gains", gains)
+            if len(gains) != self.depth - 1:
+                raise ValueError(
+                    f"amplifier_gains: need one entry per pair of free layers ({self.depth - 1}), "
+                    f"got {len(gains)}"
+                )
+            for i, a in enumerate(gains):
+                if a is not None and not (_finite(a) and 0 < a <= 1e3):
+                    raise ValueError(f"amplifier_gains[{i}]: must be in (0, 1000] or None, got {a!r}")
+
+    @property
+    def depth(self) -> int:
+        """Number of free layers ``L`` (hidden layers plus the output layer)."""
+        return len(self.layer_sizes) - 1
+
+    @property
+    def n_inputs(self) -> int:
+        """Input values (before pairing)."""
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layer_sizes[-1]
+
+    @property
+    def n_sources(self) -> int:
+        """Input voltage sources: ``2 n_in`` with pairs, else ``n_in``."""
+        return self.n_inputs * (2 if self.input_pairs else 1)
+
+    @property
+    def n_bias(self) -> int:
+        """Bias sources per layer: 2 (``+/-bias_V``) or 0."""
+        return 0 if self.bias_V is None else 2
+
+    def nodes_per_layer(self) -> tuple[int, ...]:
+        """Node count of layers ``0..L`` (layer 0 counts sources)."""
+        return (self.n_sources, *self.layer_sizes[1:])
+
+    def weight_shapes(self) -> list[tuple[int, int]]:
+        n = self.nodes_per_layer()
+        return [(n[l], n[l + 1]) for l in range(self.depth)]
+
+    def bias_shapes(self) -> list[tuple[int, int]]:
+        return [(self.n_bias, n) for n in self.layer_sizes[1:]]
+
+    def gains(self) -> tuple[float, ...]:
+        """Amplifier gain after free layers ``1..L-1`` (1.0 where there is none)."""
+        if self.amplifier_gains is None:
+            return (1.0,) * (self.depth - 1)
+        return tuple(1.0 if a is None else float(a) for a in self.amplifier_gains)
+
+    def has_amplifier(self, layer: int) -> bool:
+        """Whether an amplifier drives the crossbar from free layer ``layer`` to ``layer + 1``."""
+        return self.amplifier_gains is not None and 1 <= layer and self.amplifier_gains[layer - 1] is not None
+
+    def scales(self) -> tuple[float, ...]:
+        """``s_l`` for free layers ``1..L``: physical volts per rescaled volt (``s_1 = 1``)."""
+        s = [1.0]
+        for a in self.gains():
+            s.append(s[-1] * a)
+        return tuple(s)
+
+    def source_voltages(self, x: torch.Tensor) -> torch.Tensor:
+        """Input values ``x`` ``[B, n_in]`` -> source voltages ``[B, n_sources]`` (V)."""
+        if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            raise ValueError(
+                f"inputs: expected shape [batch, {self.n_inputs}], got {list(x.shape)}"
+            )
+        v = self.input_gain_V * x
+        return torch.cat([v, -v], dim=1) if self.input_pairs else v
+
+    def bias_voltages(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+        if self.bias_V is None:
+            return torch.zeros(0, dtype=dtype, device=device)
+        return torch.tensor([self.bias_V, -self.bias_V], dtype=dtype, device=device)
+
+    def random_conductances(
+        self, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Conductances drawn uniformly in ``[g_min, g_max]`` (weights, biases)."""
+        lo, hi = self.conductance.g_min_S, self.conductance.g_max_S
+
+        def draw(shape):
+            return lo + (hi - lo) * torch.rand(shape, generator=generator, dtype=dtype)
+
+        return [draw(s) for s in self.weight_shapes()], [draw(s) for s in self.bias_shapes()]
+
+
+@dataclass(frozen=True, eq=False)
+class Circuit:
+    """A :class:`CircuitSpec` with its conductance values (siemens)."""
+
+    spec: CircuitSpec
+    weights: tuple[torch.Tensor, ...]
+    """``weights[l]``: conductances between layer ``l`` and ``l+1``, shape ``[nodes_l, nodes_{l+1}]``."""
+    biases: tuple[torch.Tensor, ...]
+    """``biases[l]``: conductances from the bias pair to layer ``l+1``, shape ``[n_bias, n_{l+1}]``."""
+    check_range: bool = True
+    """Refuse conductances outside ``[g_min, g_max]`` (device models that drift may turn this off)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple(self.weights))
+        object.__setattr__(self, "biases", tuple(self.biases))
+        spec = self.spec
+        self._check_group("weights", self.weights, spec.weight_shapes())
+        self._check_group("biases", self.biases, spec.bias_shapes())
+        dtypes = {t.dtype for t in (*self.weights, *self.biases)}
+        if len(dtypes) > 1:
+            raise ValueError(f"weights/biases: all conductances must share one dtype, got {dtypes}")
+
+    def _check_group(self, name: str, tensors: Sequence[torch.Tensor], shapes) -> None:
+        if len(tensors) != len(shapes):
+            raise ValueError(f"{name}: expected {len(shapes)} tensors (one per layer), got {len(tensors)}")
+        lo, hi = self.spec.conductance.g_min_S, self.spec.conductance.g_max_S
+        for l, (t, shape) in enumerate(zip(tensors, shapes, strict=True)):
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shape):
+                got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"{name}[{l}]: expected shape {list(shape)}, got {got}")
+            if t.numel() == 0:
+                continue
+            t = t.detach()
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name}[{l}]: contains NaN or inf conductances")
+            if (t <= 0).any():
+                raise ValueError(
+                    f"{name}[{l}]: conductances must be > 0 S, found {t.min().item():.3e} S "
+                    f"(allowed range [{lo:.3e}, {hi:.3e}] S)"
+                )
+            if self.check_range:
+                slack = 1e-9 * hi
+                if t.min().item() < lo - slack or t.max().item() > hi + slack:
+                    raise ValueError(
+                        f"{name}[{l}]: conductance out of [G_min, G_max] = [{lo:.3e}, {hi:.3e}] S "
+                        f"(found [{t.min().item():.3e}, {t.max().item():.3e}] S); clip it or widen "
+                        "conductance.g_min_S / g_max_S"
+                    )
+
+    @classmethod
+    def random(
+        cls, spec: CircuitSpec, seed: int = 0, dtype: torch.dtype = torch.float64
+    ) -> Circuit:
+        """Conductances drawn uniformly in the device range with a seeded generator."""
+        gen = torch.Generator().manual_seed(seed)
+        w, b = spec.random_conductances(gen, dtype)
+        return cls(spec, tuple(w), tuple(b))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+    def to(self, dtype: torch.dtype | None = None, device=None) -> Circuit:
+        def move(t):
+            return t.to(dtype=dtype or t.dtype, device=device or t.device)
+
+        return Circuit(
+            self.spec,
+            tuple(move(w) for w in self.weights),
+            tuple(move(b) for b in self.biases),
+            self.check_range,
+        )
+
+    def detach(self) -> Circuit:
+        return Circuit(
+            self.spec,
+            tuple(w.detach() for w in self.weights),
+            tuple(b.detach() for b in self.biases),
+            self.check_range,
+        )

@@ -1,0 +1,208 @@
+"""Fast batched in-process solver: damped Newton on the rescaled co-content, layered linear algebra.
+
+Each iteration solves ``H delta = r`` with ``H`` the symmetric positive-definite Hessian of the
+co-content (:mod:`analog.solvers.physics`). Free nodes of one layer are not connected to each
+other, so ``H`` is block tridiagonal with *diagonal* diagonal blocks. Block elimination from the
+first free layer (usually the widest) keeps that layer diagonal and leaves dense Schur complements
+only for the later layers: the cost per iteration is a few products with the crossbars plus a
+Cholesky factorisation of ``n_l x n_l`` per sample for ``l >= 2``.
+
+The step is damped by a per-sample backtracking line search on the co-content (Armijo), so the
+co-content never increases; near the solution Newton converges quadratically to rounding error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from analog.circuit import Circuit
+from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus, check_batch
+from analog.solvers.physics import LayeredSystem
+
+__all__ = ["BlockTridiagonal", "FastSolver"]
+
+
+class BlockTridiagonal:
+    """Factorisation of ``H = blocktridiag(-W_{l-1}^T, diag(d_l), -W_l)`` for a batch.
+
+    ``d``: ``[B, N]`` diagonal (flat over free layers). Solves ``H x = b`` for ``b`` ``[B, N]``.
+    """
+
+    def __init__(self, system: LayeredSystem, d: torch.Tensor):
+        self.system = system
+        depth = system.depth
+        self.inv_first = 1.0 / system.layer(d, 1)
+        self.chol: list[torch.Tensor | None] = [None]
+        # Z_l = S_l^{-1} W_l, needed to propagate the elimination to layer l+1.
+        self.z: list[torch.Tensor] = []
+        if depth > 1:
+            w = system.weights[1]
+            self.z.append(self.inv_first.unsqueeze(2) * w)  # [B, n1, n2]
+        for l in range(2, depth + 1):
+            w_in = system.weights[l - 1]
+            schur = torch.diag_embed(system.layer(d, l)) - w_in.T @ self.z[-1]
+            chol, info = torch.linalg.cholesky_ex(schur)
+            if int(info.max()) > 0:
+                raise SolverError(
+                    f"layer {l}: the KCL Jacobian is not positive definite in samples "
+                    f"{info.nonzero().flatten().tolist()[:10]}; check for NaN/zero conductances"
+                )
+            self.chol.append(chol)
+            if l < depth:
+                w = system.weights[l]
+                self.z.append(torch.cholesky_solve(w.expand(chol.shape[0], -1, -1), chol))
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor:
+        system = self.system
+        depth = system.depth
+        y = [system.layer(b, 1)]
+        for l in range(2, depth + 1):
+            # y_l = b_l + W_{l-1}^T S_{l-1}^{-1} y_{l-1} = b_l + Z_{l-1}^T y_{l-1}
+            y.append(system.layer(b, l) + (y[-1].unsqueeze(1) @ self.z[l - 2]).squeeze(1))
+        x = [None] * depth
+        x[-1] = self._apply_inverse(depth, y[-1])
+        for l in range(depth - 1, 0, -1):
+            rhs = y[l - 1] + x[l] @ system.weights[l].T
+            x[l - 1] = self._apply_inverse(l, rhs)
+        return torch.cat(x, dim=1)
+
+    def _apply_inverse(self, l: int, v: torch.Tensor) -> torch.Tensor:
+        if l == 1:
+            return self.inv_first * v
+        return torch.cholesky_solve(v.unsqueeze(2), self.chol[l - 1]).squeeze(2)
+
+
+@dataclass
+class FastSolver(EquilibriumSolver):
+    """Batched damped-Newton solver (torch; float64 or float32, CPU or CUDA).
+
+    Exact for ngspice's level-1 diode (no ideal-diode approximation).
+    """
+
+    tol_V: float | None = None
+    """Stop when every Newton step is below this many volts (default 1e-12 V in float64, 1e-5 V
+    in float32); one more full step is then taken, which Newton's quadratic convergence makes exact
+    to rounding error."""
+    max_iterations: int = 100
+    max_backtracks: int = 60
+    record_history: bool = False
+    """Record the co-content and the KCL residual at every iteration in ``Equilibrium.history``."""
+    raise_on_failure: bool = True
+    name: str = "fast"
+
+    def __post_init__(self) -> None:
+        if self.tol_V is not None and not (0 < self.tol_V < 1):
+            raise ValueError(f"tol_V: must be in (0, 1) V, got {self.tol_V!r}")
+        if self.max_iterations < 1:
+            raise ValueError(f"max_iterations: must be >= 1, got {self.max_iterations!r}")
+
+    def solve(
+        self,
+        circuit: Circuit,
+        source_V: torch.Tensor,
+        nudge_A: torch.Tensor | None = None,
+        init: Equilibrium | None = None,
+    ) -> Equilibrium:
+        source_V, nudge_A = check_batch(circuit, source_V, nudge_A)
+        system = LayeredSystem(circuit, source_V, nudge_A)
+        tol = self.tol_V if self.tol_V is not None else (1e-12 if system.dtype == torch.float64 else 1e-5)
+        if init is not None:
+            if init.batch_size != system.batch:
+                raise ValueError(
+                    f"init: warm start has batch {init.batch_size}, the sources have {system.batch}"
+                )
+            u = system.from_voltages(init.voltages).to(system.dtype)
+        else:
+            u = torch.zeros(system.batch, system.n_free, dtype=system.dtype, device=system.device)
+        return self._newton(system, u, tol)
+
+    def _newton(self, system: LayeredSystem, u: torch.Tensor, tol: float) -> Equilibrium:
+        f, g = system.diodes(u)
+        r = system.residual(u, f)
+        energy = None
+        history: dict[str, list] = {"cocontent": [], "residual_A": []}
+        status = SolverStatus.MAX_ITERATIONS
+        iterations = 0
+        step = torch.full((system.batch,), float("inf"), dtype=system.dtype, device=system.device)
+        for iterations in range(1, self.max_iterations + 1):
+            if self.record_history:
+                energy = system.cocontent(u, r, f) if energy is None else energy
+                history["cocontent"].append(energy.tolist())
+                history["residual_A"].append(system.physical_residual(r).tolist())
+            delta = BlockTridiagonal(system, system.diag + g).solve(r)
+            step = (delta if system.unit_scale else delta * system.scale).abs().amax(1)
+            u_try = u + delta
+            f_try, g_try = system.diodes(u_try)
+            r_try = system.residual(u_try, f_try)
+            # phi(a) = E(u + a delta) is convex, so phi(1) <= phi(0) + phi'(1): a full step that does
+            # not overshoot the line minimum (phi'(1) <= 0) decreases E without evaluating it.
+            # Steps below the tolerance are at rounding level and are taken as they are.
+            dphi = (r_try * delta).sum(1)  # -phi'(1); NaN/inf when r_try is
+            ok = (dphi >= 0) | (step <= tol)
+            if bool((ok & torch.isfinite(dphi)).all()):
+                u, f, g, r = u_try, f_try, g_try, r_try
+                energy = None
+            else:
+                u, f, g, r, energy, step = self._backtrack(system, u, f, g, r, delta, ok, step, tol)
+            if not bool(torch.isfinite(step).all()) and not bool(torch.isfinite(u.sum())):
+                status = SolverStatus.NONFINITE
+                break
+            if bool((step <= tol).all()):
+                status = SolverStatus.CONVERGED
+                break
+        if self.record_history:
+            energy = system.cocontent(u, r, f) if energy is None else energy
+            history["cocontent"].append(energy.tolist())
+            history["residual_A"].append(system.physical_residual(r).tolist())
+        residual = system.physical_residual(r)
+        if status is not SolverStatus.CONVERGED and self.raise_on_failure:
+            bad = (~(step <= tol)).nonzero().flatten().tolist()
+            raise SolverError(
+                f"fast solver: {status.value} after {iterations} iterations in samples {bad[:10]} "
+                f"(largest step {float(step.max()):.3e} V, tol {tol:.1e} V); {status.hint}"
+            )
+        u_final = u
+        return Equilibrium(
+            voltages=system.to_voltages(u),
+            iterations=iterations,
+            residual_A=residual,
+            status=status,
+            solver=self.name,
+            source_currents=lambda: system.source_currents(u_final),
+            history=history if self.record_history else {},
+        )
+
+    def _backtrack(self, system, u, f, g, r, delta, full_ok, step, tol):
+        """Armijo backtracking on the co-content for the samples whose full step overshot."""
+        energy = system.cocontent(u, r, f)
+        slope = -(r * delta).sum(1)
+        eps = torch.finfo(system.dtype).eps
+        # Rounding floor of E: changes smaller than this are not decreases or increases.
+        slack = 64 * eps * ((u * system.const).abs().sum(1) + energy.abs())
+        alpha = torch.ones_like(energy)
+        pending = torch.ones_like(full_ok)
+        taken = torch.zeros_like(energy)
+        for _ in range(self.max_backtracks):
+            u_try = u + alpha.unsqueeze(1) * delta
+            f_try, g_try = system.diodes(u_try)
+            r_try = system.residual(u_try, f_try)
+            e_try = system.cocontent(u_try, r_try, f_try)
+            ok = torch.isfinite(e_try) & (e_try <= energy + 1e-4 * alpha * slope + slack)
+            ok = ok | (full_ok & (alpha == 1) & torch.isfinite(e_try))
+            accept = pending & ok
+            mask = accept.unsqueeze(1)
+            u = torch.where(mask, u_try, u)
+            f = torch.where(mask, f_try, f)
+            g = torch.where(mask, g_try, g)
+            r = torch.where(mask, r_try, r)
+            energy = torch.where(accept, e_try, energy)
+            taken = torch.where(accept, alpha, taken)
+            pending = pending & ~accept
+            if not bool(pending.any()):
+                break
+            alpha = torch.where(pending, 0.5 * alpha, alpha)
+        # A damped step is not a converged one, whatever its size.
+        step = torch.where(taken == 1, step, torch.full_like(step, float("inf")))
+        return u, f, g, r, energy, step

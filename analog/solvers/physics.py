@@ -1,0 +1,164 @@
+"""Kirchhoff's current law of a layered resistive network, in the rescaled voltages ``u = v / s``.
+
+Free layers ``1..L`` are stored flat: ``u`` has shape ``[B, N]`` with ``N = sum n_l`` and layer
+``l`` occupying ``u[:, offsets[l-1]:offsets[l]]``. In these coordinates (see
+:mod:`analog.circuit`) the network is reciprocal, so KCL is the stationarity condition of the
+rescaled co-content
+
+    E(u) = 1/2 sum_edges g (u_i - u_j)^2 + sum_nodes Phi_l(u) - sum_out (I_nudge / s_L) u   (1)
+
+whose Hessian ``H = Lap + diag(f')`` is symmetric positive definite (``Lap`` the weighted
+Laplacian restricted to free nodes, ``f'`` the diode small-signal conductances). The residual
+``r(u) = -dE/du`` is the net current *into* each node divided by ``s_l``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from analog.circuit import Circuit
+
+__all__ = ["LayeredSystem", "kcl_residual"]
+
+
+class LayeredSystem:
+    """Precomputed pieces of (1) for one circuit and one batch of sources and nudging currents.
+
+    ``source_V``: ``[B, n_sources]`` volts; ``nudge_A``: ``[B, n_out]`` amperes injected into the
+    output nodes (or ``None``).
+    """
+
+    def __init__(self, circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None):
+        spec = circuit.spec
+        self.circuit = circuit
+        self.spec = spec
+        dtype, device = circuit.dtype, circuit.device
+        self.dtype, self.device = dtype, device
+        self.source_V = source_V.to(dtype=dtype, device=device)
+        self.batch = source_V.shape[0]
+        self.sizes = spec.layer_sizes[1:]
+        self.depth = spec.depth
+        offsets = [0]
+        for n in self.sizes:
+            offsets.append(offsets[-1] + n)
+        self.offsets = offsets
+        self.n_free = offsets[-1]
+        self.layer_scales = spec.scales()
+        self.scale = torch.cat(
+            [torch.full((n,), s, dtype=dtype, device=device) for n, s in zip(self.sizes, self.layer_scales)]
+        )
+        self.unit_scale = all(x == 1.0 for x in self.layer_scales)
+        self.weights = circuit.weights
+        bias_V = spec.bias_voltages(dtype, device)
+
+        # Diagonal conductance sums D and the constant currents c of (1), u-space.
+        diag, const = [], []
+        for l in range(1, self.depth + 1):
+            w_in, b_in = self.weights[l - 1], circuit.biases[l - 1]
+            d = w_in.sum(0) + b_in.sum(0)
+            if l < self.depth:
+                d = d + self.weights[l].sum(1)
+            diag.append(d)
+            c = torch.zeros(self.batch, self.sizes[l - 1], dtype=dtype, device=device)
+            if b_in.numel():
+                c = c + (bias_V / self.layer_scales[l - 1]) @ b_in
+            const.append(c)
+        # The unavoidable input product: computed once per batch.
+        const[0] = const[0] + self.source_V @ self.weights[0]
+        if nudge_A is not None:
+            const[-1] = const[-1] + nudge_A.to(dtype=dtype, device=device) / self.layer_scales[-1]
+        self.diag = torch.cat(diag)
+        self.const = torch.cat(const, dim=1)
+
+        self.diode = spec.diode
+        self.rails = [
+            (spec.diode_up_V, 1.0) if spec.diode_up_V is not None else None,
+            (spec.diode_down_V, -1.0) if spec.diode_down_V is not None else None,
+        ]
+        self.rails = [r for r in self.rails if r is not None]
+
+    def layer(self, x: torch.Tensor, l: int) -> torch.Tensor:
+        """View of free layer ``l`` (1-based) of a flat ``[B, N]`` tensor."""
+        return x[:, self.offsets[l - 1] : self.offsets[l]]
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.layer(x, l) for l in range(1, self.depth + 1))
+
+    def diodes(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """u-space diode current leaving each node ``f(u)`` and its derivative, both ``[B, N]``."""
+        if not self.rails:
+            z = torch.zeros_like(u)
+            return z, z
+        v = u if self.unit_scale else u * self.scale
+        # Junction voltage of the up diode is v - V_up, of the down diode V_dn - v.
+        vd = torch.stack([sign * (v - rail) for rail, sign in self.rails])
+        i, g = self.diode.current(vd)
+        if len(self.rails) == 2:
+            f, g = i[0] - i[1], g[0] + g[1]
+        else:
+            f, g = self.rails[0][1] * i[0], g[0]
+        return (f if self.unit_scale else f / self.scale), g
+
+    def diode_cocontent(self, u: torch.Tensor) -> torch.Tensor:
+        """``sum_nodes Phi_l(u)`` of (1), ``[B]``."""
+        if not self.rails:
+            return torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
+        v = u * self.scale
+        vd = torch.stack([sign * (v - rail) for rail, sign in self.rails])
+        return (self.diode.cocontent(vd).sum(0) / self.scale**2).sum(1)
+
+    def residual(self, u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """``r = -dE/du``: net current into each node over ``s_l``, ``[B, N]``."""
+        r = torch.addcmul(self.const, self.diag, u, value=-1.0).sub_(f)
+        for l in range(1, self.depth):
+            w = self.weights[l]
+            self.layer(r, l + 1).addmm_(self.layer(u, l), w)
+            self.layer(r, l).addmm_(self.layer(u, l + 1), w.T)
+        return r
+
+    def cocontent(self, u: torch.Tensor, r: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """E(u) of (1) up to a constant, from quantities the solver already has, ``[B]``.
+
+        The quadratic part is ``1/2 u.(Lap u) - c.u`` and ``Lap u = c - r - f``.
+        """
+        return -0.5 * (u * (self.const + r + f)).sum(1) + self.diode_cocontent(u)
+
+    def physical_residual(self, r: torch.Tensor) -> torch.Tensor:
+        """Largest KCL error in amperes per sample (``s_l r``), ``[B]``."""
+        return (r if self.unit_scale else r * self.scale).abs().amax(1)
+
+    def to_voltages(self, u: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.split(u * self.scale)
+
+    def from_voltages(self, voltages: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.cat([v.to(self.dtype) for v in voltages], dim=1) / self.scale
+
+    def source_currents(self, u: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Current delivered into the network by every input source ``[B, n_sources]`` and by
+        every bias source ``[B, n_bias]`` per layer, amperes."""
+        w0 = self.weights[0]
+        u1 = self.layer(u, 1)
+        inputs = self.source_V * w0.sum(1) - u1 @ w0.T
+        bias_V = self.spec.bias_voltages(self.dtype, self.device)
+        biases = []
+        for l in range(1, self.depth + 1):
+            b = self.circuit.biases[l - 1]
+            v = self.layer(u, l) * self.layer_scales[l - 1]
+            biases.append(bias_V * b.sum(1) - v @ b.T)
+        return inputs, tuple(biases)
+
+
+def kcl_residual(
+    circuit: Circuit,
+    source_V: torch.Tensor,
+    voltages: tuple[torch.Tensor, ...],
+    nudge_A: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Largest absolute KCL residual (A) over the free nodes of each sample, ``[B]``.
+
+    ``voltages``: physical node voltages of free layers ``1..L``, each ``[B, n_l]``.
+    """
+    system = LayeredSystem(circuit, source_V, nudge_A)
+    u = system.from_voltages(voltages)
+    f, _ = system.diodes(u)
+    return system.physical_residual(system.residual(u, f))

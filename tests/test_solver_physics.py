@@ -1,0 +1,123 @@
+"""Analytic circuits and solver invariants, on every backend (fast solver and ngspice)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import brentq
+
+from analog import Circuit, CircuitSpec, DiodeModel, thermal_voltage
+from analog.solvers import FastSolver
+from tests.conftest import log_uniform_circuit, random_inputs
+
+ANALYTIC_TOL_V = 1e-9
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_voltage_divider(solver):
+    spec = CircuitSpec((1, 1), input_pairs=False, input_gain_V=2.0, diode_up_V=None, diode_down_V=None)
+    g, gp, gn = 3e-5, 2e-5, 5e-5
+    circuit = Circuit(spec, [t([g])], [t([gp], [gn])])
+    x = t([0.3], [-0.7], [1.0])
+    eq = solver.solve(circuit, spec.source_voltages(x))
+    vs = 2.0 * x[:, 0]
+    expected = (g * vs + gp * 1.0 - gn * 1.0) / (g + gp + gn)
+    assert torch.allclose(eq.output[:, 0], expected, atol=ANALYTIC_TOL_V, rtol=0)
+    # The input source delivers g (vs - v) into the network.
+    assert torch.allclose(eq.input_currents_A[:, 0], g * (vs - expected), atol=1e-15, rtol=1e-9)
+
+
+def test_diode_clamp_matches_shockley(solver):
+    diode = DiodeModel(is_A=1e-14, n=1.2)
+    spec = CircuitSpec((1, 1), input_pairs=False, bias_V=None, diode_up_V=0.1, diode_down_V=None, diode=diode)
+    g = 1e-4
+    circuit = Circuit(spec, [t([g])], [torch.zeros(0, 1)])
+    xs = [0.2, 0.8, 2.0, 5.0]
+    eq = solver.solve(circuit, spec.source_voltages(t(*[[x] for x in xs])))
+    vte = 1.2 * thermal_voltage(27.0)
+
+    def kcl(v, vs):  # written out independently of analog.devices (forward region only)
+        return g * (vs - v) - (1e-14 * math.expm1((v - 0.1) / vte) + 1e-12 * (v - 0.1))
+
+    for k, vs in enumerate(xs):
+        v = brentq(kcl, -1.0, vs, args=(vs,), xtol=1e-15, rtol=1e-15)
+        assert v - 0.1 > -3 * vte
+        assert abs(eq.output[k, 0].item() - v) < ANALYTIC_TOL_V
+    assert eq.output[-1, 0].item() < 0.1 + 0.8, "a forward-biased diode must clamp the node"
+
+
+def test_amplifier_gain(solver):
+    spec = CircuitSpec(
+        (1, 1, 1), input_pairs=False, diode_up_V=None, diode_down_V=None, amplifier_gains=(4.0,)
+    )
+    g0, g1 = 2e-5, 7e-5
+    b1, b2 = (1e-5, 3e-5), (4e-5, 2e-5)
+    circuit = Circuit(spec, [t([g0]), t([g1])], [t([b1[0]], [b1[1]]), t([b2[0]], [b2[1]])])
+    x = t([0.5], [-0.25])
+    eq = solver.solve(circuit, spec.source_voltages(x))
+    a, vb = 4.0, 1.0
+    for k in range(2):
+        # KCL at v1: g0 (x - v1) + b1+ (vb - v1) + b1- (-vb - v1) - g1 (a v1 - v2) / a = 0
+        # KCL at v2: g1 (a v1 - v2) + b2+ (vb - v2) + b2- (-vb - v2) = 0
+        m = np.array([[g0 + sum(b1) + g1, -g1 / a], [-g1 * a, g1 + sum(b2)]])
+        rhs = np.array([g0 * x[k, 0].item() + vb * (b1[0] - b1[1]), vb * (b2[0] - b2[1])])
+        v1, v2 = np.linalg.solve(m, rhs)
+        assert abs(eq.voltages[0][k, 0].item() - v1) < ANALYTIC_TOL_V
+        assert abs(eq.voltages[1][k, 0].item() - v2) < ANALYTIC_TOL_V
+
+
+CASES = [
+    ((64, 32, 10), None),
+    ((64, 32, 32, 10), (3.0, 2.0)),
+    ((196, 64, 10), None),
+]
+
+
+@pytest.mark.parametrize(("sizes", "gains"), CASES)
+def test_kcl_residual_and_warm_start(sizes, gains):
+    spec = CircuitSpec(sizes, input_gain_V=30.0, amplifier_gains=gains)
+    circuit = log_uniform_circuit(spec, seed=3)
+    source_V = spec.source_voltages(random_inputs(spec, 64, seed=3))
+    solver = FastSolver(record_history=True)
+    eq = solver.solve(circuit, source_V)
+    conducting = (eq.all_voltages().abs() > 0.5).double().mean().item()
+    assert conducting > 0.2, f"test inputs should drive many diodes ({conducting:.0%} conduct)"
+    assert eq.residual_A.max().item() <= 1e-12
+    energy = torch.tensor(eq.history["cocontent"])
+    increase = (energy[1:] - energy[:-1]).max().item()
+    assert increase <= 1e-12 * energy.abs().max().item(), "co-content increased along the iterations"
+    warm = FastSolver().solve(circuit, source_V, init=eq)
+    assert warm.iterations <= 2
+    assert (warm.all_voltages() - eq.all_voltages()).abs().max().item() <= 1e-12
+
+
+def test_float32_agrees_with_float64():
+    spec = CircuitSpec((64, 32, 10), input_gain_V=30.0)
+    circuit = log_uniform_circuit(spec, seed=5)
+    source_V = spec.source_voltages(random_inputs(spec, 32, seed=5))
+    eq64 = FastSolver().solve(circuit, source_V)
+    eq32 = FastSolver().solve(circuit.to(torch.float32), source_V.float())
+    assert eq32.output.dtype == torch.float32
+    assert (eq32.output.double() - eq64.output).abs().max().item() < 1e-4
+
+
+def test_nonconvergence_raises_with_hint():
+    spec = CircuitSpec((8, 4, 2), input_gain_V=30.0)
+    circuit = log_uniform_circuit(spec, seed=1)
+    with pytest.raises(Exception, match="max_iterations"):
+        FastSolver(max_iterations=1).solve(circuit, spec.source_voltages(random_inputs(spec, 4, 1)))
+
+
+def test_nan_inputs_are_refused():
+    spec = CircuitSpec((4, 3, 2))
+    circuit = Circuit.random(spec)
+    v = spec.source_voltages(torch.rand(3, 4))
+    v[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN/inf in samples \[1\]"):
+        FastSolver().solve(circuit, v)
