@@ -21,7 +21,7 @@ from analog.circuit import Circuit
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus, check_batch
 from analog.solvers.physics import LayeredSystem
 
-__all__ = ["BlockTridiagonal", "FastSolver"]
+__all__ = ["BlockTridiagonal", "FastSolver", "adjoint"]
 
 
 class BlockTridiagonal:
@@ -206,3 +206,16 @@ class FastSolver(EquilibriumSolver):
         # A damped step is not a converged one, whatever its size.
         step = torch.where(taken == 1, step, torch.full_like(step, float("inf")))
         return u, f, g, r, energy, step
+
+
+def adjoint(circuit: Circuit, source_V: torch.Tensor, equilibrium: Equilibrium, rhs: torch.Tensor):
+    """Solve ``H lam = rhs`` with ``H`` the Hessian of the rescaled co-content at ``equilibrium``.
+
+    ``rhs``: ``[B, N]`` in u-space (flat over free layers). Returns ``(lam, system)`` so that the
+    caller can map u-space quantities back. This is the adjoint system of implicit
+    differentiation: ``H`` is symmetric, so the same factorisation serves forward and adjoint.
+    """
+    system = LayeredSystem(circuit, source_V)
+    u = system.from_voltages(equilibrium.voltages)
+    _, g = system.diodes(u)
+    return BlockTridiagonal(system, system.diag + g).solve(rhs), system

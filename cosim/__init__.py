@@ -1,0 +1,23 @@
+"""Co-simulation: the ff-EBM model, the hybrid gradient, training, checks, sweeps and the CLI."""
+
+from cosim.block import AnalogBlock
+from cosim.gradients import (
+    METHODS,
+    BlockGradients,
+    EquilibriumPropagation,
+    GradientMethod,
+    ImplicitDifferentiation,
+    gradient_method,
+)
+from cosim.model import FFEBM
+
+__all__ = [
+    "FFEBM",
+    "METHODS",
+    "AnalogBlock",
+    "BlockGradients",
+    "EquilibriumPropagation",
+    "GradientMethod",
+    "ImplicitDifferentiation",
+    "gradient_method",
+]

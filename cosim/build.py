@@ -1,0 +1,141 @@
+"""From a validated :class:`~cosim.config.RunConfig` to solvers, circuits and an ff-EBM model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from analog.circuit import CircuitSpec
+from analog.devices import ConductanceRange, DiodeModel
+from analog.solvers import EquilibriumSolver, get_solver
+from cosim.block import AnalogBlock
+from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, SolverConfig
+from cosim.gradients import gradient_method
+from cosim.model import FFEBM
+from digital.converters import Converter
+
+__all__ = ["build_model", "build_solver", "circuit_spec", "torch_dtype"]
+
+
+def torch_dtype(config: RunConfig) -> torch.dtype:
+    return {"float64": torch.float64, "float32": torch.float32}[config.dtype]
+
+
+def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSolver:
+    name = name or config.name
+    if name == "fast":
+        return get_solver("fast", tol_V=config.tol_V, max_iterations=config.max_iterations)
+    return get_solver("ngspice", workers=config.workers)
+
+
+def circuit_spec(block: AnalogBlockConfig) -> CircuitSpec:
+    try:
+        return CircuitSpec(
+            layer_sizes=tuple(block.sizes),
+            input_pairs=block.input_pairs,
+            input_gain_V=block.input_gain_V,
+            bias_V=block.bias_V,
+            diode_up_V=block.diode_up_V,
+            diode_down_V=block.diode_down_V,
+            diode=DiodeModel(is_A=block.diode_is_A, n=block.diode_n, temperature_C=block.temperature_C),
+            amplifier_gains=None if block.amplifier_gains is None else tuple(block.amplifier_gains),
+            conductance=ConductanceRange(block.g_min_S, block.g_max_S),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"analog block: {exc}") from None
+
+
+class Reshape(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={list(self.shape)}"
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+def _digital(block) -> nn.Module:
+    kind = block.type
+    if kind == "linear":
+        return nn.Linear(block.in_features, block.out_features, bias=block.bias)
+    if kind == "conv":
+        return nn.Conv2d(
+            block.in_channels, block.out_channels, block.kernel_size, block.stride, block.padding
+        )
+    if kind == "maxpool":
+        return nn.MaxPool2d(block.kernel_size)
+    if kind == "avgpool":
+        return nn.AvgPool2d(block.kernel_size)
+    if kind == "batchnorm1d":
+        return nn.BatchNorm1d(block.num_features)
+    if kind == "batchnorm2d":
+        return nn.BatchNorm2d(block.num_features)
+    if kind == "layernorm":
+        return nn.LayerNorm(block.num_features)
+    if kind in ("dac", "adc"):
+        return Converter(block.bits, block.lo, block.hi, kind=kind)
+    if kind == "reshape":
+        return Reshape(block.shape)
+    if kind == "scale":
+        return Scale(block.factor)
+    return {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "flatten": nn.Flatten}[kind]()
+
+
+def build_model(
+    config: RunConfig, input_shape: tuple[int, ...], solver: EquilibriumSolver | None = None
+) -> FFEBM:
+    """The ff-EBM of ``config.model`` with seeded parameters, checked on a dummy batch of
+    ``input_shape`` (one sample's shape) so that blocks that do not chain fail here, by index."""
+    torch.manual_seed(config.seed)
+    dtype = torch_dtype(config)
+    solver = solver or build_solver(config.solver)
+    method = gradient_method(config.train.method, config.train.beta)
+    blocks: list[nn.Module] = []
+    n_analog = 0
+    for i, block in enumerate(config.model.blocks):
+        if block.type == "analog":
+            module = AnalogBlock(
+                circuit_spec(block),
+                solver=solver,
+                method=method,
+                seed=config.seed * 1000 + i,
+                dtype=dtype,
+                name=f"analog{n_analog}",
+            )
+            n_analog += 1
+        else:
+            module = _digital(block)
+        blocks.append(module.to(dtype))
+    model = FFEBM(blocks)
+    fast = get_solver("fast")
+    saved = [b.solver for b in model.analog_blocks()]
+    model.set_solver(fast)
+    x = torch.zeros(2, *input_shape, dtype=dtype)
+    with torch.no_grad():
+        for i, block in enumerate(model.blocks):
+            try:
+                x = block(x)
+            except (RuntimeError, ValueError) as exc:
+                raise ConfigError(
+                    f"model.blocks[{i}] ({config.model.blocks[i].type}): does not accept the output of "
+                    f"the block before it, shape {list(x.shape[1:])}: {exc}"
+                ) from None
+    for block, s in zip(model.analog_blocks(), saved, strict=True):
+        block.solver = s
+    model.output_shape = tuple(x.shape[1:])
+    return model

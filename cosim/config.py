@@ -1,0 +1,253 @@
+"""Run configuration: TOML files validated by pydantic, unknown keys and out-of-range values refused.
+
+A configuration names the data, the model (an ordered list of digital and analog blocks), and the
+settings of each command (``solve``, ``gradcheck``, ``train``). Every error names the key path
+(``model.blocks[1].kernel_size``), the allowed range and, where it helps, the fix.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["ConfigError", "RunConfig", "load_config", "parse_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message says where and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AnalogBlockConfig(_Strict):
+    type: Literal["analog"]
+    sizes: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(min_length=2)
+    """``[n_in, hidden..., n_out]``."""
+    input_pairs: bool = True
+    input_gain_V: float = Field(1.0, gt=0, le=100)
+    bias_V: float | None = Field(1.0, gt=0, le=100)
+    diode_up_V: float | None = Field(0.0, ge=-100, le=100)
+    diode_down_V: float | None = Field(0.0, ge=-100, le=100)
+    amplifier_gains: list[Annotated[float, Field(gt=0, le=1000)] | None] | None = None
+    g_min_S: float = Field(1e-6, gt=0, lt=1)
+    g_max_S: float = Field(1e-4, gt=0, lt=1)
+    diode_is_A: float = Field(1e-14, gt=0, lt=1e-3)
+    diode_n: float = Field(1.0, ge=0.5, le=10)
+    temperature_C: float = Field(27.0, gt=-273.15, le=500)
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.g_min_S >= self.g_max_S:
+            raise ValueError(f"g_min_S ({self.g_min_S}) must be below g_max_S ({self.g_max_S})")
+        if self.amplifier_gains is not None and len(self.amplifier_gains) != len(self.sizes) - 2:
+            raise ValueError(
+                f"amplifier_gains needs {len(self.sizes) - 2} entries (one per pair of free layers), "
+                f"got {len(self.amplifier_gains)}"
+            )
+        return self
+
+
+class LinearConfig(_Strict):
+    type: Literal["linear"]
+    in_features: int = Field(ge=1)
+    out_features: int = Field(ge=1)
+    bias: bool = True
+
+
+class ConvConfig(_Strict):
+    type: Literal["conv"]
+    in_channels: int = Field(ge=1)
+    out_channels: int = Field(ge=1)
+    kernel_size: int = Field(ge=1, le=31)
+    stride: int = Field(1, ge=1)
+    padding: int = Field(0, ge=0)
+
+
+class PoolConfig(_Strict):
+    type: Literal["maxpool", "avgpool"]
+    kernel_size: int = Field(2, ge=1)
+
+
+class ActivationConfig(_Strict):
+    type: Literal["relu", "tanh", "sigmoid", "flatten"]
+
+
+class NormConfig(_Strict):
+    type: Literal["batchnorm1d", "batchnorm2d", "layernorm"]
+    num_features: int = Field(ge=1)
+
+
+class ReshapeConfig(_Strict):
+    type: Literal["reshape"]
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    """Shape of one sample, e.g. ``[1, 8, 8]`` to feed flat digits to a convolution."""
+
+
+class ScaleConfig(_Strict):
+    type: Literal["scale"]
+    factor: float = Field(gt=0, le=1e6)
+    """Fixed gain, e.g. from output volts to logits."""
+
+
+class ConverterConfig(_Strict):
+    type: Literal["dac", "adc"]
+    bits: int | None = Field(None, ge=1, le=24)
+    """Resolution; omit for an ideal converter."""
+    lo: float = -1.0
+    hi: float = 1.0
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.lo >= self.hi:
+            raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
+        return self
+
+
+BlockConfig = Annotated[
+    AnalogBlockConfig
+    | LinearConfig
+    | ConvConfig
+    | PoolConfig
+    | ActivationConfig
+    | NormConfig
+    | ReshapeConfig
+    | ScaleConfig
+    | ConverterConfig,
+    Field(discriminator="type"),
+]
+
+
+class ModelConfig(_Strict):
+    blocks: list[BlockConfig] = Field(min_length=1)
+
+
+class DataConfig(_Strict):
+    dataset: Literal["digits", "mnist", "fashion-mnist", "cifar10"] = "digits"
+    root: str = ""
+    """Local file or folder holding the dataset (e.g. ``../shared/data/mnist.pkl.gz``); empty: the
+    dataset's default location, downloaded through torchvision when online."""
+    download: bool = True
+    """Allow torchvision to download MNIST / Fashion-MNIST / CIFAR-10 when ``root`` lacks them."""
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    """Held-out fraction for ``digits`` (fixed split by ``seed``)."""
+    train_subset: int = Field(0, ge=0)
+    """Use only the first N training samples (0: all)."""
+    test_subset: int = Field(0, ge=0)
+
+
+class SolverConfig(_Strict):
+    name: Literal["fast", "ngspice"] = "fast"
+    tol_V: float | None = Field(None, gt=0, lt=1)
+    max_iterations: int = Field(100, ge=1, le=10_000)
+    workers: int = Field(1, ge=1, le=64)
+    """ngspice worker processes."""
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    """Learning rate. Conductances are in siemens: the analog-block learning rate is ``lr`` times
+    ``analog_lr_scale`` (default: the device range ``g_max - g_min``)."""
+    analog_lr_scale: float | None = Field(None, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["none", "cosine"] = "cosine"
+    method: Literal["ep-centered", "ep-positive", "ep-negative", "implicit"] = "ep-centered"
+    beta: float = Field(0.05, gt=0, le=1)
+    loss: Literal["cross-entropy", "mse"] = "cross-entropy"
+    ngspice_eval_samples: int = Field(200, ge=0)
+    """Test samples re-evaluated with every analog block in ngspice after training (0: skip)."""
+    checkpoint_every: int = Field(1, ge=1)
+
+
+class SolveConfig(_Strict):
+    samples: int = Field(64, ge=1, le=100_000)
+    inputs: Literal["random", "data"] = "random"
+    block: int = Field(0, ge=0)
+    """Which analog block of the model to solve (index among analog blocks)."""
+
+
+class GradcheckConfig(_Strict):
+    samples: int = Field(32, ge=1, le=100_000)
+    betas: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.2, 0.1, 0.05, 0.025, 0.0125], min_length=2
+    )
+    methods: list[Literal["ep-centered", "ep-positive", "ep-negative"]] = Field(
+        default_factory=lambda: ["ep-centered", "ep-positive"], min_length=1
+    )
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = Field(0, ge=0)
+    dtype: Literal["float64", "float32"] = "float64"
+    device: str = "cpu"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    solver: SolverConfig = Field(default_factory=SolverConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    solve: SolveConfig = Field(default_factory=SolveConfig)
+    gradcheck: GradcheckConfig = Field(default_factory=GradcheckConfig)
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration {source}:"]
+    for item in error.errors():
+        path = ""
+        for part in item["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif part in {
+                "analog",
+                "linear",
+                "conv",
+                "maxpool",
+                "avgpool",
+                "relu",
+                "tanh",
+                "sigmoid",
+                "flatten",
+                "batchnorm1d",
+                "batchnorm2d",
+                "layernorm",
+                "reshape",
+                "scale",
+                "dac",
+                "adc",
+            } and path.endswith("]"):
+                continue  # pydantic's discriminator tag, not a key of the file
+            else:
+                path += ("." if path else "") + str(part)
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling; see configs/ for the accepted keys)"
+        lines.append(f"  {path or '<top>'}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, source: str = "<dict>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML configuration file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file not found: {path} (give a path to a .toml file, e.g. configs/digits-demo.toml)"
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,213 @@
+"""Gradient methods for an analog block: Equilibrium Propagation from circuit quantities, and the
+exact reference by implicit differentiation.
+
+Notation (see :mod:`analog.circuit`): ``s_l`` is the amplifier scale of free layer ``l``, ``L`` the
+output layer, ``E`` the rescaled co-content. Nudging injects the physical current
+
+    I_b = -beta * I_fs * grad_b / gamma_b,      gamma_b = max_k |grad_b,k|,                 (N)
+
+into the output nodes of sample ``b`` (``grad_b = dL/dv_out`` from the blocks after this one,
+``I_fs = g_max * 1 V`` the full-scale current). ``beta`` is thus dimensionless: the largest nudging
+current as a fraction of ``I_fs``, whatever the loss scale or batch size. In u-space this is a
+linear cost with strength ``beta_u,b = beta * I_fs / (gamma_b * s_L^2)``, and the EP theorem
+(Scellier & Bengio 2017, Thm. 1) gives, with ``dE/dg = 1/2 (dV / s_{l+1})^2`` for a conductance
+between layers ``l`` and ``l+1`` across which the voltage drop is ``dV`` and ``dE/dV_k = I_k`` for
+an input source delivering current ``I_k``:
+
+    dL/dg   ~ sum_b kappa_b (s_L / s_{l+1})^2 (dV_b(a)^2 - dV_b(b)^2) / 2                   (EP-g)
+    dL/dV_k ~ kappa_b s_L^2 (I_k(a) - I_k(b))                                               (EP-x)
+
+with phases ``(a, b) = (+beta, -beta)`` and ``kappa_b = gamma_b / (2 beta I_fs)`` (centered), or
+``(+beta, free)`` / ``(free, -beta)`` and ``kappa_b = gamma_b / (beta I_fs)`` (one-sided). The
+centered estimate has an ``O(beta^2)`` bias, the one-sided ones ``O(beta)``.
+
+The exact reference solves the adjoint system ``H lam = dL/du`` at the free equilibrium (``H`` the
+symmetric KCL Jacobian) and uses ``dL/dtheta = -lam . d^2E/du dtheta``:
+
+    dL/dg_ij = -sum_b (lam_i - lam_j)(u_i - u_j),      dL/dV_k = sum_j g_kj lam_j.          (IMP)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from analog.circuit import Circuit
+from analog.solvers.base import Equilibrium, EquilibriumSolver
+from analog.solvers.newton import adjoint
+
+__all__ = [
+    "METHODS",
+    "BlockGradients",
+    "EquilibriumPropagation",
+    "GradientMethod",
+    "ImplicitDifferentiation",
+    "gradient_method",
+]
+
+
+@dataclass
+class BlockGradients:
+    """Gradients of the loss w.r.t. one block's source voltages and conductances."""
+
+    source_V: torch.Tensor
+    """``dL/dV`` for every input source, ``[B, n_sources]``."""
+    weights: tuple[torch.Tensor, ...]
+    biases: tuple[torch.Tensor, ...]
+    phases: dict[str, Equilibrium] = field(default_factory=dict)
+    """The nudged equilibria the estimate was measured from (empty for the exact method)."""
+
+
+def pair_products(p, q, r, t) -> torch.Tensor:
+    """``sum_b (p_bi - q_bj)(r_bi - t_bj)`` as an ``[n_i, n_j]`` matrix, without ever forming a
+    ``[B, n_i, n_j]`` tensor. ``p`` may be ``None`` for zero (fixed sources)."""
+    out = (q * t).sum(0).unsqueeze(0) - r.T @ q
+    if p is not None:
+        out = out + (p * r).sum(0).unsqueeze(1) - p.T @ t
+    return out
+
+
+def _upstream(circuit: Circuit, l: int, voltages, source_V) -> torch.Tensor:
+    """Voltage at the crossbar side of layer ``l`` feeding layer ``l+1`` (after its amplifier)."""
+    if l == 0:
+        return source_V
+    s = circuit.spec.scales()
+    return voltages[l - 1] * (s[l] / s[l - 1])
+
+
+class GradientMethod(ABC):
+    """Turns an upstream gradient ``dL/dv_out`` into gradients for a block's inputs and devices."""
+
+    name: str
+
+    @abstractmethod
+    def __call__(
+        self,
+        solver: EquilibriumSolver,
+        circuit: Circuit,
+        source_V: torch.Tensor,
+        free: Equilibrium,
+        grad_output: torch.Tensor,
+    ) -> BlockGradients: ...
+
+
+@dataclass(frozen=True)
+class EquilibriumPropagation(GradientMethod):
+    """EP estimates (EP-g), (EP-x) from voltages across devices and currents through sources."""
+
+    beta: float = 1e-3
+    """Largest nudging current as a fraction of the full-scale current ``g_max * 1 V`` (N)."""
+    variant: str = "centered"
+    """``centered`` (+/-beta), ``positive`` (+beta vs free) or ``negative`` (free vs -beta)."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.beta, int | float) and 0 <= self.beta <= 1):
+            raise ValueError(f"beta: must be in [0, 1] (fraction of full-scale current), got {self.beta!r}")
+        if self.variant not in ("centered", "positive", "negative"):
+            raise ValueError(f"variant: must be 'centered', 'positive' or 'negative', got {self.variant!r}")
+
+    @property
+    def name(self) -> str:
+        return f"ep-{self.variant}"
+
+    def nudge(self, circuit: Circuit, grad_output: torch.Tensor, sign: float):
+        """Nudging currents (N) ``[B, n_out]`` and the per-sample scale ``gamma_b`` ``[B]``."""
+        full_scale_A = circuit.spec.conductance.g_max_S * 1.0
+        gamma = grad_output.abs().amax(1)
+        unit = grad_output / torch.where(gamma > 0, gamma, torch.ones_like(gamma)).unsqueeze(1)
+        return -sign * self.beta * full_scale_A * unit, gamma
+
+    def __call__(self, solver, circuit, source_V, free, grad_output) -> BlockGradients:
+        if self.beta == 0:
+            raise ValueError("beta: EP needs beta > 0 to measure a gradient (beta = 0 is the free phase)")
+        phases: dict[str, Equilibrium] = {}
+        gamma = None
+        for name, sign in (("positive", 1.0), ("negative", -1.0)):
+            if self.variant in ("centered", name):
+                nudge, gamma = self.nudge(circuit, grad_output, sign)
+                phases[name] = solver.solve(circuit, source_V, nudge_A=nudge, init=free)
+        a = phases.get("positive", free)
+        b = phases.get("negative", free)
+        full_scale_A = circuit.spec.conductance.g_max_S
+        kappa = gamma / (self.beta * full_scale_A * (2.0 if self.variant == "centered" else 1.0))
+        return ep_estimates(circuit, source_V, a, b, kappa, phases)
+
+
+def ep_estimates(
+    circuit: Circuit,
+    source_V: torch.Tensor,
+    a: Equilibrium,
+    b: Equilibrium,
+    kappa: torch.Tensor,
+    phases: dict[str, Equilibrium],
+) -> BlockGradients:
+    """(EP-g) and (EP-x) from two measured phases; ``kappa`` ``[B]`` as in the module docstring."""
+    spec = circuit.spec
+    s = spec.scales()
+    s_out2 = s[-1] ** 2
+    k = kappa.unsqueeze(1)
+    weights, biases = [], []
+    bias_V = spec.bias_voltages(source_V.dtype, source_V.device)
+    for l in range(spec.depth):
+        factor = 0.5 * s_out2 / s[l] ** 2  # s[l] is s_{l+1} (free layers are 1-based)
+        ya, yb = a.voltages[l], b.voltages[l]
+        dy, sy = k * (ya - yb), ya + yb
+        if l == 0:
+            dx, sx = None, 2.0 * source_V
+        else:
+            xa, xb = _upstream(circuit, l, a.voltages, None), _upstream(circuit, l, b.voltages, None)
+            dx, sx = k * (xa - xb), xa + xb
+        weights.append(factor * pair_products(dx, dy, sx, sy))
+        if spec.n_bias:
+            sb = 2.0 * bias_V.expand(source_V.shape[0], -1)
+            biases.append(factor * pair_products(None, dy, sb, sy))
+        else:
+            biases.append(torch.zeros(0, spec.layer_sizes[l + 1], dtype=source_V.dtype))
+    grad_source = s_out2 * k * (a.input_currents_A - b.input_currents_A)
+    return BlockGradients(grad_source, tuple(weights), tuple(biases), phases)
+
+
+@dataclass(frozen=True)
+class ImplicitDifferentiation(GradientMethod):
+    """Exact gradient (IMP) by the adjoint of the fast solver's KCL Jacobian at the free phase."""
+
+    name: str = "implicit"
+
+    def __call__(self, solver, circuit, source_V, free, grad_output) -> BlockGradients:
+        spec = circuit.spec
+        s = spec.scales()
+        n_free = sum(spec.layer_sizes[1:])
+        rhs = torch.zeros(source_V.shape[0], n_free, dtype=source_V.dtype, device=source_V.device)
+        rhs[:, n_free - spec.n_outputs :] = s[-1] * grad_output
+        lam_flat, system = adjoint(circuit, source_V, free, rhs)
+        lam = system.split(lam_flat)
+        u = system.split(system.from_voltages(free.voltages))
+        bias_V = spec.bias_voltages(source_V.dtype, source_V.device)
+        weights, biases = [], []
+        for l in range(spec.depth):
+            if l == 0:
+                w = pair_products(None, lam[0], source_V, u[0])
+            else:
+                w = pair_products(lam[l - 1], lam[l], u[l - 1], u[l])
+            weights.append(-w)
+            if spec.n_bias:
+                ub = (bias_V / s[l]).expand(source_V.shape[0], -1)
+                biases.append(-pair_products(None, lam[l], ub, u[l]))
+            else:
+                biases.append(torch.zeros(0, spec.layer_sizes[l + 1], dtype=source_V.dtype))
+        grad_source = lam[0] @ circuit.weights[0].T
+        return BlockGradients(grad_source, tuple(weights), tuple(biases))
+
+
+METHODS = ("ep-centered", "ep-positive", "ep-negative", "implicit")
+
+
+def gradient_method(name: str, beta: float = 1e-3) -> GradientMethod:
+    """Gradient method by name: one of :data:`METHODS`."""
+    if name == "implicit":
+        return ImplicitDifferentiation()
+    if name.startswith("ep-") and name[3:] in ("centered", "positive", "negative"):
+        return EquilibriumPropagation(beta=beta, variant=name[3:])
+    raise ValueError(f"gradient method: unknown method {name!r}; choose one of {', '.join(METHODS)}")

@@ -1,0 +1,5 @@
+"""Digital feedforward blocks (torch) and the converters at the analog/digital boundary."""
+
+from digital.converters import Converter
+
+__all__ = ["Converter"]
