@@ -13,6 +13,7 @@ co-content never increases; near the solution Newton converges quadratically to 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -74,6 +75,32 @@ class BlockTridiagonal:
         return torch.cholesky_solve(v.unsqueeze(2), self.chol[l - 1]).squeeze(2)
 
 
+def initial_guess(system: LayeredSystem) -> torch.Tensor:
+    """A forward sweep that ignores downstream loading and clips each node to its diodes' knees.
+
+    Starting Newton at u = 0 puts the diodes where they conduct nothing, so the first step jumps
+    far past their knees and the line search then crawls back; starting near the knees saves most
+    of those damped iterations.
+    """
+    spec = system.spec
+    diode = spec.diode
+    # Forward voltage at which a diode carries the network's typical current (g_max * 1 V).
+    knee = diode.vte_V * math.log1p(spec.conductance.g_max_S / diode.is_A)
+    lo = -math.inf if spec.diode_down_V is None else spec.diode_down_V - knee
+    hi = math.inf if spec.diode_up_V is None else spec.diode_up_V + knee
+    u = torch.zeros(system.batch, system.n_free, dtype=system.dtype, device=system.device)
+    upstream = None
+    for l in range(1, system.depth + 1):
+        current = system.layer(system.const, l)
+        if upstream is not None:
+            current = current + upstream @ system.weights[l - 1]
+        s = system.layer_scales[l - 1]
+        v = (current / system.layer(system.diag.unsqueeze(0), l) * s).clamp(lo, hi)
+        system.layer(u, l).copy_(v / s)
+        upstream = system.layer(u, l)
+    return u
+
+
 @dataclass
 class FastSolver(EquilibriumSolver):
     """Batched damped-Newton solver (torch; float64 or float32, CPU or CUDA).
@@ -115,7 +142,7 @@ class FastSolver(EquilibriumSolver):
                 )
             u = system.from_voltages(init.voltages).to(system.dtype)
         else:
-            u = torch.zeros(system.batch, system.n_free, dtype=system.dtype, device=system.device)
+            u = initial_guess(system)
         return self._newton(system, u, tol)
 
     def _newton(self, system: LayeredSystem, u: torch.Tensor, tol: float) -> Equilibrium:
