@@ -153,9 +153,7 @@ class CircuitSpec:
     def source_voltages(self, x: torch.Tensor) -> torch.Tensor:
         """Input values ``x`` ``[B, n_in]`` -> source voltages ``[B, n_sources]`` (V)."""
         if x.ndim != 2 or x.shape[1] != self.n_inputs:
-            raise ValueError(
-                f"inputs: expected shape [batch, {self.n_inputs}], got {list(x.shape)}"
-            )
+            raise ValueError(f"inputs: expected shape [batch, {self.n_inputs}], got {list(x.shape)}")
         v = self.input_gain_V * x
         return torch.cat([v, -v], dim=1) if self.input_pairs else v
 
@@ -226,9 +224,7 @@ class Circuit:
                     )
 
     @classmethod
-    def random(
-        cls, spec: CircuitSpec, seed: int = 0, dtype: torch.dtype = torch.float64
-    ) -> Circuit:
+    def random(cls, spec: CircuitSpec, seed: int = 0, dtype: torch.dtype = torch.float64) -> Circuit:
         """Conductances drawn uniformly in the device range with a seeded generator."""
         gen = torch.Generator().manual_seed(seed)
         w, b = spec.random_conductances(gen, dtype)

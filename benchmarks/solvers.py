@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analog import Circuit, CircuitSpec  # noqa: E402
-from analog.solvers import FastSolver  # noqa: E402
+from analog import Circuit, CircuitSpec
+from analog.solvers import FastSolver
 
 BATCH = 128
 
@@ -85,7 +85,7 @@ def run(repeats: int, big_ngspice_samples: int, big_per_op_samples: int) -> dict
                 report[f"conducting_fraction_{key}"] = float((eq.all_voltages().abs() > 0.5).double().mean())
                 reference = eq
         batched, eq_b = time_ngspice(circuit, source_V, n_batched, per_op=False)
-        per_op, eq_o = time_ngspice(circuit, source_V, n_per_op, per_op=True)
+        per_op, _ = time_ngspice(circuit, source_V, n_per_op, per_op=True)
         report[f"ngspice_batched_ms_per_sample_{key}"] = 1e3 * batched
         report[f"ngspice_per_op_ms_per_sample_{key}"] = 1e3 * per_op
         report[f"ngspice_samples_{key}"] = {"batched": n_batched, "per_op": n_per_op}

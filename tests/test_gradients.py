@@ -147,7 +147,7 @@ def test_beta_zero_nudged_phase_equals_free_phase():
 
 
 def test_unknown_gradient_method_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown method 'ep-central'.*ep-centered"):
+    with pytest.raises(ValueError, match=r"unknown method 'ep-central'.*ep-centered"):
         gradient_method("ep-central")
     with pytest.raises(ValueError, match="beta"):
         gradient_method("ep-centered", beta=-0.1)

@@ -45,7 +45,10 @@ class LayeredSystem:
         self.n_free = offsets[-1]
         self.layer_scales = spec.scales()
         self.scale = torch.cat(
-            [torch.full((n,), s, dtype=dtype, device=device) for n, s in zip(self.sizes, self.layer_scales)]
+            [
+                torch.full((n,), s, dtype=dtype, device=device)
+                for n, s in zip(self.sizes, self.layer_scales, strict=True)
+            ]
         )
         self.unit_scale = all(x == 1.0 for x in self.layer_scales)
         self.weights = circuit.weights
