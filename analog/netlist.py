@@ -1,0 +1,322 @@
+"""A :class:`~analog.circuit.Circuit` as a SPICE netlist, built through PySpice's API.
+
+Two kinds of deck are built from the same elements:
+
+* :func:`build_operating_point`: one sample, plain DC sources and an ``.op`` analysis (golden
+  netlists, per-sample runs, netlist export);
+* :func:`build_batch`: a whole batch in one ``.dc`` analysis, so that ngspice orders its sparse
+  matrix once. A dummy source ``VIDX`` is swept over ``0..B-1``; every input source and nudging
+  current is a behavioral source ``pwl(v(IDX), 0, x_0, 1, x_1, ...)`` that takes sample ``b``'s
+  value at ``v(IDX) = b``. Each sweep point starts Newton from the previous one.
+
+Names (ngspice lower-cases them in its output vectors):
+
+===========================  =====================================================================
+``L{l}_N{j}``                node ``j`` of layer ``l`` (layer 0: the input source nodes)
+``L{l}_BP`` / ``L{l}_BN``    nodes of the ``+bias_V`` / ``-bias_V`` sources feeding layer ``l+1``
+``RAIL_UP`` / ``RAIL_DN``    diode rails, driven by ``VRAIL_UP`` / ``VRAIL_DN``
+``L{l}_A{j}`` / ``L{l}_X{j}`` amplifier output and crossbar side of its 0 V sense source
+``VIN{k}`` / ``BIN{k}``      input source ``k`` (operating point / batch)
+``VB{l}P`` / ``VB{l}N``      bias sources feeding layer ``l+1``
+``RW{l}_{i}_{j}``            weight conductance ``weights[l][i, j]``
+``RB{l}_{p}_{j}``            bias conductance ``biases[l][p, j]`` (``p = 0``: ``+bias_V``)
+``DUP_L{l}_N{j}``            diode node -> ``RAIL_UP``
+``DDN_L{l}_N{j}``            diode ``RAIL_DN`` -> node
+``EAMP_L{l}_N{j}``           amplifier VCVS (gain ``A``) driving ``L{l}_A{j}``
+``VSENSE_L{l}_N{j}``         0 V source ``L{l}_A{j}`` -> ``L{l}_X{j}`` sensing the VCVS current
+``FAMP_L{l}_N{j}``           CCCS drawing ``I(VSENSE) / A`` out of ``L{l}_N{j}``
+``INUDGE{j}`` / ``BNUDGE{j}`` current injected into output node ``j``
+===========================  =====================================================================
+
+Regenerate the golden netlists in ``netlists/`` after an intentional change of the builder with
+``python -m analog.netlist --write-golden netlists``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PySpice.Spice.Netlist import Circuit as SpiceCircuit
+from PySpice.Spice.NgSpice.Simulation import NgSpiceCircuitSimulator
+
+from analog.circuit import node_name
+
+if TYPE_CHECKING:
+    import torch
+
+    from analog.circuit import Circuit
+
+__all__ = [
+    "DIODE_MODEL",
+    "SWEEP_SOURCE",
+    "Deck",
+    "Probes",
+    "build_batch",
+    "build_operating_point",
+    "golden_circuits",
+    "netlist_text",
+    "probes",
+    "write_golden",
+]
+
+Deck = NgSpiceCircuitSimulator
+"""A PySpice circuit with its options and analysis (``deck.circuit`` is the PySpice ``Circuit``)."""
+
+DIODE_MODEL = "DNEURON"
+SWEEP_SOURCE = "VIDX"
+_SWEEP_NODE = "IDX"
+
+# Solver options written into every deck. Tolerances this tight cost a few Newton iterations and
+# bring ngspice to rounding error (defaults leave ~1e-5 V); bypass=0 makes sure no device
+# evaluation is skipped between iterations (some ngspice builds enable it by default).
+_TOLERANCES = {"reltol": 1e-9, "vntol": 1e-12, "abstol": 1e-15, "bypass": 0, "itl1": 200, "itl2": 200}
+
+
+def _bias_nodes(layer: int) -> tuple[str, str]:
+    return f"L{layer}_BP", f"L{layer}_BN"
+
+
+def _amplifier_nodes(layer: int, index: int) -> tuple[str, str]:
+    return f"L{layer}_A{index}", f"L{layer}_X{index}"
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Names of the ngspice vectors (lower case) that hold an equilibrium.
+
+    ngspice reports a source's branch current flowing into its ``+`` terminal, so the current a
+    source delivers into the network is minus its branch vector.
+    """
+
+    voltages: tuple[tuple[str, ...], ...]
+    """Node voltage vectors of free layers ``1..L``."""
+    input_currents: tuple[str, ...]
+    """Branch current vectors of the input sources, ``n_sources`` names."""
+    bias_currents: tuple[tuple[str, ...], ...]
+    """Branch current vectors of the bias sources feeding layers ``1..L`` (``n_bias`` each)."""
+
+    def all(self) -> tuple[str, ...]:
+        return (
+            *(n for layer in self.voltages for n in layer),
+            *self.input_currents,
+            *(n for layer in self.bias_currents for n in layer),
+        )
+
+
+def probes(circuit: Circuit, batched: bool) -> Probes:
+    """The vectors to read back after running a deck of ``circuit`` (see :class:`Probes`)."""
+    spec = circuit.spec
+    prefix = "b" if batched else "v"
+    return Probes(
+        voltages=tuple(
+            tuple(node_name(l, j).lower() for j in range(spec.layer_sizes[l]))
+            for l in range(1, spec.depth + 1)
+        ),
+        input_currents=tuple(f"{prefix}in{k}#branch" for k in range(spec.n_sources)),
+        bias_currents=tuple(
+            tuple(f"vb{l}{s}#branch" for s in ("p", "n")[: spec.n_bias]) for l in range(spec.depth)
+        ),
+    )
+
+
+def _floats(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def _network(circuit: Circuit, title: str) -> SpiceCircuit:
+    """Everything but the input sources and nudging currents."""
+    spec = circuit.spec
+    sizes = spec.nodes_per_layer()
+    net = SpiceCircuit(title)
+    gnd = net.gnd
+
+    for l in range(spec.depth):
+        if spec.bias_V is not None:
+            plus, minus = _bias_nodes(l)
+            net.V(f"B{l}P", plus, gnd, float(spec.bias_V))
+            net.V(f"B{l}N", minus, gnd, -float(spec.bias_V))
+
+    for l, w in enumerate(circuit.weights):
+        g = _floats(w)
+        for i in range(sizes[l]):
+            src = _amplifier_nodes(l, i)[1] if spec.has_amplifier(l) else node_name(l, i)
+            for j in range(sizes[l + 1]):
+                net.R(f"W{l}_{i}_{j}", src, node_name(l + 1, j), 1.0 / float(g[i, j]))
+    for l, b in enumerate(circuit.biases):
+        g = _floats(b)
+        for p, src in enumerate(_bias_nodes(l)[: spec.n_bias]):
+            for j in range(sizes[l + 1]):
+                net.R(f"B{l}_{p}_{j}", src, node_name(l + 1, j), 1.0 / float(g[p, j]))
+
+    for l in range(1, spec.depth):
+        if not spec.has_amplifier(l):
+            continue
+        gain = float(spec.amplifier_gains[l - 1])
+        for j in range(sizes[l]):
+            node = node_name(l, j)
+            out, cross = _amplifier_nodes(l, j)
+            net.VCVS(f"AMP_{node}", out, gnd, node, gnd, voltage_gain=gain)
+            net.V(f"SENSE_{node}", out, cross, 0.0)
+            net.CCCS(f"AMP_{node}", node, gnd, f"VSENSE_{node}", current_gain=1.0 / gain)
+
+    diode = spec.diode
+    if spec.diode_up_V is not None or spec.diode_down_V is not None:
+        net.model(DIODE_MODEL, "D", IS=diode.is_A, N=diode.n, TNOM=diode.temperature_C)
+    if spec.diode_up_V is not None:
+        net.V("RAIL_UP", "RAIL_UP", gnd, float(spec.diode_up_V))
+    if spec.diode_down_V is not None:
+        net.V("RAIL_DN", "RAIL_DN", gnd, float(spec.diode_down_V))
+    for l in range(1, spec.depth + 1):
+        for j in range(sizes[l]):
+            node = node_name(l, j)
+            if spec.diode_up_V is not None:
+                net.D(f"UP_{node}", node, "RAIL_UP", model=DIODE_MODEL)
+            if spec.diode_down_V is not None:
+                net.D(f"DN_{node}", "RAIL_DN", node, model=DIODE_MODEL)
+    return net
+
+
+def _deck(circuit: Circuit, net: SpiceCircuit) -> Deck:
+    temperature = float(circuit.spec.diode.temperature_C)
+    deck = Deck(net, pipe=False)
+    # TEMP = TNOM = the device temperature: ngspice then uses IS as given (no rescaling).
+    deck.options(TEMP=temperature, TNOM=temperature, gmin=float(circuit.spec.diode.gmin_S), **_TOLERANCES)
+    return deck
+
+
+def _check(circuit: Circuit, source_V: np.ndarray, nudge_A: np.ndarray | None) -> None:
+    spec = circuit.spec
+    if source_V.ndim != 2 or source_V.shape[1] != spec.n_sources or source_V.shape[0] == 0:
+        raise ValueError(
+            f"source voltages: expected shape [batch >= 1, {spec.n_sources}], got {list(source_V.shape)}"
+        )
+    if nudge_A is not None and nudge_A.shape != (source_V.shape[0], spec.n_outputs):
+        raise ValueError(
+            f"nudging currents: expected shape [{source_V.shape[0]}, {spec.n_outputs}], "
+            f"got {list(nudge_A.shape)}"
+        )
+    if not np.isfinite(source_V).all() or (nudge_A is not None and not np.isfinite(nudge_A).all()):
+        raise ValueError("source voltages / nudging currents: contain NaN/inf; clean the inputs")
+
+
+def build_operating_point(
+    circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None
+) -> Deck:
+    """One sample as a deck with DC sources and an ``.op`` analysis.
+
+    ``source_V``: input source voltages ``[n_sources]`` (V). ``nudge_A``: current injected into
+    each output node ``[n_out]`` (A), ``None`` for the free phase.
+    """
+    v = _floats(source_V).reshape(1, -1)
+    i = None if nudge_A is None else _floats(nudge_A).reshape(1, -1)
+    _check(circuit, v, i)
+    spec = circuit.spec
+    net = _network(circuit, f"ffebm DRN {spec.layer_sizes} operating point")
+    for k in range(spec.n_sources):
+        net.V(f"IN{k}", node_name(0, k), net.gnd, float(v[0, k]))
+    if i is not None:
+        for j in range(spec.n_outputs):
+            net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), float(i[0, j]))
+    deck = _deck(circuit, net)
+    deck.operating_point()
+    return deck
+
+
+def _pwl(values: Sequence[float]) -> str:
+    """``pwl(v(IDX), 0, x_0, 1, x_1, ...)``: ``x_b`` at sweep point ``b`` (full double precision)."""
+    if len(values) == 1:  # pwl needs two points
+        values = [values[0], values[0]]
+    points = ", ".join(f"{b}, {float(x)!r}" for b, x in enumerate(values))
+    return f"pwl(v({_SWEEP_NODE}), {points})"
+
+
+def build_batch(circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None) -> Deck:
+    """A batch as one deck with a ``.dc`` sweep of ``VIDX`` over the samples ``0..B-1``.
+
+    ``source_V``: ``[B, n_sources]`` (V); ``nudge_A``: ``[B, n_out]`` (A) or ``None``. Sweep point
+    ``b`` of every vector of the analysis is sample ``b``.
+    """
+    v = _floats(source_V)
+    i = None if nudge_A is None else _floats(nudge_A)
+    _check(circuit, v, i)
+    spec = circuit.spec
+    batch = v.shape[0]
+    net = _network(circuit, f"ffebm DRN {spec.layer_sizes} batch of {batch}")
+    net.V(SWEEP_SOURCE[1:], _SWEEP_NODE, net.gnd, 0.0)
+    for k in range(spec.n_sources):
+        net.BehavioralSource(f"IN{k}", node_name(0, k), net.gnd, voltage_expression=_pwl(v[:, k]))
+    if i is not None:
+        for j in range(spec.n_outputs):
+            net.BehavioralSource(
+                f"NUDGE{j}", net.gnd, node_name(spec.depth, j), current_expression=_pwl(i[:, j])
+            )
+    deck = _deck(circuit, net)
+    deck.dc(**{SWEEP_SOURCE: slice(0, batch - 1, 1)})
+    return deck
+
+
+def netlist_text(deck: Deck | SpiceCircuit) -> str:
+    """The SPICE text of a deck (elements, model, options, analysis, ``.end``), ``\\n`` line ends.
+
+    A bare PySpice ``Circuit`` gives its elements and models only.
+    """
+    text = str(deck)
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def golden_circuits() -> dict[str, tuple[Circuit, torch.Tensor, torch.Tensor | None]]:
+    """The fixed, seeded cases behind ``netlists/golden_*.cir``: name -> (circuit, source_V, nudge_A).
+
+    ``golden_small``: layer sizes (2, 3, 2), input pairs, bias, both diodes, nudged.
+    ``golden_amp``: (2, 3, 3, 2), an amplifier of gain 4 after layer 1, no down diode, free phase.
+    """
+    import torch
+
+    from analog.circuit import Circuit, CircuitSpec
+
+    small = CircuitSpec(layer_sizes=(2, 3, 2), diode_up_V=0.3, diode_down_V=-0.3)
+    amp = CircuitSpec(
+        layer_sizes=(2, 3, 3, 2),
+        input_pairs=False,
+        diode_up_V=0.5,
+        diode_down_V=None,
+        amplifier_gains=(4.0, None),
+    )
+    cases = {}
+    for name, spec, seed, nudged in (("golden_small", small, 1, True), ("golden_amp", amp, 2, False)):
+        circuit = Circuit.random(spec, seed=seed)
+        gen = torch.Generator().manual_seed(seed + 100)
+        x = torch.rand((1, spec.n_inputs), generator=gen, dtype=torch.float64) * 2 - 1
+        source_V = spec.source_voltages(x)[0]
+        nudge_A = 1e-6 * torch.randn(spec.n_outputs, generator=gen, dtype=torch.float64) if nudged else None
+        cases[name] = (circuit, source_V, nudge_A)
+    return cases
+
+
+def write_golden(directory: str | Path) -> list[Path]:
+    """Write every :func:`golden_circuits` case as ``<directory>/<name>.cir`` (operating point)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (circuit, source_V, nudge_A) in golden_circuits().items():
+        path = directory / f"{name}.cir"
+        path.write_text(netlist_text(build_operating_point(circuit, source_V, nudge_A)))
+        written.append(path)
+    return written
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m analog.netlist", description=__doc__.splitlines()[0])
+    parser.add_argument("--write-golden", metavar="DIR", required=True, help="write golden netlists to DIR")
+    args = parser.parse_args(argv)
+    for path in write_golden(args.write_golden):
+        print(path)
+
+
+if __name__ == "__main__":
+    _main()
