@@ -22,7 +22,7 @@ BOLTZMANN_J_PER_K = 1.38064852e-23
 ELECTRON_CHARGE_C = 1.6021766208e-19
 ZERO_CELSIUS_K = 273.15
 
-__all__ = ["ConductanceRange", "DiodeModel", "thermal_voltage"]
+__all__ = ["ConductanceRange", "DeviceArray", "DeviceConfig", "DiodeModel", "thermal_voltage"]
 
 
 def _require(condition: bool, field: str, message: str) -> None:
@@ -132,3 +132,144 @@ class DiodeModel:
         # Reverse branch shifted to vanish at the knee, where the forward branch takes over.
         phi_r = -i_s * (vd_r - knee) + 0.5 * i_s * k * (1.0 / vd_r**2 - 1.0 / knee**2)
         return phi_f + phi_r + 0.5 * self.gmin_S * vd**2
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Nonidealities of the synaptic devices and of the reads and writes of one analog block.
+
+    Named after aihwkit's ``PulsedDevice``/``IOParameters`` where they overlap. All defaults are
+    ideal. Variability and faults are drawn once per device (seeded); read noise is drawn anew at
+    every phase; write noise at every update.
+    """
+
+    levels: int | None = None
+    """Programmable conductance levels, evenly spaced over ``[g_min, g_max]`` (``None``: analog)."""
+    d2d_sigma: float = 0.0
+    """Device-to-device spread of the programmed conductance: each device multiplies (``proportional``)
+    or offsets (``absolute``, in units of ``g_max - g_min``) its target by a fixed random draw."""
+    d2d_distribution: str = "normal"
+    """``normal`` (factor ``1 + sigma z``) or ``lognormal`` (factor ``exp(sigma z)``)."""
+    d2d_mode: str = "proportional"
+    """``proportional`` (multiplicative spread) or ``absolute`` (additive, ``sigma (g_max - g_min) z``)."""
+    write_noise_sigma: float = 0.0
+    """Cycle-to-cycle write noise: std of the written update as a fraction of its size."""
+    nonlinearity: float = 0.0
+    """Soft bounds in [0, 1]: an increase is scaled by ``1 - nl (g - g_min)/(g_max - g_min)``, a
+    decrease by ``1 - nl (g_max - g)/(g_max - g_min)`` (0: linear updates, 1: full soft bounds)."""
+    asymmetry: float = 0.0
+    """In (-1, 1): decreases are scaled by ``1 - asymmetry`` relative to increases."""
+    stuck_at_min_fraction: float = 0.0
+    """Fraction of devices stuck at ``g_min`` (never move under updates)."""
+    stuck_at_max_fraction: float = 0.0
+    """Fraction of devices stuck at ``g_max``."""
+    read_noise_sigma: float = 0.0
+    """Conductance read noise per phase, fraction of each conductance (fresh draw every phase)."""
+
+    def __post_init__(self) -> None:
+        if self.levels is not None:
+            _require(
+                isinstance(self.levels, int) and not isinstance(self.levels, bool) and 2 <= self.levels <= 2**20,
+                "levels",
+                f"must be an integer in [2, 1048576] or None, got {self.levels!r}",
+            )
+        for name, hi in (("d2d_sigma", 2.0), ("write_noise_sigma", 10.0), ("read_noise_sigma", 1.0)):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and 0 <= value <= hi, name, f"must be in [0, {hi}], got {value!r}")
+        _require(
+            self.d2d_distribution in ("normal", "lognormal"),
+            "d2d_distribution",
+            f"must be 'normal' or 'lognormal', got {self.d2d_distribution!r}",
+        )
+        _require(
+            self.d2d_mode in ("proportional", "absolute"),
+            "d2d_mode",
+            f"must be 'proportional' or 'absolute', got {self.d2d_mode!r}",
+        )
+        _require(0 <= self.nonlinearity <= 1, "nonlinearity", f"must be in [0, 1], got {self.nonlinearity!r}")
+        _require(-1 < self.asymmetry < 1, "asymmetry", f"must be in (-1, 1), got {self.asymmetry!r}")
+        for name in ("stuck_at_min_fraction", "stuck_at_max_fraction"):
+            value = getattr(self, name)
+            _require(0 <= value <= 1, name, f"must be a fraction in [0, 1], got {value!r}")
+        _require(
+            self.stuck_at_min_fraction + self.stuck_at_max_fraction <= 1,
+            "stuck_at_max_fraction",
+            "stuck_at_min_fraction + stuck_at_max_fraction must not exceed 1",
+        )
+
+    @property
+    def ideal(self) -> bool:
+        return self == DeviceConfig()
+
+
+class DeviceArray:
+    """The devices behind one conductance tensor: fixed per-device draws, reads and writes.
+
+    ``read(target)`` is what the circuit sees; ``write(previous, requested)`` is what a device
+    becomes when an optimizer asks to move it from ``previous`` to ``requested``.
+    """
+
+    STUCK_NONE, STUCK_MIN, STUCK_MAX = 0, 1, 2
+
+    def __init__(self, config: DeviceConfig, g_range: ConductanceRange, shape, generator: torch.Generator):
+        self.config, self.range = config, g_range
+        z = torch.randn(shape, generator=generator, dtype=torch.float64)
+        span = g_range.g_max_S - g_range.g_min_S
+        if config.d2d_mode == "absolute":
+            self.offset, self.factor = config.d2d_sigma * span * z, torch.ones(shape, dtype=torch.float64)
+        elif config.d2d_distribution == "lognormal":
+            self.offset, self.factor = torch.zeros(shape, dtype=torch.float64), torch.exp(config.d2d_sigma * z)
+        else:
+            self.offset, self.factor = torch.zeros(shape, dtype=torch.float64), 1.0 + config.d2d_sigma * z
+        draw = torch.rand(shape, generator=generator, dtype=torch.float64)
+        stuck = torch.zeros(shape, dtype=torch.int8)
+        stuck[draw < config.stuck_at_min_fraction] = self.STUCK_MIN
+        stuck[
+            (draw >= config.stuck_at_min_fraction)
+            & (draw < config.stuck_at_min_fraction + config.stuck_at_max_fraction)
+        ] = self.STUCK_MAX
+        self.stuck = stuck
+
+    def _pin(self, g: torch.Tensor) -> torch.Tensor:
+        if not self.stuck.any():
+            return g
+        stuck = self.stuck.to(g.device)
+        g = torch.where(stuck == self.STUCK_MIN, torch.full_like(g, self.range.g_min_S), g)
+        return torch.where(stuck == self.STUCK_MAX, torch.full_like(g, self.range.g_max_S), g)
+
+    def read(self, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Conductance each device presents (S) for programmed ``target``, with a fresh read-noise
+        draw (from ``generator``, else torch's global RNG). Never below ``1e-3 g_min``."""
+        g = target * self.factor.to(target) + self.offset.to(target)
+        g = self._pin(g)
+        if self.config.read_noise_sigma:
+            noise = torch.randn(g.shape, generator=generator, dtype=torch.float64).to(g)
+            g = g * (1.0 + self.config.read_noise_sigma * noise)
+        return g.clamp(min=1e-3 * self.range.g_min_S)
+
+    def quantize(self, g: torch.Tensor) -> torch.Tensor:
+        if self.config.levels is None:
+            return g
+        lo, hi = self.range.g_min_S, self.range.g_max_S
+        step = (hi - lo) / (self.config.levels - 1)
+        return torch.round((g - lo) / step) * step + lo
+
+    def write(
+        self, previous: torch.Tensor, requested: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Programmed targets after asking each device to move from ``previous`` to ``requested``
+        (write noise drawn from ``generator``, else torch's global RNG)."""
+        cfg, lo, hi = self.config, self.range.g_min_S, self.range.g_max_S
+        delta = requested - previous
+        if cfg.nonlinearity:
+            x = (previous - lo) / (hi - lo)
+            up = 1.0 - cfg.nonlinearity * x
+            down = 1.0 - cfg.nonlinearity * (1.0 - x)
+            delta = torch.where(delta > 0, delta * up, delta * down)
+        if cfg.asymmetry:
+            delta = torch.where(delta < 0, delta * (1.0 - cfg.asymmetry), delta)
+        if cfg.write_noise_sigma:
+            noise = torch.randn(delta.shape, generator=generator, dtype=torch.float64).to(delta)
+            delta = delta * (1.0 + cfg.write_noise_sigma * noise)
+        g = self.quantize((previous + delta).clamp(lo, hi))
+        return self._pin(g)

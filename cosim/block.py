@@ -12,11 +12,22 @@ import torch
 from torch import nn
 
 from analog.circuit import Circuit, CircuitSpec
+from analog.devices import DeviceArray, DeviceConfig
 from analog.solvers.base import Equilibrium, EquilibriumSolver
 from analog.solvers.newton import FastSolver
 from cosim.gradients import EquilibriumPropagation, GradientMethod
 
 __all__ = ["AnalogBlock"]
+
+
+class _PhaseReads(EquilibriumSolver):
+    """Wraps a solver so that every phase reads the devices anew (read noise per phase)."""
+
+    def __init__(self, inner: EquilibriumSolver, read):
+        self.inner, self.read, self.name = inner, read, inner.name
+
+    def solve(self, circuit, source_V, nudge_A=None, init=None):
+        return self.inner.solve(self.read(), source_V, nudge_A, init)
 
 
 class _AnalogFunction(torch.autograd.Function):
@@ -36,7 +47,11 @@ class _AnalogFunction(torch.autograd.Function):
             raise FloatingPointError(
                 f"{block.name}: the gradient arriving at the analog block's outputs contains NaN/inf"
             )
-        grads = block.method(block.solver, ctx.circuit, ctx.source_V, ctx.free, grad_output.detach())
+        solver = block.solver
+        if block.devices.read_noise_sigma:
+            targets = [p.detach() for p in block.conductances()]
+            solver = _PhaseReads(solver, lambda: block.circuit(targets))
+        grads = block.method(solver, ctx.circuit, ctx.source_V, ctx.free, grad_output.detach())
         for phase, eq in grads.phases.items():
             block.record(phase, eq)
         ctx.free = None
@@ -48,6 +63,12 @@ class AnalogBlock(nn.Module):
 
     ``forward(x)``: input values ``[B, n_in]`` (mapped to source voltages by the spec) -> output
     voltages ``[B, n_out]``.
+
+    The parameters are the *programmed* conductances. The circuit sees what the devices present
+    (:meth:`DeviceArray.read`: device-to-device spread, stuck devices, read noise), and
+    :meth:`clip_` writes an optimizer's requested values into the devices (clipping, soft bounds,
+    asymmetry, write noise, quantisation). EP measures ``dL/dg`` of the conductances the circuit
+    sees and applies it to the programmed ones, as hardware would.
     """
 
     def __init__(
@@ -58,16 +79,23 @@ class AnalogBlock(nn.Module):
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
         name: str = "analog",
+        devices: DeviceConfig | None = None,
     ):
         super().__init__()
         self.spec = spec
+        self.devices = devices if devices is not None else DeviceConfig()
         self.solver = solver if solver is not None else FastSolver()
         self.method = method if method is not None else EquilibriumPropagation()
         self.name = name
         gen = torch.Generator().manual_seed(seed)
         w, b = spec.random_conductances(gen, dtype)
+        self.arrays = [DeviceArray(self.devices, spec.conductance, t.shape, gen) for t in (*w, *b)]
         self.weights = nn.ParameterList([nn.Parameter(t) for t in w])
         self.biases = nn.ParameterList([nn.Parameter(t) for t in b])
+        # What the devices hold now: the reference for the next write (saved in checkpoints).
+        for i, p in enumerate(self.conductances()):
+            self.register_buffer(f"written_{i}", p.detach().clone())
+        self._program(initial=True)
         self.stats: dict[str, dict[str, float]] = {}
         """Last solve of each phase: ``iterations`` and ``residual_A`` (largest over the batch)."""
 
@@ -75,12 +103,15 @@ class AnalogBlock(nn.Module):
         return [*self.weights, *self.biases]
 
     def circuit(self, conductances=None) -> Circuit:
-        """The circuit of the current (detached) conductances."""
+        """The circuit the devices present for the current (detached) programmed conductances."""
         if conductances is None:
             conductances = self.conductances()
         depth = self.spec.depth
         tensors = [t.detach() for t in conductances]
-        return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]))
+        if self.devices.ideal:
+            return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]))
+        tensors = [array.read(t) for array, t in zip(self.arrays, tensors, strict=True)]
+        return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), check_range=False)
 
     def record(self, phase: str, eq: Equilibrium) -> None:
         self.stats[phase] = {"iterations": float(eq.iterations), "residual_A": float(eq.residual_A.max())}
@@ -92,10 +123,21 @@ class AnalogBlock(nn.Module):
 
     @torch.no_grad()
     def clip_(self) -> None:
-        """Clip every conductance into the device range ``[g_min, g_max]``."""
+        """Write the optimizer's requested conductances into the devices: clip to ``[g_min,
+        g_max]`` and, for non-ideal devices, apply the update model (call after each step)."""
+        self._program(initial=False)
+
+    @torch.no_grad()
+    def _program(self, initial: bool) -> None:
         lo, hi = self.spec.conductance.g_min_S, self.spec.conductance.g_max_S
-        for p in self.conductances():
-            p.clamp_(lo, hi)
+        for i, (p, array) in enumerate(zip(self.conductances(), self.arrays, strict=True)):
+            written = getattr(self, f"written_{i}")
+            if self.devices.ideal:
+                new = p.clamp(lo, hi)
+            else:
+                new = array.write(p if initial else written, p)
+            p.copy_(new)
+            written.copy_(new)
 
     def with_solver(self, solver: EquilibriumSolver) -> AnalogBlock:
         self.solver = solver

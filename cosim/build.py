@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ from analog.devices import ConductanceRange, DiodeModel
 from analog.solvers import EquilibriumSolver, get_solver
 from cosim.block import AnalogBlock
 from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, SolverConfig
-from cosim.gradients import gradient_method
+from cosim.gradients import EquilibriumPropagation, gradient_method
 from cosim.model import FFEBM
 from digital.converters import Converter
 
@@ -105,6 +107,13 @@ def build_model(
     dtype = torch_dtype(config)
     solver = solver or build_solver(config.solver)
     method = gradient_method(config.train.method, config.train.beta)
+    if config.train.measure_bits is not None and isinstance(method, EquilibriumPropagation):
+        method = replace(
+            method,
+            measure_bits=config.train.measure_bits,
+            measure_range_V=config.train.measure_range_V,
+            measure_range_A=config.train.measure_range_A,
+        )
     blocks: list[nn.Module] = []
     n_analog = 0
     for i, block in enumerate(config.model.blocks):
@@ -116,6 +125,7 @@ def build_model(
                 seed=config.seed * 1000 + i,
                 dtype=dtype,
                 name=f"analog{n_analog}",
+                devices=config.devices,
             )
             n_analog += 1
         else:

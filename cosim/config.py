@@ -13,7 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from analog.devices import DeviceConfig
+
 __all__ = ["ConfigError", "RunConfig", "load_config", "parse_config"]
+
+
+# Validate the frozen dataclass directly, with unknown keys refused like everywhere else.
+DeviceConfig.__pydantic_config__ = ConfigDict(extra="forbid")
 
 
 class ConfigError(ValueError):
@@ -162,6 +168,10 @@ class TrainConfig(_Strict):
     method: Literal["ep-centered", "ep-positive", "ep-negative", "implicit"] = "ep-centered"
     beta: float = Field(0.05, gt=0, le=1)
     loss: Literal["cross-entropy", "mse"] = "cross-entropy"
+    measure_bits: int | None = Field(None, ge=1, le=24)
+    """Resolution of the ADC reading the node voltages and source currents of EP (None: exact)."""
+    measure_range_V: float = Field(1.0, gt=0, le=100)
+    measure_range_A: float = Field(1e-3, gt=0, le=10)
     ngspice_eval_samples: int = Field(200, ge=0)
     """Test samples re-evaluated with every analog block in ngspice after training (0: skip)."""
     checkpoint_every: int = Field(1, ge=1)
@@ -192,6 +202,8 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
     solver: SolverConfig = Field(default_factory=SolverConfig)
+    devices: DeviceConfig = Field(default_factory=DeviceConfig)
+    """Nonidealities of every analog block's devices (see :class:`analog.devices.DeviceConfig`)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     solve: SolveConfig = Field(default_factory=SolveConfig)
     gradcheck: GradcheckConfig = Field(default_factory=GradcheckConfig)
@@ -226,7 +238,7 @@ def _format_errors(error: ValidationError, source: str) -> str:
             else:
                 path += ("." if path else "") + str(part)
         message = item["msg"]
-        if item["type"] == "extra_forbidden":
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             message = "unknown key (check its spelling; see configs/ for the accepted keys)"
         lines.append(f"  {path or '<top>'}: {message}")
     return "\n".join(lines)
