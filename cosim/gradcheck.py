@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from cosim.gradients import gradient_method
+from cosim.gradients import EquilibriumPropagation, gradient_method
 from cosim.io import atomic_save
 from cosim.model import FFEBM
 
@@ -87,6 +87,8 @@ def gradcheck(
 ) -> GradcheckResult:
     """Run the comparison; the model's gradient methods are restored afterwards."""
     saved = [b.method for b in model.analog_blocks()]
+    # Keep the blocks' EP settings (e.g. the measurement ADC), varying only the variant and beta.
+    template = next((m for m in saved if isinstance(m, EquilibriumPropagation)), EquilibriumPropagation())
     try:
         model.set_gradient_method(gradient_method("implicit"))
         exact = model_gradients(model, loss_fn, x)
@@ -97,7 +99,8 @@ def gradcheck(
             for beta in betas:
                 if progress:
                     progress(f"{method} beta={beta:g}")
-                model.set_gradient_method(gradient_method(method, beta))
+                variant = gradient_method(method, beta)
+                model.set_gradient_method(replace(template, beta=beta, variant=variant.variant))
                 grads = model_gradients(model, loss_fn, x)
                 for name, g in grads.items():
                     cosine, rel = _compare(g, exact[name])

@@ -1,0 +1,322 @@
+"""Monte Carlo sweeps of device and circuit parameters on Dask: ``cosim sweep``.
+
+The cartesian product of ``--grid KEY=[v1,v2,...]`` options times ``--seeds`` seeds; each point is
+one task on a Dask cluster (a ``LocalCluster`` by default, an existing scheduler with
+``--scheduler ADDRESS``; HPC clusters through dask-jobqueue, see the README). Each finished task
+becomes one row file ``rows/<id>.json`` (atomic), so rerunning the same command runs only the rows
+that are missing; ``results.csv`` (one tidy row per point x seed) and the plots are rebuilt from the
+row files.
+
+``KEY`` is a dotted path into the configuration, with list indices: ``devices.d2d_sigma``,
+``train.measure_bits``, ``model.blocks[3].input_gain_V``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import itertools
+import json
+import re
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+from cosim.config import ConfigError, RunConfig, parse_config
+from cosim.io import atomic_write_json, atomic_write_text
+
+__all__ = ["Sweep", "parse_grid", "run_sweep"]
+
+METRICS = ("gradcheck", "train")
+_PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)$")
+
+
+def parse_grid(text: str) -> tuple[str, list]:
+    """``KEY=[v1,v2]`` (JSON list; ``null`` for None) or ``KEY=v1,v2`` -> ``(KEY, values)``."""
+    if "=" not in text:
+        raise ConfigError(f"--grid {text!r}: expected KEY=[v1,v2,...], e.g. devices.d2d_sigma=[0,0.05,0.1]")
+    key, _, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    try:
+        values = json.loads(raw if raw.startswith("[") else f"[{raw}]")
+    except json.JSONDecodeError:
+        raise ConfigError(f"--grid {key}: values {raw!r} are not a list like [1, 2, 3] (JSON; null for None)") from None
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"--grid {key}: give at least one value")
+    if len({json.dumps(v) for v in values}) != len(values):
+        raise ConfigError(f"--grid {key}: repeated values in {raw}")
+    return key, values
+
+
+def set_path(data: dict, key: str, value) -> None:
+    """Set ``key`` (dotted, with ``[i]`` indices) in a nested dict/list, creating tables as needed."""
+    node = data
+    parts = key.split(".")
+    for n, part in enumerate(parts):
+        match = _PATH_PART.match(part)
+        if not match:
+            raise ConfigError(f"--grid {key}: {part!r} is not a key name")
+        name, indices = match.group(1), [int(i) for i in re.findall(r"\[(\d+)\]", match.group(2))]
+        last = n == len(parts) - 1 and not indices
+        if last:
+            node[name] = value
+            return
+        if name not in node:
+            if indices:
+                raise ConfigError(f"--grid {key}: the configuration has no list {name!r}")
+            node[name] = {}
+        node = node[name]
+        for i, index in enumerate(indices):
+            if not isinstance(node, list) or index >= len(node):
+                raise ConfigError(f"--grid {key}: index [{index}] is out of range")
+            if n == len(parts) - 1 and i == len(indices) - 1:
+                node[index] = value
+                return
+            node = node[index]
+
+
+def _row_id(values: dict, seed: int) -> str:
+    text = json.dumps({"values": values, "seed": seed}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+class Sweep:
+    """The points of a sweep, validated before anything runs."""
+
+    def __init__(self, base_text: str, base_source: str, grid: list[tuple[str, list]], seeds: int, metric: str):
+        if metric not in METRICS:
+            raise ConfigError(f"--metric: must be one of {', '.join(METRICS)}, got {metric!r}")
+        if seeds < 1:
+            raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
+        keys = [k for k, _ in grid]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"--grid: a key is given twice ({keys})")
+        try:
+            base = tomllib.loads(base_text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {base_source} is not valid TOML: {exc}") from None
+        parse_config(base, base_source)
+        self.keys, self.metric, self.points = keys, metric, []
+        for combo in itertools.product(*[values for _, values in grid]):
+            values = dict(zip(keys, combo, strict=True))
+            for seed in range(seeds):
+                data = copy.deepcopy(base)
+                for key, value in values.items():
+                    set_path(data, key, value)
+                data["seed"] = seed
+                label = ", ".join(f"{k}={v}" for k, v in values.items())
+                parse_config(data, f"{base_source} with {label}, seed {seed}")
+                self.points.append({"id": _row_id(values, seed), "values": values, "seed": seed, "config": data})
+
+
+def run_point(config_data: dict, metric: str) -> dict:
+    """One task: build, measure, return the metrics. Runs inside a Dask worker."""
+    import torch
+
+    torch.set_num_threads(1)
+    config = parse_config(config_data)
+    start = time.perf_counter()
+    metrics = _gradcheck_metric(config) if metric == "gradcheck" else _train_metric(config)
+    metrics["wall_s"] = time.perf_counter() - start
+    return metrics
+
+
+def _gradcheck_metric(config: RunConfig) -> dict:
+    from cosim.build import build_model
+    from cosim.data import load_dataset
+    from cosim.gradcheck import gradcheck
+    from cosim.losses import make_loss
+
+    data = load_dataset(config.data, config.seed)
+    model = build_model(config, data.input_shape)
+    n = config.gradcheck.samples
+    x = data.train_x[:n].to(next(model.parameters()).dtype)
+    loss_fn = make_loss(config.train.loss, data.train_y[:n], data.n_classes)
+    beta = min(config.gradcheck.betas)
+    method = config.gradcheck.methods[0]
+    result = gradcheck(model, loss_fn, x, [beta], [method])
+    row = result.table()[0]
+    return {"cosine": row["cosine"], "rel_error": row["rel_error"]}
+
+
+def _train_metric(config: RunConfig) -> dict:
+    from cosim.train import train_config
+
+    summary = train_config(config)
+    return {k: summary[k] for k in ("test_accuracy", "train_accuracy", "final_loss") if k in summary}
+
+
+def _client(scheduler: str | None, workers: int):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler), None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def collect_rows(out: Path) -> list[dict]:
+    rows = []
+    for path in sorted((out / "rows").glob("*.json")):
+        rows.append(json.loads(path.read_text()))
+    return rows
+
+
+def write_table(out: Path, keys: list[str]) -> Path:
+    rows = collect_rows(out)
+    metric_cols = sorted({k for r in rows for k in r["metrics"]})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["id", *keys, "seed", *metric_cols])
+    for r in sorted(rows, key=lambda r: (json.dumps([r["values"].get(k) for k in keys]), r["seed"])):
+        writer.writerow(
+            [r["id"], *[r["values"].get(k) for k in keys], r["seed"], *[r["metrics"].get(m) for m in metric_cols]]
+        )
+    path = out / "results.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: Path,
+    scheduler: str | None = None,
+    workers: int = 2,
+    say: Callable[[str], None] = print,
+) -> list[str]:
+    """Run the missing rows; returns the ids run now."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    rows_dir = out / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "sweep.json", {"keys": sweep.keys, "metric": sweep.metric, "points": len(sweep.points)})
+    done = {p.stem for p in rows_dir.glob("*.json")}
+    todo = [p for p in sweep.points if p["id"] not in done]
+    say(f"sweep: {len(sweep.points)} rows, {len(sweep.points) - len(todo)} already done, running {len(todo)}")
+    ran: list[str] = []
+    failures: list[str] = []
+    if todo:
+        client, cluster = _client(scheduler, workers)
+        try:
+            futures = {client.submit(run_point, p["config"], sweep.metric, pure=False): p for p in todo}
+            with tqdm(total=len(todo), desc="sweep", unit="row", disable=None) as bar:
+                for future in as_completed(futures):
+                    point = futures[future]
+                    bar.update(1)
+                    try:
+                        metrics = future.result()
+                    except Exception as exc:  # one bad point must not lose the others
+                        failures.append(f"{point['values']} seed {point['seed']}: {type(exc).__name__}: {exc}")
+                        continue
+                    row = {"id": point["id"], "values": point["values"], "seed": point["seed"], "metrics": metrics}
+                    atomic_write_json(rows_dir / f"{point['id']}.json", row)
+                    ran.append(point["id"])
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    table = write_table(out, sweep.keys)
+    plots = plot_sweep(out, sweep.keys)
+    say(f"sweep: table {table}; plots {', '.join(str(p) for p in plots)}")
+    if failures:
+        raise SweepError(
+            f"{len(failures)} of {len(todo)} rows failed (rerun the same command to retry them):\n  "
+            + "\n  ".join(failures[:20])
+        )
+    return ran
+
+
+class SweepError(RuntimeError):
+    """Some rows failed; the others are saved and a rerun retries only the failed ones."""
+
+
+def _levels(rows: list[dict], key: str) -> list[str]:
+    """The distinct values of ``key`` as JSON text, numbers in numeric order, ``null`` last."""
+
+    def order(text: str):
+        value = json.loads(text)
+        if value is None:
+            return (2, 0.0, "")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (0, float(value), "")
+        return (1, 0.0, text)
+
+    return sorted({json.dumps(r["values"][key]) for r in rows}, key=order)
+
+
+def _numeric(values) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def plot_sweep(out: Path, keys: list[str]) -> list[Path]:
+    """Each metric vs each swept key (mean +/- std over seeds and the other keys), and a heatmap of
+    each metric over the first two keys (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from cosim.io import atomic_save
+
+    rows = collect_rows(out)
+    if not rows:
+        return []
+    metrics = sorted({m for r in rows for m, v in r["metrics"].items() if isinstance(v, int | float) and m != "wall_s"})
+    paths = []
+    for key in keys:
+        levels = _levels(rows, key)
+        xs = [json.loads(v) for v in levels]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            groups = [[r["metrics"][metric] for r in rows if json.dumps(r["values"][key]) == lv] for lv in levels]
+            mean = [float(np.mean(g)) for g in groups]
+            std = [float(np.std(g)) for g in groups]
+            pos = xs if _numeric(xs) and None not in xs else list(range(len(xs)))
+            ax.errorbar(pos, mean, yerr=std, marker="o", capsize=3)
+            if pos is not xs:
+                ax.set_xticks(pos, [str(x) for x in xs])
+            ax.set_xlabel(key)
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"mean +/- std over seeds ({len(rows)} rows)")
+        fig.tight_layout()
+        path = out / f"sweep_{re.sub(r'[^A-Za-z0-9_.]+', '_', key)}.png"
+        atomic_save(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
+        plt.close(fig)
+        paths.append(path)
+    if len(keys) >= 2:
+        kx, ky = keys[0], keys[1]
+        lx, ly = _levels(rows, kx), _levels(rows, ky)
+        for metric in metrics:
+            grid = np.full((len(ly), len(lx)), np.nan)
+            for i, vy in enumerate(ly):
+                for j, vx in enumerate(lx):
+                    vals = [
+                        r["metrics"][metric]
+                        for r in rows
+                        if json.dumps(r["values"][kx]) == vx and json.dumps(r["values"][ky]) == vy
+                    ]
+                    if vals:
+                        grid[i, j] = np.mean(vals)
+            fig, ax = plt.subplots(figsize=(5, 4))
+            im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+            ax.set_xticks(range(len(lx)), lx)
+            ax.set_yticks(range(len(ly)), ly)
+            ax.set_xlabel(kx)
+            ax.set_ylabel(ky)
+            for i in range(len(ly)):
+                for j in range(len(lx)):
+                    if np.isfinite(grid[i, j]):
+                        ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", color="w", fontsize=8)
+            fig.colorbar(im, ax=ax, label=f"{metric} (mean over seeds)")
+            fig.tight_layout()
+            path = out / f"heatmap_{metric}.png"
+            atomic_save(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
+            plt.close(fig)
+            paths.append(path)
+    return paths

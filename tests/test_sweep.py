@@ -1,0 +1,101 @@
+"""``cosim sweep`` on a 2-worker Dask LocalCluster: tidy rows, plots, and resumption after a kill."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cosim.config import ConfigError
+from cosim.sweep import parse_grid, set_path
+
+CONFIG = """
+[[model.blocks]]
+type = "analog"
+sizes = [64, 24, 10]
+input_gain_V = 3.0
+
+[[model.blocks]]
+type = "scale"
+factor = 10.0
+
+[gradcheck]
+samples = {samples}
+betas = [0.05]
+methods = ["ep-centered"]
+"""
+
+
+def sweep_cmd(config: Path, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "cosim.cli", "sweep", "--config", str(config),
+        "--grid", "train.measure_bits=[8,12]", "--grid", "devices.d2d_sigma=[0.0,0.1]",
+        "--seeds", "3", "--metric", "gradcheck", "--workers", "2", "--out", str(out),
+    ]  # fmt: skip
+
+
+def test_grid_parsing_and_paths():
+    assert parse_grid("devices.d2d_sigma=[0, 0.1]") == ("devices.d2d_sigma", [0, 0.1])
+    assert parse_grid("train.measure_bits=8,null") == ("train.measure_bits", [8, None])
+    with pytest.raises(ConfigError, match="KEY="):
+        parse_grid("devices.d2d_sigma")
+    data = {"model": {"blocks": [{"type": "analog"}]}}
+    set_path(data, "model.blocks[0].input_gain_V", 2.0)
+    assert data["model"]["blocks"][0]["input_gain_V"] == 2.0
+    with pytest.raises(ConfigError, match="out of range"):
+        set_path(data, "model.blocks[3].input_gain_V", 2.0)
+
+
+def test_bad_grid_key_is_refused_before_anything_runs(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(samples=8))
+    out = tmp_path / "out"
+    cmd = sweep_cmd(config, out)
+    cmd[cmd.index("devices.d2d_sigma=[0.0,0.1]")] = "devices.d2d_sigmaa=[0.0,0.1]"
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "devices" in proc.stderr and "unknown key" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_sweep_killed_midway_reruns_exactly_the_missing_rows(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(samples=256))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "first.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(sweep_cmd(config, out), stdout=subprocess.DEVNULL, stderr=fh,
+                                start_new_session=True, env=env)  # fmt: skip
+        rows = out / "rows"
+        deadline = time.time() + 240
+        while time.time() < deadline and len(list(rows.glob("*.json"))) < 3:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in rows.glob("*.json")}
+    assert 3 <= len(before) < 12, f"the kill should land midway, {len(before)} rows were done"
+
+    rerun = subprocess.run(sweep_cmd(config, out), capture_output=True, text=True, timeout=600, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"12 rows, {len(before)} already done, running {12 - len(before)}" in rerun.stderr
+    assert f"ran {12 - len(before)} rows" in rerun.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in rows.glob("*.json")}
+    assert len(after) == 12
+    assert all(after[name] == mtime for name, mtime in before.items()), "finished rows were run again"
+
+    with (out / "results.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 12
+    assert {r["seed"] for r in table} == {"0", "1", "2"}
+    assert all(0 < float(r["wall_s"]) and -1 <= float(r["cosine"]) <= 1 for r in table)
+    assert (out / "heatmap_cosine.png").stat().st_size > 1000
+    assert (out / "sweep_devices.d2d_sigma.png").exists()
