@@ -187,7 +187,7 @@ class SolveConfig(_Strict):
 class GradcheckConfig(_Strict):
     samples: int = Field(32, ge=1, le=100_000)
     betas: list[Annotated[float, Field(gt=0, le=1)]] = Field(
-        default_factory=lambda: [0.2, 0.1, 0.05, 0.025, 0.0125], min_length=2
+        default_factory=lambda: [0.2, 0.1, 0.05, 0.025, 0.0125], min_length=1
     )
     methods: list[Literal["ep-centered", "ep-positive", "ep-negative"]] = Field(
         default_factory=lambda: ["ep-centered", "ep-positive"], min_length=1
