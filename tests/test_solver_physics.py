@@ -11,7 +11,7 @@ from scipy.optimize import brentq
 
 from analog import Circuit, CircuitSpec, DiodeModel, thermal_voltage
 from analog.solvers import FastSolver
-from tests.conftest import log_uniform_circuit, random_inputs
+from tests.conftest import log_uniform_circuit, make_solver, random_inputs
 
 ANALYTIC_TOL_V = 1e-9
 
@@ -95,6 +95,21 @@ def test_kcl_residual_and_warm_start(sizes, gains):
     warm = FastSolver().solve(circuit, source_V, init=eq)
     assert warm.iterations <= 2
     assert (warm.all_voltages() - eq.all_voltages()).abs().max().item() <= 1e-12
+
+
+@pytest.mark.ngspice
+@pytest.mark.parametrize(("sizes", "gains"), CASES)
+def test_fast_solver_agrees_with_ngspice_on_random_circuits(sizes, gains):
+    solver = make_solver("ngspice")
+    spec = CircuitSpec(sizes, input_gain_V=30.0, amplifier_gains=gains)
+    circuit = log_uniform_circuit(spec, seed=11)
+    source_V = spec.source_voltages(random_inputs(spec, 64, seed=11))
+    fast = FastSolver().solve(circuit, source_V)
+    assert (fast.all_voltages().abs() > 0.5).double().mean().item() > 0.2, "drive many diodes into conduction"
+    spice = solver.solve(circuit, source_V)
+    assert (fast.all_voltages() - spice.all_voltages()).abs().max().item() <= 1e-8
+    scale = spice.input_currents_A.abs().max().item()
+    assert (fast.input_currents_A - spice.input_currents_A).abs().max().item() <= 1e-9 * scale
 
 
 def test_float32_agrees_with_float64():
