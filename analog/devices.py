@@ -112,13 +112,15 @@ class DiodeModel:
         """
         vte, i_s = self.vte_V, self.is_A
         knee = -3.0 * vte
-        evd = torch.exp(vd.clamp(min=knee) / vte)
-        vd_r = vd.clamp(max=knee)
-        ratio = (3.0 * vte / math.e) / vd_r
-        arg = ratio * ratio * ratio
+        k = 3.0 * vte / math.e
         e3 = math.exp(-3.0)
-        i = i_s * (evd - arg - (1.0 + e3)) + self.gmin_S * vd
-        g = i_s * (evd / vte + 3.0 * arg / vd_r - e3 / vte) + self.gmin_S
+        # In-place chains: this runs on every node at every Newton iteration.
+        evd = vd.clamp(min=knee).mul_(1.0 / vte).exp_()
+        ratio = vd.clamp(max=knee).reciprocal_().mul_(k)  # k / vd_r
+        arg = ratio * ratio * ratio
+        i = (evd - arg).sub_(1.0 + e3).mul_(i_s).add_(vd, alpha=self.gmin_S)
+        # dI/dvd of the reverse branch: 3 Is arg / vd_r = 3 Is ratio^4 / k
+        g = arg.mul_(ratio).mul_(3.0 / k).add_(evd, alpha=1.0 / vte).sub_(e3 / vte).mul_(i_s).add_(self.gmin_S)
         return i, g
 
     def cocontent(self, vd: torch.Tensor) -> torch.Tensor:
