@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from analog.devices import ConductanceRange, DiodeModel
+from analog.models import UserModels
 
 __all__ = ["Circuit", "CircuitSpec", "node_name"]
 
@@ -60,6 +61,9 @@ class CircuitSpec:
     ``L - 1``; ``None`` entries or ``None`` overall: no amplifier)."""
     conductance: ConductanceRange = field(default_factory=ConductanceRange)
     """Programmable range of every conductance, siemens."""
+    user_models: UserModels | None = None
+    """Device models from a user's model library (ngspice; the fast solver refuses what it cannot
+    represent, see :meth:`analog.models.UserModels.fast_refusal`)."""
 
     def __post_init__(self) -> None:
         sizes = tuple(self.layer_sizes)
@@ -78,21 +82,18 @@ class CircuitSpec:
                 raise ValueError(f"{name}: must be a finite voltage or None, got {getattr(self, name)!r}")
         if self.bias_V is not None and self.bias_V <= 0:
             raise ValueError(f"bias_V: must be > 0 V (the pair is +/-bias_V) or None, got {self.bias_V!r}")
-        if (
-            self.diode_up_V is not None
-            and self.diode_down_V is not None
-            and self.diode_up_V < self.diode_down_V
-        ):
+        if self.diode_up_V is not None and self.diode_down_V is not None and self.diode_up_V < self.diode_down_V:
             raise ValueError(
                 f"diode_up_V: must be >= diode_down_V ({self.diode_down_V!r} V), got {self.diode_up_V!r} V"
             )
+        if self.user_models is not None and not isinstance(self.user_models, UserModels):
+            raise ValueError(f"user_models: expected analog.models.UserModels, got {type(self.user_models).__name__}")
         if self.amplifier_gains is not None:
             gains = tuple(self.amplifier_gains)
             object.__setattr__(self, "amplifier_gains", gains)
             if len(gains) != self.depth - 1:
                 raise ValueError(
-                    f"amplifier_gains: need one entry per pair of free layers ({self.depth - 1}), "
-                    f"got {len(gains)}"
+                    f"amplifier_gains: need one entry per pair of free layers ({self.depth - 1}), got {len(gains)}"
                 )
             for i, a in enumerate(gains):
                 if a is not None and not (_finite(a) and 0 < a <= 1e3):

@@ -1,5 +1,12 @@
 """A :class:`~analog.circuit.Circuit` as a SPICE netlist, built through PySpice's API.
 
+One deviation from "build netlists through PySpice's API": PySpice spends ~36 us per element in its
+parameter descriptors, ~15 s for the ~400k resistors of a 784-256-10 crossbar. Above
+:data:`BULK_RESISTORS` resistors, the crossbar ``R`` lines are formatted with ``str.join`` and
+attached through PySpice's documented ``raw_spice`` facility (which PySpice prints before the
+elements); every other element still goes through the API. ``tests/test_netlist.py`` checks that the
+bulk lines equal PySpice's own, name for name, value for value and in the same order.
+
 Two kinds of deck are built from the same elements:
 
 * :func:`build_operating_point`: one sample, plain DC sources and an ``.op`` analysis (golden
@@ -20,11 +27,12 @@ Names (ngspice lower-cases them in its output vectors):
 ``VB{l}P`` / ``VB{l}N``      bias sources feeding layer ``l+1``
 ``RW{l}_{i}_{j}``            weight conductance ``weights[l][i, j]``
 ``RB{l}_{p}_{j}``            bias conductance ``biases[l][p, j]`` (``p = 0``: ``+bias_V``)
-``DUP_L{l}_N{j}``            diode node -> ``RAIL_UP``
+``DUP_L{l}_N{j}``            diode node -> ``RAIL_UP`` (model ``DNEURON`` or the user's ``diode_model``)
 ``DDN_L{l}_N{j}``            diode ``RAIL_DN`` -> node
 ``EAMP_L{l}_N{j}``           amplifier VCVS (gain ``A``) driving ``L{l}_A{j}``
 ``VSENSE_L{l}_N{j}``         0 V source ``L{l}_A{j}`` -> ``L{l}_X{j}`` sensing the VCVS current
 ``FAMP_L{l}_N{j}``           CCCS drawing ``I(VSENSE) / A`` out of ``L{l}_N{j}``
+``XNRN_L{l}_N{j}``           the user's one-pin neuron subcircuit at the node (replaces both diodes)
 ``INUDGE{j}`` / ``BNUDGE{j}`` current injected into output node ``j``
 ===========================  =====================================================================
 
@@ -52,15 +60,18 @@ if TYPE_CHECKING:
     from analog.circuit import Circuit
 
 __all__ = [
+    "BULK_RESISTORS",
     "DIODE_MODEL",
     "SWEEP_SOURCE",
     "Deck",
     "Probes",
     "build_batch",
+    "build_export",
     "build_operating_point",
     "golden_circuits",
     "netlist_text",
     "probes",
+    "resistor_lines",
     "write_golden",
 ]
 
@@ -70,6 +81,8 @@ Deck = NgSpiceCircuitSimulator
 DIODE_MODEL = "DNEURON"
 SWEEP_SOURCE = "VIDX"
 _SWEEP_NODE = "IDX"
+BULK_RESISTORS = 5000
+"""Crossbars with more resistors than this are written through ``raw_spice`` (see the module doc)."""
 
 # Solver options written into every deck. Tolerances this tight cost a few Newton iterations and
 # bring ngspice to rounding error (defaults leave ~1e-5 V); bypass=0 makes sure no device
@@ -114,13 +127,10 @@ def probes(circuit: Circuit, batched: bool) -> Probes:
     prefix = "b" if batched else "v"
     return Probes(
         voltages=tuple(
-            tuple(node_name(l, j).lower() for j in range(spec.layer_sizes[l]))
-            for l in range(1, spec.depth + 1)
+            tuple(node_name(l, j).lower() for j in range(spec.layer_sizes[l])) for l in range(1, spec.depth + 1)
         ),
         input_currents=tuple(f"{prefix}in{k}#branch" for k in range(spec.n_sources)),
-        bias_currents=tuple(
-            tuple(f"vb{l}{s}#branch" for s in ("p", "n")[: spec.n_bias]) for l in range(spec.depth)
-        ),
+        bias_currents=tuple(tuple(f"vb{l}{s}#branch" for s in ("p", "n")[: spec.n_bias]) for l in range(spec.depth)),
     )
 
 
@@ -128,8 +138,40 @@ def _floats(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
-def _network(circuit: Circuit, title: str) -> SpiceCircuit:
-    """Everything but the input sources and nudging currents."""
+def _resistors(circuit: Circuit) -> list[tuple[str, list[str], list[str], list[list[float]]]]:
+    """Every crossbar as ``(name prefix, row nodes, column nodes, ohms[row][column])``, in deck order:
+    weights of layers ``0..L-1``, then biases. Resistor ``(i, j)`` is ``R{prefix}{i}_{j}``."""
+    spec = circuit.spec
+    sizes = spec.nodes_per_layer()
+    groups = []
+    for l, w in enumerate(circuit.weights):
+        rows = [_amplifier_nodes(l, i)[1] if spec.has_amplifier(l) else node_name(l, i) for i in range(sizes[l])]
+        cols = [node_name(l + 1, j) for j in range(sizes[l + 1])]
+        # 1.0 / g in float64 is the correctly rounded quotient, as Python's float division.
+        groups.append((f"W{l}_", rows, cols, (1.0 / _floats(w)).tolist()))
+    for l, b in enumerate(circuit.biases):
+        rows = list(_bias_nodes(l)[: spec.n_bias])
+        cols = [node_name(l + 1, j) for j in range(sizes[l + 1])]
+        groups.append((f"B{l}_", rows, cols, (1.0 / _floats(b)).tolist()))
+    return groups
+
+
+def resistor_lines(resistors) -> str:
+    """The ``R`` lines of :func:`_resistors` groups as PySpice prints them (``repr`` of each value)."""
+    lines = []
+    for prefix, sources, targets, ohms in resistors:
+        for i, src in enumerate(sources):
+            head = f"R{prefix}{i}_"
+            tails = [f" {src} {dst} " for dst in targets]
+            lines.extend([f"{head}{j}{tail}{r!r}" for j, (tail, r) in enumerate(zip(tails, ohms[i], strict=True))])
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _network(circuit: Circuit, title: str, bulk: bool | None = None) -> SpiceCircuit:
+    """Everything but the input sources and nudging currents.
+
+    ``bulk``: write the crossbar resistors through ``raw_spice`` (``None``: above :data:`BULK_RESISTORS`).
+    """
     spec = circuit.spec
     sizes = spec.nodes_per_layer()
     net = SpiceCircuit(title)
@@ -141,17 +183,16 @@ def _network(circuit: Circuit, title: str) -> SpiceCircuit:
             net.V(f"B{l}P", plus, gnd, float(spec.bias_V))
             net.V(f"B{l}N", minus, gnd, -float(spec.bias_V))
 
-    for l, w in enumerate(circuit.weights):
-        g = _floats(w)
-        for i in range(sizes[l]):
-            src = _amplifier_nodes(l, i)[1] if spec.has_amplifier(l) else node_name(l, i)
-            for j in range(sizes[l + 1]):
-                net.R(f"W{l}_{i}_{j}", src, node_name(l + 1, j), 1.0 / float(g[i, j]))
-    for l, b in enumerate(circuit.biases):
-        g = _floats(b)
-        for p, src in enumerate(_bias_nodes(l)[: spec.n_bias]):
-            for j in range(sizes[l + 1]):
-                net.R(f"B{l}_{p}_{j}", src, node_name(l + 1, j), 1.0 / float(g[p, j]))
+    resistors = _resistors(circuit)
+    if bulk is None:
+        bulk = sum(len(rows) * len(cols) for _, rows, cols, _ in resistors) > BULK_RESISTORS
+    if bulk:
+        net.raw_spice += resistor_lines(resistors)
+    else:
+        for prefix, sources, targets, ohms in resistors:
+            for i, src in enumerate(sources):
+                for j, dst in enumerate(targets):
+                    net.R(f"{prefix}{i}_{j}", src, dst, ohms[i][j])
 
     for l in range(1, spec.depth):
         if not spec.has_amplifier(l):
@@ -164,8 +205,26 @@ def _network(circuit: Circuit, title: str) -> SpiceCircuit:
             net.V(f"SENSE_{node}", out, cross, 0.0)
             net.CCCS(f"AMP_{node}", node, gnd, f"VSENSE_{node}", current_gain=1.0 / gain)
 
+    _neurons(net, spec, sizes)
+    return net
+
+
+def _neurons(net: SpiceCircuit, spec, sizes) -> None:
+    """The nonlinearity at every free node: two diodes to the rails, or the user's neuron subcircuit."""
+    user = spec.user_models
+    if user is not None:
+        # Validated and re-printed by analog.models: no user text reaches the deck unparsed.
+        net.raw_spice = user.spice() + net.raw_spice
+        if user.neuron_subckt is not None:
+            for l in range(1, spec.depth + 1):
+                for j in range(sizes[l]):
+                    node = node_name(l, j)
+                    net.X(f"NRN_{node}", user.neuron_subckt, node)
+            return
+    model = DIODE_MODEL if user is None or user.diode_model is None else user.diode_model
+    gnd = net.gnd
     diode = spec.diode
-    if spec.diode_up_V is not None or spec.diode_down_V is not None:
+    if model == DIODE_MODEL and (spec.diode_up_V is not None or spec.diode_down_V is not None):
         net.model(DIODE_MODEL, "D", IS=diode.is_A, N=diode.n, TNOM=diode.temperature_C)
     if spec.diode_up_V is not None:
         net.V("RAIL_UP", "RAIL_UP", gnd, float(spec.diode_up_V))
@@ -175,10 +234,9 @@ def _network(circuit: Circuit, title: str) -> SpiceCircuit:
         for j in range(sizes[l]):
             node = node_name(l, j)
             if spec.diode_up_V is not None:
-                net.D(f"UP_{node}", node, "RAIL_UP", model=DIODE_MODEL)
+                net.D(f"UP_{node}", node, "RAIL_UP", model=model)
             if spec.diode_down_V is not None:
-                net.D(f"DN_{node}", "RAIL_DN", node, model=DIODE_MODEL)
-    return net
+                net.D(f"DN_{node}", "RAIL_DN", node, model=model)
 
 
 def _deck(circuit: Circuit, net: SpiceCircuit) -> Deck:
@@ -192,36 +250,53 @@ def _deck(circuit: Circuit, net: SpiceCircuit) -> Deck:
 def _check(circuit: Circuit, source_V: np.ndarray, nudge_A: np.ndarray | None) -> None:
     spec = circuit.spec
     if source_V.ndim != 2 or source_V.shape[1] != spec.n_sources or source_V.shape[0] == 0:
-        raise ValueError(
-            f"source voltages: expected shape [batch >= 1, {spec.n_sources}], got {list(source_V.shape)}"
-        )
+        raise ValueError(f"source voltages: expected shape [batch >= 1, {spec.n_sources}], got {list(source_V.shape)}")
     if nudge_A is not None and nudge_A.shape != (source_V.shape[0], spec.n_outputs):
         raise ValueError(
-            f"nudging currents: expected shape [{source_V.shape[0]}, {spec.n_outputs}], "
-            f"got {list(nudge_A.shape)}"
+            f"nudging currents: expected shape [{source_V.shape[0]}, {spec.n_outputs}], got {list(nudge_A.shape)}"
         )
     if not np.isfinite(source_V).all() or (nudge_A is not None and not np.isfinite(nudge_A).all()):
         raise ValueError("source voltages / nudging currents: contain NaN/inf; clean the inputs")
 
 
 def build_operating_point(
-    circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None
+    circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None, bulk: bool | None = None
 ) -> Deck:
     """One sample as a deck with DC sources and an ``.op`` analysis.
 
     ``source_V``: input source voltages ``[n_sources]`` (V). ``nudge_A``: current injected into
-    each output node ``[n_out]`` (A), ``None`` for the free phase.
+    each output node ``[n_out]`` (A), ``None`` for the free phase. ``bulk``: see :func:`_network`.
     """
     v = _floats(source_V).reshape(1, -1)
     i = None if nudge_A is None else _floats(nudge_A).reshape(1, -1)
     _check(circuit, v, i)
     spec = circuit.spec
-    net = _network(circuit, f"ffebm DRN {spec.layer_sizes} operating point")
+    net = _network(circuit, f"ffebm DRN {spec.layer_sizes} operating point", bulk)
     for k in range(spec.n_sources):
         net.V(f"IN{k}", node_name(0, k), net.gnd, float(v[0, k]))
     if i is not None:
         for j in range(spec.n_outputs):
             net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), float(i[0, j]))
+    deck = _deck(circuit, net)
+    deck.operating_point()
+    return deck
+
+
+def build_export(circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None) -> Deck:
+    """A self-contained ``.op`` deck for plain ``ngspice -b``: like :func:`build_operating_point`,
+    with every input voltage and nudging current a parameter (``.param vin{k}=...`` /
+    ``.param inudge{j}=...``, nudging 0 A when ``nudge_A`` is ``None``)."""
+    v = _floats(source_V).reshape(1, -1)
+    spec = circuit.spec
+    i = np.zeros((1, spec.n_outputs)) if nudge_A is None else _floats(nudge_A).reshape(1, -1)
+    _check(circuit, v, i)
+    net = _network(circuit, f"ffebm DRN {spec.layer_sizes} exported")
+    for k in range(spec.n_sources):
+        net.parameter(f"vin{k}", repr(float(v[0, k])))
+        net.V(f"IN{k}", node_name(0, k), net.gnd, f"{{vin{k}}}")
+    for j in range(spec.n_outputs):
+        net.parameter(f"inudge{j}", repr(float(i[0, j])))
+        net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), f"{{inudge{j}}}")
     deck = _deck(circuit, net)
     deck.operating_point()
     return deck
@@ -235,26 +310,26 @@ def _pwl(values: Sequence[float]) -> str:
     return f"pwl(v({_SWEEP_NODE}), {points})"
 
 
-def build_batch(circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None) -> Deck:
+def build_batch(
+    circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None, bulk: bool | None = None
+) -> Deck:
     """A batch as one deck with a ``.dc`` sweep of ``VIDX`` over the samples ``0..B-1``.
 
     ``source_V``: ``[B, n_sources]`` (V); ``nudge_A``: ``[B, n_out]`` (A) or ``None``. Sweep point
-    ``b`` of every vector of the analysis is sample ``b``.
+    ``b`` of every vector of the analysis is sample ``b``. ``bulk``: see :func:`_network`.
     """
     v = _floats(source_V)
     i = None if nudge_A is None else _floats(nudge_A)
     _check(circuit, v, i)
     spec = circuit.spec
     batch = v.shape[0]
-    net = _network(circuit, f"ffebm DRN {spec.layer_sizes} batch of {batch}")
+    net = _network(circuit, f"ffebm DRN {spec.layer_sizes} batch of {batch}", bulk)
     net.V(SWEEP_SOURCE[1:], _SWEEP_NODE, net.gnd, 0.0)
     for k in range(spec.n_sources):
         net.BehavioralSource(f"IN{k}", node_name(0, k), net.gnd, voltage_expression=_pwl(v[:, k]))
     if i is not None:
         for j in range(spec.n_outputs):
-            net.BehavioralSource(
-                f"NUDGE{j}", net.gnd, node_name(spec.depth, j), current_expression=_pwl(i[:, j])
-            )
+            net.BehavioralSource(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), current_expression=_pwl(i[:, j]))
     deck = _deck(circuit, net)
     deck.dc(**{SWEEP_SOURCE: slice(0, batch - 1, 1)})
     return deck

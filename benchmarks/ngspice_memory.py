@@ -67,8 +67,10 @@ def main() -> int:
             solver.solve(circuit, source_V, nudge_A)
             if k % step == 0 or k == args.solves:
                 now = rss_MB([os.getpid(), *solver.worker_pids()])
-                print(f"  after {k:5d} solves: {now:7.1f} MB ({now - before:+.1f} MB), "
-                      f"{(time.perf_counter() - start) / k:.3f} s per solve")
+                print(
+                    f"  after {k:5d} solves: {now:7.1f} MB ({now - before:+.1f} MB), "
+                    f"{(time.perf_counter() - start) / k:.3f} s per solve"
+                )
         after = rss_MB([os.getpid(), *solver.worker_pids()])
     growth = after - before
     verdict = "OK" if growth < BUDGET_MB else "OVER BUDGET"

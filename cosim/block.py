@@ -13,7 +13,7 @@ from torch import nn
 
 from analog.circuit import Circuit, CircuitSpec
 from analog.devices import DeviceArray, DeviceConfig
-from analog.solvers.base import Equilibrium, EquilibriumSolver
+from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError
 from analog.solvers.newton import FastSolver
 from cosim.gradients import EquilibriumPropagation, GradientMethod
 
@@ -35,10 +35,13 @@ class _AnalogFunction(torch.autograd.Function):
     def forward(ctx, block: AnalogBlock, source_V: torch.Tensor, *conductances: torch.Tensor):
         circuit = block.circuit(conductances)
         source_V = source_V.detach()
-        free = block.solver.solve(circuit, source_V)
+        try:
+            free = block.solver.solve(circuit, source_V)
+        except SolverError as exc:  # name the block: a model may hold several
+            raise SolverError(f"analog block {block.name}, free phase: {exc}") from None
         block.record("free", free)
         ctx.block, ctx.circuit, ctx.source_V, ctx.free = block, circuit, source_V, free
-        return free.output.clone()
+        return free.output.to(source_V.dtype).clone()  # ngspice answers in float64
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
@@ -51,7 +54,10 @@ class _AnalogFunction(torch.autograd.Function):
         if block.devices.read_noise_sigma:
             targets = [p.detach() for p in block.conductances()]
             solver = _PhaseReads(solver, lambda: block.circuit(targets))
-        grads = block.method(solver, ctx.circuit, ctx.source_V, ctx.free, grad_output.detach())
+        try:
+            grads = block.method(solver, ctx.circuit, ctx.source_V, ctx.free, grad_output.detach())
+        except SolverError as exc:
+            raise SolverError(f"analog block {block.name}, nudged phases: {exc}") from None
         for phase, eq in grads.phases.items():
             block.record(phase, eq)
         ctx.free = None

@@ -32,6 +32,10 @@ def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSo
 
 def circuit_spec(block: AnalogBlockConfig) -> CircuitSpec:
     try:
+        user = block.user_models()
+        diode = DiodeModel(is_A=block.diode_is_A, n=block.diode_n, temperature_C=block.temperature_C)
+        if user is not None and user.diode(block.temperature_C) is not None:
+            diode = user.diode(block.temperature_C)
         return CircuitSpec(
             layer_sizes=tuple(block.sizes),
             input_pairs=block.input_pairs,
@@ -39,9 +43,10 @@ def circuit_spec(block: AnalogBlockConfig) -> CircuitSpec:
             bias_V=block.bias_V,
             diode_up_V=block.diode_up_V,
             diode_down_V=block.diode_down_V,
-            diode=DiodeModel(is_A=block.diode_is_A, n=block.diode_n, temperature_C=block.temperature_C),
+            diode=diode,
             amplifier_gains=None if block.amplifier_gains is None else tuple(block.amplifier_gains),
             conductance=ConductanceRange(block.g_min_S, block.g_max_S),
+            user_models=user,
         )
     except ValueError as exc:
         raise ConfigError(f"analog block: {exc}") from None
@@ -76,9 +81,7 @@ def _digital(block) -> nn.Module:
     if kind == "linear":
         return nn.Linear(block.in_features, block.out_features, bias=block.bias)
     if kind == "conv":
-        return nn.Conv2d(
-            block.in_channels, block.out_channels, block.kernel_size, block.stride, block.padding
-        )
+        return nn.Conv2d(block.in_channels, block.out_channels, block.kernel_size, block.stride, block.padding)
     if kind == "maxpool":
         return nn.MaxPool2d(block.kernel_size)
     if kind == "avgpool":
@@ -98,9 +101,7 @@ def _digital(block) -> nn.Module:
     return {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "flatten": nn.Flatten}[kind]()
 
 
-def build_model(
-    config: RunConfig, input_shape: tuple[int, ...], solver: EquilibriumSolver | None = None
-) -> FFEBM:
+def build_model(config: RunConfig, input_shape: tuple[int, ...], solver: EquilibriumSolver | None = None) -> FFEBM:
     """The ff-EBM of ``config.model`` with seeded parameters, checked on a dummy batch of
     ``input_shape`` (one sample's shape) so that blocks that do not chain fail here, by index."""
     torch.manual_seed(config.seed)
@@ -118,8 +119,12 @@ def build_model(
     n_analog = 0
     for i, block in enumerate(config.model.blocks):
         if block.type == "analog":
+            spec = circuit_spec(block)
+            refusal = None if spec.user_models is None else spec.user_models.fast_refusal()
+            if refusal and solver.name == "fast":
+                raise ConfigError(f"model.blocks[{i}]: {refusal}")
             module = AnalogBlock(
-                circuit_spec(block),
+                spec,
                 solver=solver,
                 method=method,
                 seed=config.seed * 1000 + i,
@@ -139,6 +144,11 @@ def build_model(
     with torch.no_grad():
         for i, block in enumerate(model.blocks):
             try:
+                if isinstance(block, AnalogBlock) and block.spec.user_models is not None:
+                    # Only shapes are checked here, and the fast solver may not simulate user models.
+                    batch = block.spec.source_voltages(x.flatten(1)).shape[0]
+                    x = torch.zeros(batch, block.spec.n_outputs, dtype=dtype)
+                    continue
                 x = block(x)
             except (RuntimeError, ValueError) as exc:
                 raise ConfigError(

@@ -17,6 +17,9 @@ import torch
 from analog.circuit import Circuit
 from analog.solvers.base import SolverError
 from cosim.config import ConfigError, RunConfig, load_config
+from cosim.energy import add_energy_command
+from cosim.export import add_netlist_command
+from cosim.train import add_train_command
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -124,9 +127,7 @@ def cmd_gradcheck(args) -> int:
         y = data.train_y[:n]
         loss_fn = make_loss(config.train.loss, y, data.n_classes)
         betas = args.betas or config.gradcheck.betas
-        result = gradcheck(
-            model, loss_fn, x, betas, config.gradcheck.methods, progress=lambda m: _say(m, args.json)
-        )
+        result = gradcheck(model, loss_fn, x, betas, config.gradcheck.methods, progress=lambda m: _say(m, args.json))
     finally:
         close = getattr(solver, "close", None)
         if close:
@@ -155,6 +156,27 @@ def cmd_gradcheck(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from cosim.sweep import Sweep, SweepError, parse_grid, run_sweep
+
+    path = Path(args.config)
+    if not path.exists() and (CONFIG_DIR / f"{args.config}.toml").exists():
+        path = CONFIG_DIR / f"{args.config}.toml"
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
+    grid = [parse_grid(g) for g in args.grid]
+    sweep = Sweep(path.read_text(encoding="utf-8"), str(path), grid, args.seeds, args.metric)
+    try:
+        ran = run_sweep(sweep, args.out, args.scheduler, args.workers, say=lambda m: _say(m))
+    except SweepError as exc:
+        print(f"cosim sweep: {exc}", file=sys.stderr)
+        return 3
+    _say(f"sweep: ran {len(ran)} rows")
+    return 0
+
+
 def _positive_floats(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(",", " ").split()]
@@ -175,23 +197,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cosim", description="Circuit-level co-simulation of ff-EBMs trained with EP.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser(
-        "solve", help="solve a batch of one analog block with the fast solver, ngspice or both"
-    )
+    p = sub.add_parser("solve", help="solve a batch of one analog block with the fast solver, ngspice or both")
     p.add_argument("--config", required=True, help="TOML file or preset name (configs/NAME.toml)")
     p.add_argument("--solver", choices=["fast", "ngspice", "both"], default="both")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_solve)
 
-    p = sub.add_parser(
-        "gradcheck", help="compare EP gradients with the exact gradient, per parameter and beta"
-    )
+    p = sub.add_parser("gradcheck", help="compare EP gradients with the exact gradient, per parameter and beta")
     p.add_argument("--config", required=True)
     p.add_argument("--solver", choices=["fast", "ngspice"], default="fast")
     p.add_argument("--betas", type=_positive_floats, default=None, help="e.g. '0.2,0.1,0.05'")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", type=Path, default=None, help="PNG of relative error vs beta")
     p.set_defaults(func=cmd_gradcheck)
+
+    add_train_command(sub)
+
+    add_energy_command(sub)
+
+    p = sub.add_parser("sweep", help="Monte Carlo sweep of config values x seeds on Dask (resumable)")
+    p.add_argument("--config", required=True, help="base configuration (TOML file or preset name)")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=[v1,v2,...]", help="swept key (repeatable)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--metric", choices=["gradcheck", "train"], default="gradcheck")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    p.add_argument("--out", type=Path, required=True, help="output folder (rerun to resume)")
+    p.set_defaults(func=cmd_sweep)
+
+    add_netlist_command(sub)
 
     return parser
 

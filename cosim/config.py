@@ -45,6 +45,34 @@ class AnalogBlockConfig(_Strict):
     diode_is_A: float = Field(1e-14, gt=0, lt=1e-3)
     diode_n: float = Field(1.0, ge=0.5, le=10)
     temperature_C: float = Field(27.0, gt=-273.15, le=500)
+    model_file: str | None = Field(None, min_length=1, max_length=4096)
+    """SPICE model library (``.model``/``.subckt``, see :mod:`analog.models`); a relative path is
+    taken from the current directory. Validated when the configuration is read."""
+    diode_model: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    """Name of a ``.model NAME D`` card of ``model_file`` used for every neuron diode (instead of
+    ``diode_is_A`` / ``diode_n``; the fast solver accepts cards that set only IS and N)."""
+    neuron_subckt: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    """Name of a one-pin ``.subckt`` of ``model_file`` placed at every free node instead of the
+    diodes (ngspice only)."""
+
+    @model_validator(mode="after")
+    def _user_models(self):
+        if self.model_file is None:
+            if self.diode_model is not None or self.neuron_subckt is not None:
+                raise ValueError("diode_model / neuron_subckt need model_file (the library that defines them)")
+            return self
+        if self.diode_model is not None and {"diode_is_A", "diode_n"} & self.model_fields_set:
+            raise ValueError("diode_model replaces diode_is_A and diode_n: set one or the other")
+        self.user_models()
+        return self
+
+    def user_models(self):
+        """The validated :class:`analog.models.UserModels` of ``model_file`` (``None`` without one)."""
+        if self.model_file is None:
+            return None
+        from analog.models import UserModels, load_model_library
+
+        return UserModels(load_model_library(self.model_file), self.diode_model, self.neuron_subckt)
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -194,6 +222,46 @@ class GradcheckConfig(_Strict):
     )
 
 
+class EnergyConfig(_Strict):
+    """``cosim energy``: capacitances, settling accuracy, converter and digital energies."""
+
+    samples: int = Field(8, ge=1, le=4096)
+    """Test samples whose inference and training step are simulated (figures are their mean)."""
+    node_F: float = Field(10e-15, ge=0, lt=1e-3)
+    """Capacitance of every free node to ground (neuron input, wiring), farads."""
+    crosspoint_F: float = Field(0.5e-15, ge=0, lt=1e-3)
+    """Capacitance each crossbar or bias device adds to the line it sits on, farads."""
+    diode_F: float = Field(1e-15, ge=0, lt=1e-3)
+    """Linear junction capacitance of each diode, farads."""
+    settle_tol: float = Field(1e-3, gt=0, lt=1)
+    """A phase has settled once every node is within this fraction of the phase's largest node
+    voltage change from its equilibrium."""
+    rtol: float = Field(1e-7, gt=0, lt=1)
+    """Relative local error per step of the fast transient integrator."""
+    atol_V: float = Field(1e-9, gt=0, lt=1)
+    """Absolute local error per step of the fast transient integrator, volts."""
+    t_max_s: float = Field(1e-3, gt=0, le=1e3)
+    """Longest simulated time per phase, seconds."""
+    adc_bits: int = Field(8, ge=1, le=24)
+    adc_fom_J: float = Field(5e-15, gt=0, lt=1e-6)
+    """Walden figure of merit, joules per conversion step: one conversion costs ``fom 2^bits``.
+    Default: a mid-range value of B. Murmann, "ADC Performance Survey 1997-2024" (Walden FoM of
+    low-to-moderate speed designs spans ~1-10 fJ/conv-step)."""
+    dac_bits: int = Field(8, ge=1, le=24)
+    dac_unit_F: float = Field(1e-15, gt=0, lt=1e-9)
+    """Unit capacitor of a charge-redistribution DAC (voltage and nudging-current DACs): one
+    conversion costs ``2^bits C_unit V_ref^2`` (a switched-capacitor estimate, not a survey figure)."""
+    dac_ref_V: float = Field(1.0, gt=0, le=100)
+    mac_energy_J: float = Field(4.6e-12, gt=0, lt=1e-6)
+    """Digital multiply-accumulate, joules. Default: 32-bit float multiply (3.7 pJ) plus add (0.9 pJ)
+    at 45 nm, M. Horowitz, "Computing's energy problem", ISSCC 2014 (8-bit integer: 0.2 + 0.03 pJ).
+    Memory accesses are not included."""
+    ngspice: bool = True
+    """Also run ngspice: DC iteration counts of every phase and ``.tran`` waveforms for the plots."""
+    ngspice_samples: int = Field(1, ge=1, le=64)
+    """Samples simulated by ngspice ``.tran`` (one deck per sample and phase)."""
+
+
 class RunConfig(_Strict):
     name: str = "run"
     seed: int = Field(0, ge=0)
@@ -207,6 +275,7 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     solve: SolveConfig = Field(default_factory=SolveConfig)
     gradcheck: GradcheckConfig = Field(default_factory=GradcheckConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
 
 
 def _format_errors(error: ValidationError, source: str) -> str:
@@ -255,9 +324,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read and validate a TOML configuration file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(
-            f"config file not found: {path} (give a path to a .toml file, e.g. configs/digits-demo.toml)"
-        )
+        raise ConfigError(f"config file not found: {path} (give a path to a .toml file, e.g. configs/digits-demo.toml)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -66,9 +66,7 @@ def _mnist_pickle(path: Path) -> Dataset:
         with gzip.open(path, "rb") as fh:
             train, valid, test = pickle.load(fh, encoding="latin1")
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"data.root: {path} is not a pickled MNIST split (train, valid, test): {exc}"
-        ) from None
+        raise ConfigError(f"data.root: {path} is not a pickled MNIST split (train, valid, test): {exc}") from None
     x = np.concatenate([train[0], valid[0]])
     y = np.concatenate([train[1], valid[1]])
     return Dataset(
@@ -89,9 +87,7 @@ def _torchvision(config: DataConfig) -> Dataset:
             f"data.dataset = {config.dataset!r} needs torchvision (pip install 'ffebm-cosim[vision]') "
             f"or data.root pointing at a local copy: {exc}"
         ) from None
-    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}[
-        config.dataset
-    ]
+    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}[config.dataset]
     root = config.root or str(Path.home() / ".cache" / "ffebm-cosim" / config.dataset)
     try:
         train = cls(root, train=True, download=config.download)

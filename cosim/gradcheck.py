@@ -23,9 +23,7 @@ __all__ = ["GradcheckResult", "gradcheck", "model_gradients"]
 ALL = "all"
 
 
-def model_gradients(
-    model: FFEBM, loss_fn: Callable[[torch.Tensor], torch.Tensor], x
-) -> dict[str, torch.Tensor]:
+def model_gradients(model: FFEBM, loss_fn: Callable[[torch.Tensor], torch.Tensor], x) -> dict[str, torch.Tensor]:
     """``{parameter name: gradient}`` of ``loss_fn(model(x))`` with the model's current methods."""
     model.zero_grad(set_to_none=True)
     loss = loss_fn(model(x))
@@ -68,9 +66,7 @@ class GradcheckResult:
 
 
 def fit_slope(betas: Sequence[float], errors: Sequence[float]) -> float:
-    pts = [
-        (math.log(b), math.log(e)) for b, e in zip(betas, errors, strict=True) if e > 0 and math.isfinite(e)
-    ]
+    pts = [(math.log(b), math.log(e)) for b, e in zip(betas, errors, strict=True) if e > 0 and math.isfinite(e)]
     if len(pts) < 2:
         return float("nan")
     xs, ys = np.array(pts).T
@@ -108,9 +104,7 @@ def gradcheck(
                         {"param": name, "method": method, "beta": beta, "cosine": cosine, "rel_error": rel}
                     )
                 cosine, rel = _compare(torch.cat([g.flatten() for g in grads.values()]), exact_all)
-                result.rows.append(
-                    {"param": ALL, "method": method, "beta": beta, "cosine": cosine, "rel_error": rel}
-                )
+                result.rows.append({"param": ALL, "method": method, "beta": beta, "cosine": cosine, "rel_error": rel})
                 errors.append(rel)
             result.slopes[method] = fit_slope(betas, errors)
         return result

@@ -131,10 +131,11 @@ def _read_ascii_raw(path: Path) -> dict[str, float]:
 
 
 @pytest.mark.ngspice
-@pytest.mark.skipif(shutil.which("ngspice") is None, reason="the ngspice program is not installed "
-                    "(apt-get install ngspice)")
-def test_golden_netlist_runs_in_plain_ngspice(tmp_path):
-    from analog.solvers.ngspice import NgspiceSolver, ngspice_library
+@pytest.mark.skipif(
+    shutil.which("ngspice") is None, reason="the ngspice program is not installed (apt-get install ngspice)"
+)
+def test_golden_netlist_runs_in_plain_ngspice(tmp_path, ngspice_solver):
+    from analog.solvers.ngspice import ngspice_library
 
     if ngspice_library() is None:
         pytest.skip("libngspice is not installed (apt-get install ngspice libngspice0 libngspice0-dev)")
@@ -152,7 +153,41 @@ def test_golden_netlist_runs_in_plain_ngspice(tmp_path):
     batch_vectors = _read_ascii_raw(raw)
 
     circuit, source_V, nudge_A = golden_circuits()["golden_small"]
-    with NgspiceSolver() as solver:
-        eq = solver.solve(circuit, source_V[None], nudge_A[None])
+    eq = ngspice_solver.solve(circuit, source_V[None], nudge_A[None])
     assert batch_vectors["v(l2_n1)"] == pytest.approx(eq.voltages[1][0, 1].item(), abs=1e-12)
     assert -batch_vectors["i(vin0)"] == pytest.approx(eq.input_currents_A[0, 0].item(), abs=1e-15)
+
+
+def _bulk_cases():
+    cases = {name: case for name, case in golden_circuits().items()}
+    spec = CircuitSpec(layer_sizes=(5, 7, 4, 3), amplifier_gains=(2.0, None), diode_down_V=None)
+    circuit = Circuit.random(spec, seed=21)
+    # Edge values of the device range and conductances whose reciprocals print with an exponent.
+    w0 = circuit.weights[0].clone()
+    w0[0, :3] = torch.tensor([spec.conductance.g_min_S, spec.conductance.g_max_S, 1 / 3 * 1e-5])
+    circuit = Circuit(spec, (w0, *circuit.weights[1:]), circuit.biases)
+    x = torch.rand((1, spec.n_inputs), generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    cases["random"] = (circuit, spec.source_voltages(x)[0], None)
+    return cases
+
+
+@pytest.mark.parametrize("name", ["golden_amp", "golden_small", "random"])
+def test_bulk_resistor_lines_equal_pyspice_elements(name):
+    """The raw-SPICE resistor path prints exactly PySpice's element lines (names, values, order);
+    PySpice places raw SPICE right after the title, so that is the only difference in the deck."""
+    circuit, source_V, nudge_A = _bulk_cases()[name]
+    spec = circuit.spec
+    batch_nudge = None if nudge_A is None else nudge_A[None].repeat(3, 1)
+    for build, args in (
+        (build_operating_point, (circuit, source_V, nudge_A)),
+        (build_batch, (circuit, source_V[None].repeat(3, 1), batch_nudge)),
+    ):
+        elementwise = netlist_text(build(*args, bulk=False)).splitlines()
+        bulk = netlist_text(build(*args, bulk=True)).splitlines()
+        resistors = [line for line in elementwise if line.startswith("R")]
+        assert len(resistors) == sum(a * b for a, b in (*spec.weight_shapes(), *spec.bias_shapes()))
+        others = [line for line in elementwise if not line.startswith("R")]
+        assert bulk == [others[0], *resistors, *others[1:]]
+    if name in golden_circuits():  # small circuits take the element path by default
+        golden = (ROOT / "netlists" / f"{name}.cir").read_text()
+        assert netlist_text(build_operating_point(circuit, source_V, nudge_A)) == golden

@@ -38,10 +38,9 @@ pytestmark = [
 TOL_V = 1e-9
 
 
-@pytest.fixture(scope="module")
-def solver():
-    with NgspiceSolver() as s:
-        yield s
+@pytest.fixture
+def solver(ngspice_solver):
+    return ngspice_solver
 
 
 def _circuit(spec: CircuitSpec, weights, biases) -> Circuit:
@@ -262,3 +261,14 @@ def test_missing_library_gives_a_clear_error(monkeypatch):
     spec = CircuitSpec(layer_sizes=(1, 1))
     with pytest.raises(SolverError, match="apt-get install ngspice libngspice0 libngspice0-dev"):
         solver.solve(Circuit.random(spec), torch.zeros((1, 2), dtype=torch.float64))
+
+
+def test_history_separates_deck_building_from_ngspice_time(solver):
+    spec = CircuitSpec(layer_sizes=(4, 3, 2))
+    circuit = Circuit.random(spec, seed=15)
+    source_V, nudge_A = _batch(spec, 10, seed=16)
+    with NgspiceSolver(max_batch=4) as chunked:
+        eq = chunked.solve(circuit, source_V, nudge_A)
+    assert len(eq.history["netlist_s"]) == len(eq.history["ngspice_s"]) == 3
+    assert all(t > 0 for t in (*eq.history["netlist_s"], *eq.history["ngspice_s"]))
+    assert eq.history["retries"] == [[], [], []]

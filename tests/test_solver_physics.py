@@ -53,9 +53,7 @@ def test_diode_clamp_matches_shockley(solver):
 
 
 def test_amplifier_gain(solver):
-    spec = CircuitSpec(
-        (1, 1, 1), input_pairs=False, diode_up_V=None, diode_down_V=None, amplifier_gains=(4.0,)
-    )
+    spec = CircuitSpec((1, 1, 1), input_pairs=False, diode_up_V=None, diode_down_V=None, amplifier_gains=(4.0,))
     g0, g1 = 2e-5, 7e-5
     b1, b2 = (1e-5, 3e-5), (4e-5, 2e-5)
     circuit = Circuit(spec, [t([g0]), t([g1])], [t([b1[0]], [b1[1]]), t([b2[0]], [b2[1]])])

@@ -62,8 +62,7 @@ class Equilibrium:
     status: SolverStatus
     solver: str
     source_currents: (
-        tuple[torch.Tensor, tuple[torch.Tensor, ...]]
-        | Callable[[], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
+        tuple[torch.Tensor, tuple[torch.Tensor, ...]] | Callable[[], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
     ) = field(repr=False, default=None)
     """``(input, bias)`` currents delivered by the sources, or a function computing them."""
     history: dict[str, list] = field(default_factory=dict)
@@ -106,9 +105,7 @@ def check_batch(
     """Validate a batch of source voltages ``[B, n_sources]`` and nudging currents ``[B, n_out]``."""
     spec = circuit.spec
     if source_V.ndim != 2 or source_V.shape[1] != spec.n_sources:
-        raise ValueError(
-            f"source voltages: expected shape [batch, {spec.n_sources}], got {list(source_V.shape)}"
-        )
+        raise ValueError(f"source voltages: expected shape [batch, {spec.n_sources}], got {list(source_V.shape)}")
     if source_V.shape[0] == 0:
         raise ValueError("source voltages: the batch is empty")
     # A sum is NaN/inf when any term is: one reduction instead of an elementwise test.
@@ -118,8 +115,7 @@ def check_batch(
     if nudge_A is not None:
         if nudge_A.shape != (source_V.shape[0], spec.n_outputs):
             raise ValueError(
-                f"nudging currents: expected shape [{source_V.shape[0]}, {spec.n_outputs}], "
-                f"got {list(nudge_A.shape)}"
+                f"nudging currents: expected shape [{source_V.shape[0]}, {spec.n_outputs}], got {list(nudge_A.shape)}"
             )
         if not torch.isfinite(nudge_A.sum()):
             raise ValueError("nudging currents: contain NaN/inf (is the upstream gradient finite?)")

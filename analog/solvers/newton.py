@@ -137,9 +137,7 @@ class FastSolver(EquilibriumSolver):
         tol = self.tol_V if self.tol_V is not None else (1e-12 if system.dtype == torch.float64 else 1e-5)
         if init is not None:
             if init.batch_size != system.batch:
-                raise ValueError(
-                    f"init: warm start has batch {init.batch_size}, the sources have {system.batch}"
-                )
+                raise ValueError(f"init: warm start has batch {init.batch_size}, the sources have {system.batch}")
             u = system.from_voltages(init.voltages).to(system.dtype)
         else:
             u = initial_guess(system)

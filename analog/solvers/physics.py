@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from analog.circuit import Circuit
+from analog.solvers.base import SolverError
 
 __all__ = ["LayeredSystem", "kcl_residual"]
 
@@ -30,6 +31,8 @@ class LayeredSystem:
 
     def __init__(self, circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None):
         spec = circuit.spec
+        if spec.user_models is not None and (reason := spec.user_models.fast_refusal()):
+            raise SolverError(reason)
         self.circuit = circuit
         self.spec = spec
         dtype, device = circuit.dtype, circuit.device

@@ -1,0 +1,212 @@
+"""Static power of an analog block: what every element dissipates and every source delivers.
+
+For node voltages ``v`` of one state of the circuit (an equilibrium, or any instant of a
+transient), with the element conventions of :mod:`analog.circuit` and :mod:`analog.netlist`:
+
+* a conductance ``g`` between ``x`` (upstream: source, bias source or amplifier output) and ``y``
+  dissipates ``g (x - y)^2``. Summed over a crossbar this expands into products that never form a
+  ``[B, n_in, n_out]`` tensor::
+
+      sum_ij g_ij (x_i - y_j)^2 = (x^2) . rowsum(g) + (y^2) . colsum(g) - 2 y . (x g)           (R)
+
+* a diode with junction voltage ``vd`` dissipates ``vd I(vd)`` (ngspice's ``gmin`` included);
+* an amplifier (VCVS of gain ``A`` delivering ``I`` into the crossbar at ``A v``, CCCS drawing
+  ``I / A`` out of node ``v``) absorbs ``v I / A - A v I = v I (1/A - A)``: negative for ``A > 1``,
+  i.e. an ideal amplifier *supplies* power (a real one draws at least that from its rails, which
+  this model does not describe);
+* a voltage source at ``V`` delivering current ``I`` into the network delivers ``V I``: input and
+  bias sources, and the diode rails (the up rail takes the up diodes' current, the down rail feeds
+  the down diodes); a nudging current source injecting ``I`` into output node ``v`` delivers
+  ``v I``.
+
+Tellegen's theorem makes ``delivered = dissipated`` at an equilibrium. Away from it (during a
+transient) the difference is the power flowing into the node capacitances,
+``sum_j v_j I_net,j`` with ``I_net,j`` the net resistive current into node ``j``
+(:attr:`Power.charging_W`).
+
+All powers are in watts, per sample: shape ``[B]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from analog.circuit import Circuit
+from analog.solvers.base import Equilibrium, SolverError
+
+__all__ = ["Power", "crossbar_power", "equilibrium_power", "static_power"]
+
+
+def crossbar_power(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """(R): total power in a crossbar ``g`` ``[n_x, n_y]`` (S) between voltages ``x`` ``[B, n_x]``
+    and ``y`` ``[B, n_y]`` (V), ``[B]`` watts."""
+    if g.numel() == 0:
+        return torch.zeros(x.shape[0], dtype=g.dtype, device=g.device)
+    return (x * x) @ g.sum(1) + (y * y) @ g.sum(0) - 2.0 * ((x @ g) * y).sum(1)
+
+
+@dataclass
+class Power:
+    """Power of every kind of element of one analog block, each ``[B]`` watts."""
+
+    weights_W: torch.Tensor
+    """Dissipated in the crossbar conductances (all layers)."""
+    biases_W: torch.Tensor
+    """Dissipated in the bias conductances."""
+    diodes_W: torch.Tensor
+    """Dissipated in the diodes (including ngspice's ``gmin`` across each junction)."""
+    amplifiers_W: torch.Tensor
+    """Net power absorbed by the ideal amplifiers (VCVS + CCCS); negative when they supply power."""
+    inputs_W: torch.Tensor
+    """Delivered by the input voltage sources."""
+    bias_sources_W: torch.Tensor
+    """Delivered by the ``+/-bias_V`` sources."""
+    rails_W: torch.Tensor
+    """Delivered by the diode rail sources."""
+    nudge_W: torch.Tensor
+    """Delivered by the nudging current sources."""
+    charging_W: torch.Tensor
+    """Flowing into the node capacitances, ``sum_j v_j I_net,j`` (0 at an equilibrium)."""
+
+    @property
+    def dissipated_W(self) -> torch.Tensor:
+        return self.weights_W + self.biases_W + self.diodes_W + self.amplifiers_W
+
+    @property
+    def delivered_W(self) -> torch.Tensor:
+        return self.inputs_W + self.bias_sources_W + self.rails_W + self.nudge_W
+
+    def as_dict(self, reduce=torch.mean) -> dict[str, float]:
+        """Every field and the two totals reduced over the batch (mean by default), floats."""
+        out = {f.name: float(reduce(getattr(self, f.name))) for f in fields(self)}
+        out["dissipated_W"] = float(reduce(self.dissipated_W))
+        out["delivered_W"] = float(reduce(self.delivered_W))
+        return out
+
+
+def _diode_terms(circuit: Circuit, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Diode dissipation, rail-source power ``[B]`` and net diode current leaving each node ``[B, n]``."""
+    spec = circuit.spec
+    zero = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
+    dissipated, rails, leaving = zero, zero, torch.zeros_like(v)
+    if spec.diode_up_V is not None:
+        vd = v - spec.diode_up_V
+        i, _ = spec.diode.current(vd)
+        dissipated = dissipated + (vd * i).sum(1)
+        rails = rails - spec.diode_up_V * i.sum(1)  # the up rail receives the diode current
+        leaving = leaving + i
+    if spec.diode_down_V is not None:
+        vd = spec.diode_down_V - v
+        i, _ = spec.diode.current(vd)
+        dissipated = dissipated + (vd * i).sum(1)
+        rails = rails + spec.diode_down_V * i.sum(1)
+        leaving = leaving - i
+    return dissipated, rails, leaving
+
+
+@torch.no_grad()
+def static_power(
+    circuit: Circuit,
+    source_V: torch.Tensor,
+    voltages: tuple[torch.Tensor, ...],
+    nudge_A: torch.Tensor | None = None,
+    input_currents_A: torch.Tensor | None = None,
+    bias_currents_A: tuple[torch.Tensor, ...] | None = None,
+) -> Power:
+    """Power of every element for node voltages ``voltages`` (free layers ``1..L``, ``[B, n_l]``, V).
+
+    ``source_V``: input source voltages ``[B, n_sources]`` (V); ``nudge_A``: current injected into
+    each output node ``[B, n_out]`` (A) or ``None``. The source powers use the measured source
+    currents when given (``input_currents_A`` ``[B, n_sources]``, ``bias_currents_A`` one
+    ``[B, n_bias]`` per layer, as in :class:`~analog.solvers.base.Equilibrium`), else the currents
+    the network laws give for ``voltages``.
+    """
+    spec = circuit.spec
+    user_models = getattr(spec, "user_models", None)
+    if user_models is not None and (reason := user_models.fast_refusal()):
+        # The element powers below are those of the built-in diode; a user's neuron is not.
+        raise SolverError(f"static power: {reason}")
+    dtype, device = circuit.dtype, circuit.device
+    source_V = source_V.to(dtype=dtype, device=device)
+    v = [t.to(dtype=dtype, device=device) for t in voltages]
+    batch = source_V.shape[0]
+    zero = torch.zeros(batch, dtype=dtype, device=device)
+    gains = spec.gains()
+    bias_V = spec.bias_voltages(dtype, device)
+
+    weights_W, biases_W, amplifiers_W, bias_sources_W = zero, zero, zero, zero
+    # Net resistive current into each free node, for the charging power.
+    into = [torch.zeros_like(t) for t in v]
+    for l, g in enumerate(circuit.weights):
+        y = v[l]
+        if l == 0:
+            x = source_V
+        else:
+            a = gains[l - 1] if spec.has_amplifier(l) else 1.0
+            x = a * v[l - 1]
+        weights_W = weights_W + crossbar_power(x, y, g)
+        # Current from each upstream terminal into the crossbar, and into each downstream node.
+        out_of_x = x * g.sum(1) - y @ g.T
+        into[l] = into[l] + x @ g - y * g.sum(0)
+        if l > 0:
+            if spec.has_amplifier(l):
+                a = gains[l - 1]
+                amplifiers_W = amplifiers_W + (v[l - 1] * out_of_x).sum(1) * (1.0 / a - a)
+                into[l - 1] = into[l - 1] - out_of_x / a
+            else:
+                into[l - 1] = into[l - 1] - out_of_x
+        b = circuit.biases[l]
+        if b.numel():
+            xb = bias_V.expand(batch, -1)
+            biases_W = biases_W + crossbar_power(xb, y, b)
+            into[l] = into[l] + xb @ b - y * b.sum(0)
+            if bias_currents_A is None:
+                bias_sources_W = bias_sources_W + ((xb * b.sum(1) - y @ b.T) * xb).sum(1)
+            else:
+                bias_sources_W = bias_sources_W + (bias_currents_A[l].to(dtype) * xb).sum(1)
+
+    if input_currents_A is None:
+        w0 = circuit.weights[0]
+        input_currents_A = source_V * w0.sum(1) - v[0] @ w0.T
+    inputs_W = (source_V * input_currents_A.to(dtype=dtype, device=device)).sum(1)
+
+    diodes_W, rails_W = zero, zero
+    for l in range(spec.depth):
+        d, r, leaving = _diode_terms(circuit, v[l])
+        diodes_W, rails_W = diodes_W + d, rails_W + r
+        into[l] = into[l] - leaving
+
+    nudge_W = zero
+    if nudge_A is not None:
+        nudge_A = nudge_A.to(dtype=dtype, device=device)
+        nudge_W = (v[-1] * nudge_A).sum(1)
+        into[-1] = into[-1] + nudge_A
+    charging_W = sum((t * i).sum(1) for t, i in zip(v, into, strict=True))
+    return Power(
+        weights_W=weights_W,
+        biases_W=biases_W,
+        diodes_W=diodes_W,
+        amplifiers_W=amplifiers_W,
+        inputs_W=inputs_W,
+        bias_sources_W=bias_sources_W,
+        rails_W=rails_W,
+        nudge_W=nudge_W,
+        charging_W=charging_W,
+    )
+
+
+def equilibrium_power(
+    circuit: Circuit, source_V: torch.Tensor, equilibrium: Equilibrium, nudge_A: torch.Tensor | None = None
+) -> Power:
+    """:func:`static_power` of an equilibrium, the source powers from the source currents the
+    solver reports (ngspice's branch currents, or the fast solver's)."""
+    return static_power(
+        circuit,
+        source_V,
+        equilibrium.voltages,
+        nudge_A,
+        input_currents_A=equilibrium.input_currents_A,
+        bias_currents_A=equilibrium.bias_currents_A,
+    )

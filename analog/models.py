@@ -1,0 +1,438 @@
+"""User device models: a SPICE model library, parsed and validated before any of it reaches ngspice.
+
+A model library file holds ``.model`` cards (e.g. the neuron diode) and ``.subckt`` definitions
+(e.g. a neuron nonlinearity with one pin, the neuron node). It is read by a whitelist parser, never
+passed through: every statement must parse as what it should be, and the deck receives the
+*re-printed* statements, so comments, control blocks or anything the parser did not understand
+never reach ngspice's control language. Refused, with the file and line:
+
+* ``.control`` / ``.endc``, the word ``shell``, backquotes, non-ASCII or control characters
+  (anywhere, comments included);
+* any dot statement but ``.model``, ``.subckt``/``.ends`` and ``.include``/``.lib`` (no
+  ``.options``, analyses, ``.param``, ...), and element lines outside a ``.subckt``;
+* ``.include`` / ``.lib`` of a path outside the model file's folder (symbolic links resolved);
+  included files are validated the same way and inlined;
+* identifiers, node names and values that do not parse (a value is a number with an optional SPICE
+  scale suffix, or a ``{...}`` expression of numbers, names and arithmetic).
+
+Supported statements in a ``.subckt`` body: ``R C L`` (two nodes, value), ``D`` (two nodes, model),
+``V I`` (two nodes, ``[DC] value``), ``E G`` (four nodes, gain), ``F H`` (two nodes, controlling
+source, gain), ``B`` (two nodes, ``V=`` or ``I=`` expression) and ``X`` (nodes, subcircuit).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from analog.devices import DiodeModel
+
+__all__ = ["ModelCard", "ModelFileError", "ModelLibrary", "SubCircuit", "UserModels", "load_model_library"]
+
+MAX_BYTES = 1_000_000
+MAX_INCLUDE_DEPTH = 8
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_NODE = re.compile(r"[A-Za-z0-9_]{1,64}\Z")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(meg|mil|[tgkmunpf])?\Z", re.IGNORECASE)
+_EXPRESSION = re.compile(r"\{[A-Za-z0-9_+\-*/().,<>=!&|?: ^]{1,500}\}\Z")
+_FORBIDDEN = (
+    (re.compile(r"\.control\b|\.endc\b", re.IGNORECASE), "ngspice control blocks (.control/.endc)"),
+    (re.compile(r"\bshell\b", re.IGNORECASE), "the word 'shell'"),
+    (re.compile(r"`"), "backquotes"),
+)
+_MODEL_TYPES = {"D", "R", "C", "NPN", "PNP", "NMOS", "PMOS", "NJF", "PJF", "SW"}
+_DIODE_FAST_PARAMS = {"IS", "N"}
+"""Diode card parameters the fast solver represents (:class:`~analog.devices.DiodeModel`)."""
+_SCALE = {
+    "t": 1e12,
+    "g": 1e9,
+    "meg": 1e6,
+    "k": 1e3,
+    "mil": 25.4e-6,
+    "m": 1e-3,
+    "u": 1e-6,
+    "n": 1e-9,
+    "p": 1e-12,
+    "f": 1e-15,
+}
+
+
+class ModelFileError(ValueError):
+    """A model library that cannot be used; the message names the file, the line and the rule."""
+
+
+def number(text: str) -> float:
+    """A SPICE number (``1.5k``, ``2meg``, ``1e-14``) as a float; :class:`ValueError` otherwise."""
+    match = _NUMBER.match(text)
+    if not match:
+        raise ValueError(f"not a number: {text!r}")
+    suffix = (match.group(4) or "").lower()
+    return float(text[: len(text) - len(suffix)]) * _SCALE.get(suffix, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    kind: str
+    params: tuple[tuple[str, str], ...]
+    """``(KEY, value)`` pairs, keys upper case, values as written (validated)."""
+
+    def spice(self) -> str:
+        return f".model {self.name} {self.kind} ({' '.join(f'{k}={v}' for k, v in self.params)})"
+
+
+@dataclass(frozen=True)
+class SubCircuit:
+    name: str
+    pins: tuple[str, ...]
+    params: tuple[tuple[str, str], ...]
+    body: tuple[str, ...]
+    """Validated element lines, re-printed."""
+
+    def spice(self) -> str:
+        head = " ".join((".subckt", self.name, *self.pins))
+        if self.params:
+            head += " params: " + " ".join(f"{k}={v}" for k, v in self.params)
+        return "\n".join((head, *self.body, f".ends {self.name}"))
+
+
+@dataclass(frozen=True)
+class ModelLibrary:
+    """The validated content of a model library file (and the files it includes)."""
+
+    source: str
+    models: tuple[ModelCard, ...]
+    subcircuits: tuple[SubCircuit, ...]
+
+    def model(self, name: str) -> ModelCard | None:
+        return next((m for m in self.models if m.name.lower() == name.lower()), None)
+
+    def subcircuit(self, name: str) -> SubCircuit | None:
+        return next((s for s in self.subcircuits if s.name.lower() == name.lower()), None)
+
+    def spice(self) -> str:
+        """Every card and subcircuit, re-printed from what was parsed (never the raw text)."""
+        parts = ["* user models (validated and re-printed by analog.models)"]
+        parts += [m.spice() for m in self.models] + [s.spice() for s in self.subcircuits]
+        return "\n".join(parts) + "\n"
+
+
+class _Parser:
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.models: dict[str, ModelCard] = {}
+        self.subcircuits: dict[str, SubCircuit] = {}
+        self.stack: list[Path] = []
+
+    def fail(self, where: str, message: str):
+        raise ModelFileError(f"model file {where}: {message}")
+
+    def read(self, path: Path, where: str) -> str:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.fail(where, f"cannot read {path}: {exc.strerror or exc}")
+        if len(data) > MAX_BYTES:
+            self.fail(where, f"{path} is larger than {MAX_BYTES} bytes")
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            self.fail(where, f"{path} is not plain ASCII text")
+        bad = next((c for c in text if not (c.isprintable() or c in "\t\n\r")), None)
+        if bad is not None:
+            self.fail(where, f"{path} contains the control character {bad!r}")
+        return text
+
+    def parse_file(self, path: Path, where: str) -> None:
+        resolved = path.resolve()
+        if resolved in self.stack:
+            self.fail(where, f"{path} includes itself (include cycle)")
+        if len(self.stack) >= MAX_INCLUDE_DEPTH:
+            self.fail(where, f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
+        self.stack.append(resolved)
+        self.parse_text(self.read(path, where), str(path))
+        self.stack.pop()
+
+    def statements(self, text: str, source: str) -> list[tuple[str, list[str]]]:
+        """``(where, tokens)`` per statement: comments dropped, ``+`` continuations joined."""
+        out: list[tuple[str, list[str]]] = []
+        for number_, raw in enumerate(text.splitlines(), 1):
+            where = f"{source}:{number_}"
+            for pattern, what in _FORBIDDEN:
+                if pattern.search(raw):
+                    self.fail(where, f"{what} are not allowed in a model file")
+            line = raw.split(";", 1)[0].strip()
+            if not line or line.startswith("*"):
+                continue
+            # "k = v" and "k= v" become one token; parentheses of model cards are punctuation.
+            line = re.sub(r"\s*=\s*", "=", line)
+            if line.startswith("+"):
+                if not out:
+                    self.fail(where, "a continuation line (+) with nothing to continue")
+                more = line[1:]
+                if out[-1][1][0].lower() == ".model":
+                    more = more.replace("(", " ").replace(")", " ")
+                out[-1][1].extend(more.split())
+                continue
+            if line.lower().startswith(".model"):
+                line = line.replace("(", " ").replace(")", " ")
+            out.append((where, line.split()))
+        return out
+
+    def parse_text(self, text: str, source: str) -> None:
+        open_sub: tuple[str, str, list[str], list[tuple[str, str]], list[str]] | None = None
+        for where, tokens in self.statements(text, source):
+            head = tokens[0].lower()
+            if head == ".model":
+                self.model(where, tokens)
+            elif head == ".subckt":
+                if open_sub is not None:
+                    self.fail(where, f"nested .subckt inside {open_sub[1]} (close it with .ends first)")
+                open_sub = (where, *self.subckt_head(where, tokens), [])
+            elif head == ".ends":
+                if open_sub is None:
+                    self.fail(where, ".ends without .subckt")
+                _, name, pins, params, body = open_sub
+                if len(tokens) > 2 or (len(tokens) == 2 and tokens[1].lower() != name.lower()):
+                    self.fail(where, f".ends {' '.join(tokens[1:])} does not close .subckt {name}")
+                if not body:
+                    self.fail(where, f".subckt {name} is empty")
+                self.define(where, self.subcircuits, name, SubCircuit(name, tuple(pins), tuple(params), tuple(body)))
+                open_sub = None
+            elif head in (".include", ".inc", ".lib"):
+                if open_sub is not None:
+                    self.fail(where, f"{tokens[0]} inside .subckt {open_sub[1]}")
+                self.include(where, tokens)
+            elif head.startswith("."):
+                self.fail(where, f"{tokens[0]} is not allowed (only .model, .subckt/.ends, .include/.lib)")
+            elif open_sub is None:
+                self.fail(where, f"element {tokens[0]} outside a .subckt (a model file only defines models)")
+            else:
+                open_sub[4].append(self.element(where, tokens))
+        if open_sub is not None:
+            self.fail(open_sub[0], f".subckt {open_sub[1]} is never closed with .ends")
+
+    def define(self, where: str, table: dict, name: str, value) -> None:
+        if name.lower() in table:
+            self.fail(where, f"{name} is defined twice")
+        table[name.lower()] = value
+
+    def ident(self, where: str, token: str, what: str) -> str:
+        if not _IDENT.match(token):
+            self.fail(where, f"{what} {token!r} is not an identifier (letters, digits, _; at most 64)")
+        return token
+
+    def node(self, where: str, token: str) -> str:
+        if not _NODE.match(token):
+            self.fail(where, f"node name {token!r} is not valid (letters, digits, _; at most 64)")
+        return token
+
+    def value(self, where: str, token: str, what: str) -> str:
+        if _NUMBER.match(token) or _EXPRESSION.match(token):
+            return token
+        self.fail(where, f"{what} {token!r} is not a number (e.g. 1e-14, 2.2k) or a {{expression}}")
+
+    def pairs(self, where: str, tokens: list[str], what: str) -> list[tuple[str, str]]:
+        out = []
+        for token in tokens:
+            key, sep, value = token.partition("=")
+            if not sep:
+                self.fail(where, f"{what}: expected KEY=VALUE, got {token!r}")
+            out.append((self.ident(where, key, f"{what} key").upper(), self.value(where, value, f"{what} {key}")))
+        return out
+
+    def model(self, where: str, tokens: list[str]) -> None:
+        if len(tokens) < 3:
+            self.fail(where, ".model needs a name and a type, e.g. .model DFAST D (IS=1e-14 N=1.05)")
+        name = self.ident(where, tokens[1], ".model name")
+        kind = tokens[2].upper()
+        if kind not in _MODEL_TYPES:
+            self.fail(where, f".model {name}: type {tokens[2]!r} is not one of {sorted(_MODEL_TYPES)}")
+        params = self.pairs(where, tokens[3:], f".model {name}")
+        for key, value in params:
+            if not _NUMBER.match(value):
+                self.fail(where, f".model {name}: {key}={value!r} must be a number")
+        self.define(where, self.models, name, ModelCard(name, kind, tuple(params)))
+
+    def subckt_head(self, where: str, tokens: list[str]):
+        if len(tokens) < 3:
+            self.fail(where, ".subckt needs a name and at least one pin, e.g. .subckt NEURON n")
+        name = self.ident(where, tokens[1], ".subckt name")
+        rest = tokens[2:]
+        cut = next((i for i, t in enumerate(rest) if t.lower() == "params:" or "=" in t), len(rest))
+        pins = [self.node(where, t) for t in rest[:cut]]
+        if not pins:
+            self.fail(where, f".subckt {name} has no pins")
+        if len(set(p.lower() for p in pins)) != len(pins):
+            self.fail(where, f".subckt {name} repeats a pin")
+        tail = rest[cut:]
+        if tail and tail[0].lower() == "params:":
+            tail = tail[1:]
+        return name, pins, self.pairs(where, tail, f".subckt {name} params")
+
+    def element(self, where: str, tokens: list[str]) -> str:
+        name = self.ident(where, tokens[0], "element name")
+        kind = name[0].upper()
+        args = tokens[1:]
+
+        def need(count: int, form: str) -> None:
+            if len(args) < count:
+                self.fail(where, f"{name}: expected {form}")
+
+        if kind in "RCL":
+            need(3, f"{kind}name n1 n2 value")
+            out = [self.node(where, a) for a in args[:2]] + [self.value(where, args[2], f"{name} value")]
+            out += [f"{k}={v}" for k, v in self.pairs(where, args[3:], name)]
+        elif kind == "D":
+            need(3, "Dname anode cathode model")
+            out = [self.node(where, a) for a in args[:2]] + [self.ident(where, args[2], f"{name} model")]
+            out += [f"{k}={v}" for k, v in self.pairs(where, args[3:], name)]
+        elif kind in "VI":
+            need(3, f"{kind}name n+ n- [DC] value")
+            rest = args[2:]
+            if rest[0].upper() == "DC":
+                rest = rest[1:]
+            if len(rest) != 1:
+                self.fail(where, f"{name}: only DC sources are allowed ({kind}name n+ n- [DC] value)")
+            out = [self.node(where, a) for a in args[:2]] + ["DC", self.value(where, rest[0], f"{name} value")]
+        elif kind in "EG":
+            need(5, f"{kind}name n+ n- nc+ nc- gain")
+            if len(args) != 5:
+                self.fail(where, f"{name}: expected {kind}name n+ n- nc+ nc- gain")
+            out = [self.node(where, a) for a in args[:4]] + [self.value(where, args[4], f"{name} gain")]
+        elif kind in "FH":
+            if len(args) != 4:
+                self.fail(where, f"{name}: expected {kind}name n+ n- Vcontrol gain")
+            out = [self.node(where, a) for a in args[:2]] + [
+                self.ident(where, args[2], f"{name} controlling source"),
+                self.value(where, args[3], f"{name} gain"),
+            ]
+        elif kind == "B":
+            if len(args) != 3:
+                self.fail(where, f"{name}: expected Bname n+ n- V={{expr}} or I={{expr}} (no spaces)")
+            key, sep, expr = args[2].partition("=")
+            if not sep or key.upper() not in ("V", "I") or not _EXPRESSION.match("{" + expr.strip("{}") + "}"):
+                self.fail(where, f"{name}: expected V=expression or I=expression, got {args[2]!r}")
+            out = [self.node(where, a) for a in args[:2]] + [f"{key.upper()}={expr}"]
+        elif kind == "X":
+            cut = next((i for i, t in enumerate(args) if "=" in t or t.lower() == "params:"), len(args))
+            if cut < 2:
+                self.fail(where, f"{name}: expected Xname nodes... subcircuit [KEY=VALUE ...]")
+            out = [self.node(where, a) for a in args[: cut - 1]] + [self.ident(where, args[cut - 1], "subcircuit")]
+            tail = [t for t in args[cut:] if t.lower() != "params:"]
+            out += [f"{k}={v}" for k, v in self.pairs(where, tail, name)]
+        else:
+            self.fail(
+                where, f"element {name}: type {kind!r} is not allowed in a model file (use R C L D V I E F G H B X)"
+            )
+        return " ".join((name, *out))
+
+    def include(self, where: str, tokens: list[str]) -> None:
+        if len(tokens) != 2:
+            what = "library sections are not supported; use .include FILE" if len(tokens) > 2 else "a file name"
+            self.fail(where, f"{tokens[0]} needs {what}")
+        target = tokens[1].strip("'\"")
+        path = (self.stack[-1].parent / target).resolve()
+        if not path.is_relative_to(self.root):
+            self.fail(
+                where, f"{tokens[0]} {target}: only files inside the model file's folder {self.root} may be included"
+            )
+        self.parse_file(path, where)
+
+    def check_references(self) -> None:
+        for sub in self.subcircuits.values():
+            for line in sub.body:
+                name, *args = line.split()
+                kind = name[0].upper()
+                if kind == "D" and args[2].lower() not in self.models:
+                    self.fail(sub.name, f"{name} uses diode model {args[2]!r}, which the file does not define")
+                if kind == "X":
+                    ref = next(a for a in reversed(args) if "=" not in a)
+                    if ref.lower() not in self.subcircuits:
+                        self.fail(sub.name, f"{name} uses subcircuit {ref!r}, which the file does not define")
+                    if ref.lower() == sub.name.lower():
+                        self.fail(sub.name, f"{name} instantiates {sub.name} inside itself")
+
+
+def load_model_library(path: str | Path) -> ModelLibrary:
+    """Parse and validate a model library file (see the module docstring for the rules)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path}: not found (give a path to a SPICE model library)")
+    parser = _Parser(path.parent)
+    parser.parse_file(path, str(path))
+    parser.check_references()
+    return ModelLibrary(str(path), tuple(parser.models.values()), tuple(parser.subcircuits.values()))
+
+
+@dataclass(frozen=True)
+class UserModels:
+    """Which user models of a library an analog block uses.
+
+    ``diode_model``: a ``.model NAME D`` card for every neuron diode (replaces the block's own
+    ``IS``/``N``). ``neuron_subckt``: a one-pin ``.subckt`` placed at every free node *instead of*
+    the two diodes (the pin is the node; current flows from the node into the subcircuit).
+    """
+
+    library: ModelLibrary
+    diode_model: str | None = None
+    neuron_subckt: str | None = None
+
+    def __post_init__(self) -> None:
+        source = self.library.source
+        if self.diode_model is None and self.neuron_subckt is None:
+            raise ModelFileError(f"model file {source}: name a diode_model or a neuron_subckt to use from it")
+        if self.diode_model is not None:
+            card = self.library.model(self.diode_model)
+            if card is None:
+                known = [m.name for m in self.library.models] or "none"
+                raise ModelFileError(f"model file {source}: no .model {self.diode_model!r} (defined: {known})")
+            if card.kind != "D":
+                raise ModelFileError(f"model file {source}: .model {card.name} is a {card.kind}, not a diode (D)")
+        if self.neuron_subckt is not None:
+            sub = self.library.subcircuit(self.neuron_subckt)
+            if sub is None:
+                known = [s.name for s in self.library.subcircuits] or "none"
+                raise ModelFileError(f"model file {source}: no .subckt {self.neuron_subckt!r} (defined: {known})")
+            if len(sub.pins) != 1:
+                raise ModelFileError(
+                    f"model file {source}: neuron subcircuit {sub.name} must have exactly one pin (the "
+                    f"neuron node), it has {len(sub.pins)}: {' '.join(sub.pins)}"
+                )
+
+    def diode(self, temperature_C: float = 27.0) -> DiodeModel | None:
+        """The diode card as a :class:`DiodeModel` when the fast solver can represent it, else ``None``."""
+        if self.diode_model is None:
+            return None
+        card = self.library.model(self.diode_model)
+        params = dict(card.params)
+        if not set(params) <= _DIODE_FAST_PARAMS:
+            return None
+        try:
+            return DiodeModel(
+                is_A=number(params.get("IS", "1e-14")), n=number(params.get("N", "1")), temperature_C=temperature_C
+            )
+        except ValueError as exc:
+            raise ModelFileError(f"model file {self.library.source}: .model {card.name}: {exc}") from None
+
+    def fast_refusal(self) -> str | None:
+        """Why the fast solver cannot simulate these models (``None``: it can)."""
+        source = self.library.source
+        if self.neuron_subckt is not None:
+            return (
+                f"the fast solver cannot simulate the neuron subcircuit {self.neuron_subckt!r} from {source}; "
+                "use the ngspice solver (solver.name = 'ngspice')"
+            )
+        if self.diode_model is not None and self.diode() is None:
+            card = self.library.model(self.diode_model)
+            extra = sorted(k for k, _ in card.params if k not in _DIODE_FAST_PARAMS)
+            return (
+                f"the fast solver cannot simulate diode model {card.name!r} from {source}: it represents IS and N "
+                f"only, the card also sets {', '.join(extra)}; use the ngspice solver (solver.name = 'ngspice')"
+            )
+        return None
+
+    def spice(self) -> str:
+        return self.library.spice()

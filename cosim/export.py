@@ -1,0 +1,193 @@
+"""``cosim netlist``: every analog block of a trained checkpoint as a self-contained SPICE netlist.
+
+Each ``analog{k}.cir`` holds the block's trained conductances (as its devices present them), its
+device models (the built-in diode card or the user's validated models), its bias and rail sources,
+its input sources and its nudging current sources, the last two driven by ``.param`` values, the
+solver options and an ``.op`` analysis: ``ngspice -b -r out.raw analog0.cir`` runs it unmodified.
+``README.md`` lists the nodes, sources and parameters. With ``--sample N`` the input parameters are
+test sample ``N``'s source voltages as the model computes them (digital blocks included); without,
+they are 0 V.
+
+The checkpoint is the one ``cosim train`` writes (read with ``torch.load(weights_only=True)``).
+Everything is checked before the first file is written; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from analog.circuit import Circuit, node_name
+from analog.netlist import build_export, netlist_text
+from cosim.block import AnalogBlock
+from cosim.config import ConfigError, RunConfig, parse_config
+from cosim.io import atomic_write_text
+
+__all__ = ["add_netlist_command", "export_netlists", "read_checkpoint"]
+
+
+def read_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:
+    """The configuration and model state of a ``cosim train`` checkpoint; anything else is a
+    :class:`ConfigError` naming the file (or the tensor) and the problem."""
+    from cosim.train import CHECKPOINT_FORMAT
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--checkpoint: {path} does not exist (give the checkpoint.pt of a `cosim train` run)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt, foreign or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--checkpoint: {path} is not a readable checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"--checkpoint: {path} is not a `cosim train` checkpoint of format {CHECKPOINT_FORMAT}")
+    model = state.get("model")
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise ConfigError(f"--checkpoint: {path} holds no model state (a dict of tensors under 'model')")
+    try:
+        config = parse_config(json.loads(state["config"]), f"{path} (stored configuration)")
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--checkpoint: {path} holds no valid configuration: {exc}") from None
+    for key, tensor in model.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ConfigError(f"--checkpoint: {path}: model tensor {key!r} contains NaN or inf values")
+    return config, model
+
+
+def _blocks(config: RunConfig, model: dict[str, torch.Tensor], source: str) -> list[tuple[int, AnalogBlock]]:
+    """``(index in model.blocks, block)`` of every analog block, with the checkpoint's state."""
+    from cosim.build import circuit_spec
+
+    out = []
+    for i, block_config in enumerate(config.model.blocks):
+        if block_config.type != "analog":
+            continue
+        name = f"analog{len(out)}"
+        block = AnalogBlock(circuit_spec(block_config), seed=config.seed * 1000 + i, name=name, devices=config.devices)
+        prefix = f"blocks.{i}."
+        state = {k[len(prefix) :]: v.to(torch.float64) for k, v in model.items() if k.startswith(prefix)}
+        try:
+            block.load_state_dict(state)
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise ConfigError(
+                f"--checkpoint: {source}: {name} (model.blocks[{i}]) does not match the configuration: {detail}"
+            ) from None
+        out.append((i, block))
+    return out
+
+
+def _sample_inputs(config: RunConfig, model: dict, blocks, sample: int) -> list[torch.Tensor]:
+    """Source voltages ``[n_sources]`` of every analog block for test sample ``sample``."""
+    from analog.solvers import FastSolver
+    from cosim.build import build_model
+    from cosim.data import load_dataset
+
+    data = load_dataset(config.data, config.seed)
+    if not 0 <= sample < len(data.test_y):
+        raise ConfigError(f"--sample: must be in [0, {len(data.test_y) - 1}] (test samples), got {sample}")
+    full = build_model(config, data.input_shape, solver=FastSolver()).to(torch.float64)
+    full.load_state_dict({k: v.to(torch.float64) if v.is_floating_point() else v for k, v in model.items()})
+    captured = []
+    hooks = [
+        block.register_forward_pre_hook(lambda m, args: captured.append(m.spec.source_voltages(args[0].flatten(1))[0]))
+        for block in full.analog_blocks()
+    ]
+    try:
+        with torch.no_grad():
+            full(data.test_x[sample : sample + 1].to(torch.float64))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+def _readme(config: RunConfig, entries: list[tuple[str, Circuit, int]], sample: int | None, checkpoint: str) -> str:
+    lines = [
+        f"# SPICE netlists of `{config.name}`",
+        "",
+        f"Exported by `cosim netlist` from `{checkpoint}`. Each file is one analog block, self-contained:",
+        "run it with `ngspice -b -r out.raw FILE.cir` (add `SPICE_ASCIIRAWFILE=1` for a text raw file).",
+        "",
+        "Input voltages are `.param vin{k}` and nudging currents (into the output nodes, amperes) are",
+        "`.param inudge{j}`: edit these lines to change them. "
+        + (f"They hold test sample {sample}'s values now." if sample is not None else "They are 0 now."),
+        "",
+        "| file | layer sizes | input sources | outputs | resistors |",
+        "|---|---|---|---|---|",
+    ]
+    for file, circuit, index in entries:
+        spec = circuit.spec
+        resistors = sum(a * b for a, b in (*spec.weight_shapes(), *spec.bias_shapes()))
+        outputs = f"`{node_name(spec.depth, 0)}`..`{node_name(spec.depth, spec.n_outputs - 1)}`"
+        lines.append(
+            f"| `{file}` (model.blocks[{index}]) | {'-'.join(map(str, spec.layer_sizes))} | "
+            f"`VIN0`..`VIN{spec.n_sources - 1}` | {outputs} | {resistors} |"
+        )
+    lines += [
+        "",
+        "## Names",
+        "",
+        "- `L{l}_N{j}`: node `j` of layer `l` (layer 0: input source nodes; the last layer: outputs).",
+        "- `VIN{k}`: input source `k` (value `{vin{k}}`); with input pairs, sources `n_in..2 n_in-1`",
+        "  carry the negated inputs. ngspice reports a source's branch current with the opposite sign",
+        "  of the current it delivers into the network.",
+        "- `INUDGE{j}`: current into output node `j` (value `{inudge{j}}`), 0 A in the free phase.",
+        "- `VB{l}P` / `VB{l}N`: bias sources feeding layer `l+1`; `RAIL_UP` / `RAIL_DN`: diode rails.",
+        "- `RW{l}_{i}_{j}`: weight resistor between node `i` of layer `l` and node `j` of layer `l+1`;",
+        "  `RB{l}_{p}_{j}`: bias resistor from the `+` (`p=0`) or `-` (`p=1`) bias source.",
+        "- `DUP_*` / `DDN_*`: neuron diodes; `XNRN_*`: a user neuron subcircuit; `EAMP_*`, `VSENSE_*`,",
+        "  `FAMP_*`: bidirectional amplifiers.",
+    ]
+    if not config.devices.ideal:
+        lines += [
+            "",
+            "Device nonidealities are frozen in: resistors hold the conductances the devices present",
+            "(spread, stuck devices; one draw of read noise if it is enabled).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def export_netlists(checkpoint: str | Path, out: str | Path, sample: int | None = None) -> list[Path]:
+    """Write ``analog{k}.cir`` per analog block and ``README.md`` into ``out``; returns the paths."""
+    config, model = read_checkpoint(checkpoint)
+    blocks = _blocks(config, model, str(checkpoint))
+    inputs = _sample_inputs(config, model, blocks, sample) if sample is not None else None
+    texts, entries = {}, []
+    for k, (index, block) in enumerate(blocks):
+        try:
+            circuit = block.circuit()
+        except ValueError as exc:
+            raise ConfigError(f"--checkpoint: {checkpoint}: {block.name}: {exc}") from None
+        source_V = inputs[k] if inputs is not None else torch.zeros(circuit.spec.n_sources, dtype=torch.float64)
+        file = f"{block.name}.cir"
+        texts[file] = netlist_text(build_export(circuit, source_V))
+        entries.append((file, circuit, index))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a directory")
+    texts["README.md"] = _readme(config, entries, sample, str(checkpoint))
+    written = []
+    for name, text in texts.items():
+        atomic_write_text(out / name, text)
+        written.append(out / name)
+    return written
+
+
+def cmd_netlist(args: argparse.Namespace) -> int:
+    written = export_netlists(args.checkpoint, args.out, args.sample)
+    for path in written:
+        print(path)
+    return 0
+
+
+def add_netlist_command(sub) -> None:
+    """Register ``cosim netlist`` on the CLI's sub-parsers."""
+    p = sub.add_parser("netlist", help="export every analog block of a checkpoint as a SPICE netlist")
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a `cosim train` run")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--sample", type=int, default=None, help="fill the input parameters with this test sample")
+    p.set_defaults(func=cmd_netlist)

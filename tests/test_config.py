@@ -1,0 +1,107 @@
+"""Configuration validation: every error names the key path; unknown keys are refused; presets parse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cosim.config import ConfigError, RunConfig, load_config, parse_config
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
+
+
+def minimal(**sections) -> dict:
+    data = {"model": {"blocks": [{"type": "analog", "sizes": [4, 3, 2]}]}}
+    data.update(sections)
+    return data
+
+
+def error_of(data: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "test.toml")
+    return str(info.value)
+
+
+def test_minimal_config_has_defaults():
+    config = parse_config(minimal())
+    assert isinstance(config, RunConfig)
+    assert config.data.dataset == "digits"
+    assert config.train.optimizer == "adam"
+    assert config.train.ngspice_eval_samples == 200
+
+
+def test_nested_block_key_path():
+    data = minimal()
+    data["model"]["blocks"] = [
+        {"type": "reshape", "shape": [1, 2, 2]},
+        {"type": "conv", "in_channels": 1, "out_channels": 2, "kernel_size": 0},
+        {"type": "flatten"},
+    ]
+    message = error_of(data)
+    assert "model.blocks[1].kernel_size" in message
+    assert "conv" not in message.split("model.blocks[1].kernel_size")[1].split(":")[0]
+    assert "test.toml" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "path"),
+    [
+        ("train", {"lr": -1.0}, "train.lr"),
+        ("train", {"epochs": "ten"}, "train.epochs"),
+        ("train", {"optimizer": "adagrad"}, "train.optimizer"),
+        ("train", {"beta": 2.0}, "train.beta"),
+        ("data", {"test_fraction": 1.5}, "data.test_fraction"),
+        ("solver", {"name": "hspice"}, "solver.name"),
+    ],
+)
+def test_section_value_errors_name_the_key(section, values, path):
+    assert path in error_of(minimal(**{section: values}))
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"trian": {"epochs": 2}}, "trian"),
+        ({"train": {"lrate": 0.1}}, "train.lrate"),
+        ({"model": {"blocks": [{"type": "analog", "sizes": [4, 2], "gain": 3.0}]}}, "model.blocks[0].gain"),
+    ],
+)
+def test_unknown_keys_are_refused(data, path):
+    full = minimal()
+    full.update(data)
+    message = error_of(full)
+    assert path in message
+    assert "unknown key" in message
+
+
+def test_cross_field_checks_name_the_block():
+    block = {"type": "analog", "sizes": [4, 3, 2], "g_min_S": 1e-4, "g_max_S": 1e-5}
+    message = error_of({"model": {"blocks": [block]}})
+    assert "model.blocks[0]" in message and "g_min_S" in message
+    block = {"type": "analog", "sizes": [4, 3, 3, 2], "amplifier_gains": [2.0]}
+    assert "amplifier_gains" in error_of({"model": {"blocks": [block]}})
+
+
+def test_unknown_block_type():
+    message = error_of({"model": {"blocks": [{"type": "transformer"}]}})
+    assert "model.blocks[0]" in message
+
+
+def test_missing_model():
+    assert "model" in error_of({})
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_presets_are_valid(path):
+    config = load_config(path)
+    assert config.name == path.stem

@@ -1,0 +1,231 @@
+"""`cosim train` end to end: outputs of a run, exact resume after SIGKILL, refusals before writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cosim.cli import main
+from cosim.train import ARTIFACTS, read_metrics
+from tests.conftest import ngspice_available
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = """
+name = "tiny"
+seed = 3
+
+[data]
+train_subset = {train}
+test_subset = 64
+
+[[model.blocks]]
+type = "analog"
+sizes = [64, 16, 10]
+input_gain_V = 4.0
+
+[[model.blocks]]
+type = "scale"
+factor = 20.0
+
+[train]
+epochs = {epochs}
+batch_size = 16
+lr = 0.01
+beta = 0.1
+ngspice_eval_samples = {ngspice}
+"""
+
+SUMMARY_KEYS = {
+    "test_accuracy",
+    "epochs",
+    "seconds_per_epoch",
+    "ngspice_test_accuracy",
+    "ngspice_samples",
+    "fast_test_accuracy_same_samples",
+}
+
+
+def tiny_config(tmp_path: Path, epochs: int = 2, train: int = 96, ngspice: int = 0, name: str = "tiny.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(TINY.format(epochs=epochs, train=train, ngspice=ngspice), encoding="utf-8")
+    return path
+
+
+def without_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cosim.cli", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_epochs_write_every_output(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config(tmp_path)), "--out", str(out), "--no-ngspice"]) == 0
+    assert {p.name for p in out.iterdir()} == set(ARTIFACTS)
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0 <= row["train_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1
+        assert row["loss"] > 0 and row["seconds"] > 0
+        for phase in ("free", "positive", "negative"):
+            assert row[f"analog0.{phase}.iterations_mean"] >= 1
+            assert row[f"analog0.{phase}.residual_A_max"] < 1e-9
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and len(state["metrics"]) == 2
+    assert json.loads(state["config"])["name"] == "tiny"
+    for plot in ("curves.png", "solver_iterations.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["epochs"] == 2 and summary["test_accuracy"] == rows[-1]["test_accuracy"]
+    assert summary["ngspice_samples"] == 0 and summary["ngspice_test_accuracy"] is None
+    printed = capsys.readouterr()
+    assert str(out / "summary.json") in printed.out and str(out / "curves.png") in printed.out
+    assert "epoch 2/2" in printed.err
+
+
+def test_learning_happens(tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(tmp_path, epochs=3, train=320)
+    assert main(["train", "--config", str(config), "--out", str(out), "--no-ngspice"]) == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert rows[-1]["test_accuracy"] > 0.5
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    config = tiny_config(tmp_path, epochs=3, train=384)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    reference = cli("--config", str(config), "--out", str(straight), "--no-ngspice")
+    victim = cli("--config", str(config), "--out", str(killed), "--no-ngspice")
+    metrics = killed / "metrics.csv"
+    deadline = time.monotonic() + 40
+    while not (metrics.exists() and len(read_metrics(metrics)) >= 1):
+        assert victim.poll() is None, victim.communicate()[1]
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    done = len(read_metrics(metrics))
+    assert done < 3, "the run finished before it could be killed"
+    resumed = cli("--resume", str(killed), "--no-ngspice")
+    _, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert f"from epoch {done + 1}" in err
+    _, err = reference.communicate(timeout=60)
+    assert reference.returncode == 0, err
+    a, b = read_metrics(straight / "metrics.csv"), read_metrics(metrics)
+    assert [r["epoch"] for r in b] == [1, 2, 3]
+    assert without_time(a) == without_time(b)
+    sa = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
+    sb = torch.load(killed / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_invalid_config_exits_2_and_writes_nothing(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text(tiny_config(tmp_path).read_text().replace("lr = 0.01", "lr = -0.01"), encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_invalid_config_exit_code_of_the_command(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(tiny_config(tmp_path).read_text().replace("sizes = [64, 16, 10]", "sizes = [64, 0, 10]"))
+    out = tmp_path / "run"
+    proc = cli("--config", str(config), "--out", str(out))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "model.blocks[0].sizes[1]" in err
+    assert not out.exists()
+
+
+def test_unknown_key_is_an_error(tmp_path, capsys):
+    config = tmp_path / "typo.toml"
+    config.write_text(tiny_config(tmp_path).read_text().replace("batch_size", "batchsize"), encoding="utf-8")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "train.batchsize" in err and "unknown key" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_model_that_does_not_chain_is_refused_before_writing(tmp_path, capsys):
+    text = tiny_config(tmp_path).read_text().replace("sizes = [64, 16, 10]", "sizes = [50, 16, 10]")
+    config = tmp_path / "chain.toml"
+    config.write_text(text, encoding="utf-8")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "model.blocks[0]" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_empty_run_dir_needs_resume_or_force(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["train", "--config", str(tiny_config(tmp_path)), "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_resume_without_checkpoint(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "checkpoint.pt" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config(tmp_path)), "--out", str(out), "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--config", str(tiny_config(tmp_path)), "--out", str(out), "--device", "cuda", "--no-ngspice"]
+    assert main(args) == 0
+    assert json.loads((out / "summary.json").read_text())["device"].startswith("cuda")
+
+
+@pytest.mark.ngspice
+def test_ngspice_validation_after_training(tmp_path):
+    reason = ngspice_available()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config(tmp_path, epochs=1, ngspice=24)), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ngspice_samples"] == 24
+    assert summary["ngspice_test_accuracy"] is not None
+    assert abs(summary["ngspice_test_accuracy"] - summary["fast_test_accuracy_same_samples"]) <= 1 / 24 + 1e-12
+
+
+def test_train_config_api_returns_summary(tmp_path):
+    from cosim.config import load_config
+    from cosim.train import train_config
+
+    config = load_config(tiny_config(tmp_path, epochs=1))
+    summary = train_config(config)
+    assert SUMMARY_KEYS <= set(summary) and summary["epochs"] == 1
+    assert {"test_accuracy", "train_accuracy", "final_loss"} <= set(summary)
