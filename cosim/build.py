@@ -14,6 +14,7 @@ from cosim.block import AnalogBlock
 from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, SolverConfig
 from cosim.gradients import EquilibriumPropagation, gradient_method
 from cosim.model import FFEBM
+from digital.blocks import Gain, Reshape
 from digital.converters import Converter
 
 __all__ = ["build_model", "build_solver", "circuit_spec", "torch_dtype"]
@@ -52,30 +53,6 @@ def circuit_spec(block: AnalogBlockConfig) -> CircuitSpec:
         raise ConfigError(f"analog block: {exc}") from None
 
 
-class Reshape(nn.Module):
-    def __init__(self, shape):
-        super().__init__()
-        self.shape = tuple(shape)
-
-    def forward(self, x):
-        return x.reshape(x.shape[0], *self.shape)
-
-    def extra_repr(self) -> str:
-        return f"shape={list(self.shape)}"
-
-
-class Scale(nn.Module):
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}"
-
-
 def _digital(block) -> nn.Module:
     kind = block.type
     if kind == "linear":
@@ -97,7 +74,7 @@ def _digital(block) -> nn.Module:
     if kind == "reshape":
         return Reshape(block.shape)
     if kind == "scale":
-        return Scale(block.factor)
+        return Gain(block.factor)
     return {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "flatten": nn.Flatten}[kind]()
 
 
