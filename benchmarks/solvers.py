@@ -100,7 +100,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--big-samples", type=int, default=32, help="ngspice batched samples on 784-256-10")
+    parser.add_argument("--big-samples", type=int, default=64, help="ngspice batched samples on 784-256-10")
     parser.add_argument("--big-per-op-samples", type=int, default=2, help="ngspice per-op samples on 784-256-10")
     args = parser.parse_args()
     report = run(args.repeats, args.big_samples, args.big_per_op_samples)

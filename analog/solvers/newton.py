@@ -13,7 +13,6 @@ co-content never increases; near the solution Newton converges quadratically to 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -34,34 +33,46 @@ class BlockTridiagonal:
     def __init__(self, system: LayeredSystem, d: torch.Tensor):
         self.system = system
         depth = system.depth
+        batch = d.shape[0]
         self.inv_first = 1.0 / system.layer(d, 1)
-        self.chol: list[torch.Tensor | None] = [None]
-        # Z_l = S_l^{-1} W_l, needed to propagate the elimination to layer l+1.
-        self.z: list[torch.Tensor] = []
-        if depth > 1:
-            w = system.weights[1]
-            self.z.append(self.inv_first.unsqueeze(2) * w)  # [B, n1, n2]
+        self.chol: dict[int, torch.Tensor] = {}
+        # z[l] = S_l^{-1} W_l for the dense layers l >= 2, to carry the elimination to layer l+1.
+        self.z: dict[int, torch.Tensor] = {}
         for l in range(2, depth + 1):
             w_in = system.weights[l - 1]
-            schur = torch.diag_embed(system.layer(d, l)) - w_in.T @ self.z[-1]
+            if l == 2:
+                # W_1^T diag(1/d_1) W_1 per sample, as one product with the rows' outer products
+                # when they fit in memory (no [B, n1, n2] temporary).
+                outer = system.first_outer_products()
+                if outer is not None:
+                    coupling = (self.inv_first @ outer).view(batch, w_in.shape[1], w_in.shape[1])
+                else:
+                    coupling = w_in.T @ (self.inv_first.unsqueeze(2) * w_in)
+            else:
+                coupling = w_in.T @ self.z[l - 1]
+            schur = torch.diag_embed(system.layer(d, l)) - coupling
             chol, info = torch.linalg.cholesky_ex(schur)
             if int(info.max()) > 0:
                 raise SolverError(
                     f"layer {l}: the KCL Jacobian is not positive definite in samples "
                     f"{info.nonzero().flatten().tolist()[:10]}; check for NaN/zero conductances"
                 )
-            self.chol.append(chol)
+            self.chol[l] = chol
             if l < depth:
                 w = system.weights[l]
-                self.z.append(torch.cholesky_solve(w.expand(chol.shape[0], -1, -1), chol))
+                self.z[l] = torch.cholesky_solve(w.expand(batch, -1, -1), chol)
 
     def solve(self, b: torch.Tensor) -> torch.Tensor:
         system = self.system
         depth = system.depth
         y = [system.layer(b, 1)]
         for l in range(2, depth + 1):
-            # y_l = b_l + W_{l-1}^T S_{l-1}^{-1} y_{l-1} = b_l + Z_{l-1}^T y_{l-1}
-            y.append(system.layer(b, l) + (y[-1].unsqueeze(1) @ self.z[l - 2]).squeeze(1))
+            # y_l = b_l + W_{l-1}^T S_{l-1}^{-1} y_{l-1}
+            if l == 2:
+                carried = (self.inv_first * y[-1]) @ system.weights[1]
+            else:
+                carried = (y[-1].unsqueeze(1) @ self.z[l - 1]).squeeze(1)
+            y.append(system.layer(b, l) + carried)
         x = [None] * depth
         x[-1] = self._apply_inverse(depth, y[-1])
         for l in range(depth - 1, 0, -1):
@@ -72,22 +83,19 @@ class BlockTridiagonal:
     def _apply_inverse(self, l: int, v: torch.Tensor) -> torch.Tensor:
         if l == 1:
             return self.inv_first * v
-        return torch.cholesky_solve(v.unsqueeze(2), self.chol[l - 1]).squeeze(2)
+        return torch.cholesky_solve(v.unsqueeze(2), self.chol[l]).squeeze(2)
 
 
 def initial_guess(system: LayeredSystem) -> torch.Tensor:
-    """A forward sweep that ignores downstream loading and clips each node to its diodes' knees.
+    """A forward sweep that ignores downstream loading and puts each node where its diode alone
+    would carry the current the linear network pushes past the rail.
 
     Starting Newton at u = 0 puts the diodes where they conduct nothing, so the first step jumps
-    far past their knees and the line search then crawls back; starting near the knees saves most
-    of those damped iterations.
+    far past their knees and the line search then crawls back; starting near each diode's own
+    operating point saves most of those damped iterations.
     """
     spec = system.spec
     diode = spec.diode
-    # Forward voltage at which a diode carries the network's typical current (g_max * 1 V).
-    knee = diode.vte_V * math.log1p(spec.conductance.g_max_S / diode.is_A)
-    lo = -math.inf if spec.diode_down_V is None else spec.diode_down_V - knee
-    hi = math.inf if spec.diode_up_V is None else spec.diode_up_V + knee
     u = torch.zeros(system.batch, system.n_free, dtype=system.dtype, device=system.device)
     upstream = None
     for l in range(1, system.depth + 1):
@@ -95,7 +103,18 @@ def initial_guess(system: LayeredSystem) -> torch.Tensor:
         if upstream is not None:
             current = current + upstream @ system.weights[l - 1]
         s = system.layer_scales[l - 1]
-        v = (current / system.layer(system.diag.unsqueeze(0), l) * s).clamp(lo, hi)
+        diag = system.layer(system.diag.unsqueeze(0), l)
+        v = current / diag * s  # every diode off
+        # Where that passes a rail, the diode takes the excess current I = s (c - D v_rail / s):
+        # put the node where the diode alone would carry it (never past the all-off value).
+        if spec.diode_up_V is not None:
+            excess = (s * current - diag * spec.diode_up_V).clamp(min=0.0)
+            on = spec.diode_up_V + diode.vte_V * torch.log1p(excess / diode.is_A)
+            v = torch.minimum(v, on)
+        if spec.diode_down_V is not None:
+            excess = (diag * spec.diode_down_V - s * current).clamp(min=0.0)
+            on = spec.diode_down_V - diode.vte_V * torch.log1p(excess / diode.is_A)
+            v = torch.maximum(v, on)
         system.layer(u, l).copy_(v / s)
         upstream = system.layer(u, l)
     return u
@@ -170,7 +189,8 @@ class FastSolver(EquilibriumSolver):
                 u, f, g, r = u_try, f_try, g_try, r_try
                 energy = None
             else:
-                u, f, g, r, energy, step = self._backtrack(system, u, f, g, r, delta, ok, step, tol)
+                trial = (u_try, f_try, g_try, r_try)
+                u, f, g, r, energy, step = self._backtrack(system, u, f, g, r, delta, ok, step, trial)
             if not bool(torch.isfinite(step).all()) and not bool(torch.isfinite(u.sum())):
                 status = SolverStatus.NONFINITE
                 break
@@ -199,7 +219,7 @@ class FastSolver(EquilibriumSolver):
             history=history if self.record_history else {},
         )
 
-    def _backtrack(self, system, u, f, g, r, delta, full_ok, step, tol):
+    def _backtrack(self, system, u, f, g, r, delta, full_ok, step, trial):
         """Armijo backtracking on the co-content for the samples whose full step overshot."""
         energy = system.cocontent(u, r, f)
         slope = -(r * delta).sum(1)
@@ -209,10 +229,13 @@ class FastSolver(EquilibriumSolver):
         alpha = torch.ones_like(energy)
         pending = torch.ones_like(full_ok)
         taken = torch.zeros_like(energy)
-        for _ in range(self.max_backtracks):
-            u_try = u + alpha.unsqueeze(1) * delta
-            f_try, g_try = system.diodes(u_try)
-            r_try = system.residual(u_try, f_try)
+        for attempt in range(self.max_backtracks):
+            if attempt == 0:
+                u_try, f_try, g_try, r_try = trial  # the full step, already evaluated
+            else:
+                u_try = u + alpha.unsqueeze(1) * delta
+                f_try, g_try = system.diodes(u_try)
+                r_try = system.residual(u_try, f_try)
             e_try = system.cocontent(u_try, r_try, f_try)
             ok = torch.isfinite(e_try) & (e_try <= energy + 1e-4 * alpha * slope + slack)
             ok = ok | (full_ok & (alpha == 1) & torch.isfinite(e_try))

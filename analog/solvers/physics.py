@@ -83,6 +83,17 @@ class LayeredSystem:
         ]
         self.rails = [r for r in self.rails if r is not None]
 
+    def first_outer_products(self, max_elements: int = 2_000_000) -> torch.Tensor | None:
+        """``P[i] = W_1[i] (x) W_1[i]`` flattened, ``[n_1, n_2^2]`` (cached), so that
+        ``W_1^T diag(a) W_1 = (a @ P).view(n_2, n_2)``; ``None`` if it would be too large."""
+        if not hasattr(self, "_outer"):
+            w = self.weights[1] if self.depth > 1 else None
+            if w is None or w.shape[0] * w.shape[1] ** 2 > max_elements:
+                self._outer = None
+            else:
+                self._outer = (w.unsqueeze(2) * w.unsqueeze(1)).reshape(w.shape[0], -1)
+        return self._outer
+
     def layer(self, x: torch.Tensor, l: int) -> torch.Tensor:
         """View of free layer ``l`` (1-based) of a flat ``[B, N]`` tensor."""
         return x[:, self.offsets[l - 1] : self.offsets[l]]
