@@ -6,7 +6,9 @@ solver, the input-layer matrix product of the same batch.
 
 Times are medians over repeats, interleaved (GEMM, fast, GEMM, fast, ...) so that machine noise
 hits both alike. The circuits are driven hard enough that a good share of the diodes conduct (the
-printed ``conducting`` fraction), so the fast solver is not timed on a linear problem.
+printed ``conducting`` fraction), so the fast solver is not timed on a linear problem. The
+ideal-diode limit (:class:`~analog.solvers.IdealDiodeSolver`) is timed beside it; it approximates
+the circuit, the Shockley-exact solver is the one that agrees with ngspice.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analog import Circuit, CircuitSpec
-from analog.solvers import FastSolver
+from analog.solvers import FastSolver, IdealDiodeSolver
 
 BATCH = 128
 
@@ -41,9 +43,9 @@ def make_case(sizes, gain, seed=0):
     return circuit, spec.source_voltages(x)
 
 
-def time_fast(circuit, source_V, repeats):
-    """Median seconds per batch of the fast solver and of ``source_V @ W0``, interleaved."""
-    solver = FastSolver()
+def time_fast(circuit, source_V, repeats, solver=None):
+    """Median seconds per batch of a fast solver and of ``source_V @ W0``, interleaved."""
+    solver = solver or FastSolver()
     w0 = circuit.weights[0]
     eq = solver.solve(circuit, source_V)  # warm-up
     _ = source_V @ w0
@@ -84,6 +86,10 @@ def run(repeats: int, big_ngspice_samples: int, big_per_op_samples: int) -> dict
             if tag == "f64":
                 report[f"conducting_fraction_{key}"] = float((eq.all_voltages().abs() > 0.5).double().mean())
                 reference = eq
+                ideal, gemm_i, eq_i = time_fast(c, v, repeats, IdealDiodeSolver())
+                report[f"fast_ideal_ms_per_sample_{key}"] = 1e3 * ideal / BATCH
+                report[f"fast_ideal_sweeps_{key}"] = eq_i.iterations
+                report[f"ratio_fast_ideal_over_input_gemm_{key}"] = ideal / gemm_i
         batched, eq_b = time_ngspice(circuit, source_V, n_batched, per_op=False)
         per_op, _ = time_ngspice(circuit, source_V, n_per_op, per_op=True)
         report[f"ngspice_batched_ms_per_sample_{key}"] = 1e3 * batched
@@ -115,9 +121,14 @@ def main() -> int:
             f"({report[f'fast_f64_iterations_{key}']} Newton iterations)"
         )
         print(f"  fast solver f32         {report[f'fast_f32_ms_per_sample_{key}']:9.4f} ms/sample")
+        print(
+            f"  fast, ideal diodes f64  {report[f'fast_ideal_ms_per_sample_{key}']:9.4f} ms/sample "
+            f"({report[f'fast_ideal_sweeps_{key}']} layer sweeps; an approximation of the circuit)"
+        )
         print(f"  ngspice batched         {report[f'ngspice_batched_ms_per_sample_{key}']:9.2f} ms/sample")
         print(f"  ngspice one op/sample   {report[f'ngspice_per_op_ms_per_sample_{key}']:9.2f} ms/sample")
         print(f"  fast / input GEMM       {report[f'ratio_fast_over_input_gemm_{key}']:9.2f} x")
+        print(f"  fast ideal / input GEMM {report[f'ratio_fast_ideal_over_input_gemm_{key}']:9.2f} x")
         print(f"  ngspice batched / fast  {report[f'ratio_ngspice_batched_over_fast_{key}']:9.0f} x")
         print(f"  ngspice per-op / batched{report[f'ratio_ngspice_per_op_over_batched_{key}']:9.1f} x")
         print(f"  max |V_fast - V_ngspice| {report[f'max_abs_diff_fast_vs_ngspice_V_{key}']:.2e} V")

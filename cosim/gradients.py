@@ -203,6 +203,11 @@ class ImplicitDifferentiation(GradientMethod):
     name: str = "implicit"
 
     def __call__(self, solver, circuit, source_V, free, grad_output) -> BlockGradients:
+        if free.solver == "fast-ideal":
+            raise ValueError(
+                "implicit differentiation linearises the Shockley diodes; the ideal-diode solver has no "
+                "such Jacobian: use the 'fast' or 'ngspice' solver for the exact reference"
+            )
         spec = circuit.spec
         s = spec.scales()
         n_free = sum(spec.layer_sizes[1:])

@@ -1,17 +1,28 @@
 """Equilibrium solvers: one interface (:class:`EquilibriumSolver`), several backends."""
 
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus
+from analog.solvers.ideal import IdealDiodeSolver
 from analog.solvers.newton import FastSolver
 
-__all__ = ["Equilibrium", "EquilibriumSolver", "FastSolver", "SolverError", "SolverStatus", "get_solver"]
+__all__ = [
+    "Equilibrium",
+    "EquilibriumSolver",
+    "FastSolver",
+    "IdealDiodeSolver",
+    "SolverError",
+    "SolverStatus",
+    "get_solver",
+]
 
 
 def get_solver(name: str, **options) -> EquilibriumSolver:
-    """Solver by name: ``"fast"`` or ``"ngspice"``."""
+    """Solver by name: ``"fast"``, ``"fast-ideal"`` (ideal-diode limit) or ``"ngspice"``."""
     if name == "fast":
         return FastSolver(**options)
+    if name == "fast-ideal":
+        return IdealDiodeSolver(**options)
     if name == "ngspice":
         from analog.solvers.ngspice import NgspiceSolver
 
         return NgspiceSolver(**options)
-    raise ValueError(f"solver: unknown solver {name!r}; choose 'fast' or 'ngspice'")
+    raise ValueError(f"solver: unknown solver {name!r}; choose 'fast', 'fast-ideal' or 'ngspice'")
