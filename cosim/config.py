@@ -188,7 +188,8 @@ class TrainConfig(_Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0, le=10)
     """Learning rate. Conductances are in siemens: the analog-block learning rate is ``lr`` times
-    ``analog_lr_scale`` (default: the device range ``g_max - g_min``)."""
+    ``analog_lr_scale`` (default: the device range ``R = g_max - g_min`` for Adam, ``R^2`` for SGD,
+    so that ``lr`` acts on conductances in units of ``R``)."""
     analog_lr_scale: float | None = Field(None, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)

@@ -124,14 +124,17 @@ def resolve_device(name: str) -> torch.device:
 
 def make_optimizer(model: FFEBM, config: RunConfig) -> torch.optim.Optimizer:
     """One parameter group for the digital parameters (``lr``, ``weight_decay``) and one per analog
-    block, whose conductances are in siemens: ``lr * analog_lr_scale`` (default ``g_max - g_min``),
-    no weight decay (a decay towards 0 S has no device meaning)."""
+    block, whose conductances are in siemens: ``lr * analog_lr_scale``, no weight decay (a decay
+    towards 0 S has no device meaning). The default scale makes ``lr`` act on conductances measured
+    in units of the device range ``R = g_max - g_min``: Adam's steps do not depend on the gradient's
+    units, so its scale is ``R``; SGD's step is ``lr`` times a gradient in 1/S, so its scale is ``R^2``."""
     train = config.train
     groups, analog = [], set()
     for block in model.analog_blocks():
         params = block.conductances()
         device_range = block.spec.conductance
-        scale = train.analog_lr_scale or (device_range.g_max_S - device_range.g_min_S)
+        span = device_range.g_max_S - device_range.g_min_S
+        scale = train.analog_lr_scale or (span if train.optimizer == "adam" else span**2)
         groups.append({"params": params, "lr": train.lr * scale, "weight_decay": 0.0})
         analog.update(id(p) for p in params)
     digital = [p for p in model.parameters() if id(p) not in analog]

@@ -229,3 +229,16 @@ def test_train_config_api_returns_summary(tmp_path):
     summary = train_config(config)
     assert SUMMARY_KEYS <= set(summary) and summary["epochs"] == 1
     assert {"test_accuracy", "train_accuracy", "final_loss"} <= set(summary)
+
+
+def test_analog_learning_rate_scale_follows_the_optimizer():
+    from cosim.build import build_model
+    from cosim.config import parse_config
+    from cosim.train import make_optimizer
+
+    base = {"model": {"blocks": [{"type": "analog", "sizes": [4, 3, 2]}]}}
+    span = 1e-4 - 1e-6
+    for optimizer, scale in (("adam", span), ("sgd", span**2)):
+        config = parse_config({**base, "train": {"optimizer": optimizer, "lr": 0.5}})
+        groups = make_optimizer(build_model(config, (4,)), config).param_groups
+        assert abs(groups[-1]["lr"] - 0.5 * scale) <= 1e-12 * scale
