@@ -147,6 +147,9 @@ class DeviceConfig:
 
     levels: int | None = None
     """Programmable conductance levels, evenly spaced over ``[g_min, g_max]`` (``None``: analog)."""
+    stochastic_rounding: bool = False
+    """Round each written conductance to a neighbouring level with probabilities that preserve its
+    expected value (otherwise: to the nearest level, which swallows updates below half a level)."""
     d2d_sigma: float = 0.0
     """Device-to-device spread of the programmed conductance: each device multiplies (``proportional``)
     or offsets (``absolute``, in units of ``g_max - g_min``) its target by a fixed random draw."""
@@ -249,12 +252,19 @@ class DeviceArray:
             g = g * (1.0 + self.config.read_noise_sigma * noise)
         return g.clamp(min=1e-3 * self.range.g_min_S)
 
-    def quantize(self, g: torch.Tensor) -> torch.Tensor:
+    def quantize(self, g: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.config.levels is None:
             return g
         lo, hi = self.range.g_min_S, self.range.g_max_S
         step = (hi - lo) / (self.config.levels - 1)
-        return torch.round((g - lo) / step) * step + lo
+        x = (g - lo) / step
+        if self.config.stochastic_rounding:
+            floor = torch.floor(x)
+            draw = torch.rand(x.shape, generator=generator, dtype=torch.float64).to(x)
+            x = floor + (draw < x - floor).to(x.dtype)
+        else:
+            x = torch.round(x)
+        return (x * step + lo).clamp(lo, hi)
 
     def write(
         self, previous: torch.Tensor, requested: torch.Tensor, generator: torch.Generator | None = None
@@ -273,5 +283,5 @@ class DeviceArray:
         if cfg.write_noise_sigma:
             noise = torch.randn(delta.shape, generator=generator, dtype=torch.float64).to(delta)
             delta = delta * (1.0 + cfg.write_noise_sigma * noise)
-        g = self.quantize((previous + delta).clamp(lo, hi))
+        g = self.quantize((previous + delta).clamp(lo, hi), generator)
         return self._pin(g)

@@ -130,3 +130,17 @@ def test_device_config_validation_names_the_field():
         DeviceConfig(stuck_at_min_fraction=0.7, stuck_at_max_fraction=0.5)
     with pytest.raises(ValueError, match="d2d_distribution"):
         DeviceConfig(d2d_distribution="uniform")
+
+
+def test_stochastic_rounding_keeps_small_updates_on_average():
+    torch.manual_seed(0)
+    nearest = array(shape=(20000,), levels=16)
+    stochastic = array(shape=(20000,), levels=16, stochastic_rounding=True)
+    level = 1e-6 + 5 * (99e-6 / 15)
+    g = torch.full((20000,), level)
+    small = 0.2 * 99e-6 / 15  # a fifth of a level
+    assert (nearest.write(g, g + small) - g).abs().max().item() < 1e-18, "nearest rounding swallows the update"
+    moved = stochastic.write(g, g + small) - g
+    assert abs(moved.mean().item() / small - 1) < 0.05
+    levels = torch.linspace(1e-6, 1e-4, 16)
+    assert ((g + moved).unsqueeze(-1) - levels).abs().amin(-1).max().item() < 1e-18
