@@ -282,6 +282,7 @@ class _SolverTally:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def accuracy(model: FFEBM, x: torch.Tensor, y: torch.Tensor, device, dtype, batch_size: int = EVAL_BATCH) -> float:
     """Fraction of ``x`` classified as ``y`` (arg-max of the model output), free phase only."""
     model.eval()
