@@ -186,6 +186,9 @@ class Circuit:
     """``biases[l]``: conductances from the bias pair to layer ``l+1``, shape ``[n_bias, n_{l+1}]``."""
     check_range: bool = True
     """Refuse conductances outside ``[g_min, g_max]`` (device models that drift may turn this off)."""
+    diode_area: torch.Tensor | None = None
+    """Per-diode area factor multiplying ``Is`` (device spread), ``[2, sum n_l]``: row 0 the up
+    diodes, row 1 the down diodes, free layers concatenated; ``None`` for 1."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(self.weights))
@@ -193,6 +196,13 @@ class Circuit:
         spec = self.spec
         self._check_group("weights", self.weights, spec.weight_shapes())
         self._check_group("biases", self.biases, spec.bias_shapes())
+        if self.diode_area is not None:
+            n_free = sum(spec.layer_sizes[1:])
+            area = self.diode_area
+            if not isinstance(area, torch.Tensor) or tuple(area.shape) != (2, n_free):
+                raise ValueError(f"diode_area: expected shape [2, {n_free}], got {getattr(area, 'shape', area)}")
+            if not torch.isfinite(area).all() or (area <= 0).any():
+                raise ValueError("diode_area: area factors must be finite and > 0")
         dtypes = {t.dtype for t in (*self.weights, *self.biases)}
         if len(dtypes) > 1:
             raise ValueError(f"weights/biases: all conductances must share one dtype, got {dtypes}")
@@ -248,6 +258,7 @@ class Circuit:
             tuple(move(w) for w in self.weights),
             tuple(move(b) for b in self.biases),
             self.check_range,
+            None if self.diode_area is None else move(self.diode_area),
         )
 
     def detach(self) -> Circuit:
@@ -256,4 +267,5 @@ class Circuit:
             tuple(w.detach() for w in self.weights),
             tuple(b.detach() for b in self.biases),
             self.check_range,
+            self.diode_area,
         )

@@ -103,8 +103,11 @@ class DiodeModel:
         """``n Vt``: the emission coefficient times the thermal voltage, volts."""
         return self.n * thermal_voltage(self.temperature_C)
 
-    def current(self, vd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def current(self, vd: torch.Tensor, area: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Junction current ``I(vd)`` (A, anode to cathode) and its conductance ``dI/dvd`` (S).
+
+        ``area`` (broadcast against ``vd``): ngspice's instance area factor, multiplying ``Is``
+        (not ``gmin``); ``None`` for 1.
 
         Branch-free: the forward expression is evaluated at ``max(vd, -3 n Vt)`` and the reverse
         one at ``min(vd, -3 n Vt)``; both meet at ``-3 n Vt`` with equal value and slope, so their
@@ -118,12 +121,14 @@ class DiodeModel:
         evd = vd.clamp(min=knee).mul_(1.0 / vte).exp_()
         ratio = vd.clamp(max=knee).reciprocal_().mul_(k)  # k / vd_r
         arg = ratio * ratio * ratio
-        i = (evd - arg).sub_(1.0 + e3).mul_(i_s).add_(vd, alpha=self.gmin_S)
+        i = (evd - arg).sub_(1.0 + e3).mul_(i_s)
         # dI/dvd of the reverse branch: 3 Is arg / vd_r = 3 Is ratio^4 / k
-        g = arg.mul_(ratio).mul_(3.0 / k).add_(evd, alpha=1.0 / vte).sub_(e3 / vte).mul_(i_s).add_(self.gmin_S)
-        return i, g
+        g = arg.mul_(ratio).mul_(3.0 / k).add_(evd, alpha=1.0 / vte).sub_(e3 / vte).mul_(i_s)
+        if area is not None:
+            i, g = i.mul_(area), g.mul_(area)
+        return i.add_(vd, alpha=self.gmin_S), g.add_(self.gmin_S)
 
-    def cocontent(self, vd: torch.Tensor) -> torch.Tensor:
+    def cocontent(self, vd: torch.Tensor, area: torch.Tensor | None = None) -> torch.Tensor:
         """``integral_0^vd I(v) dv`` in watts: the diode's term of the circuit's co-content."""
         vte, i_s = self.vte_V, self.is_A
         knee = -3.0 * vte
@@ -133,7 +138,10 @@ class DiodeModel:
         phi_f = i_s * (vte * torch.expm1(vd_f / vte) - vd_f)
         # Reverse branch shifted to vanish at the knee, where the forward branch takes over.
         phi_r = -i_s * (vd_r - knee) + 0.5 * i_s * k * (1.0 / vd_r**2 - 1.0 / knee**2)
-        return phi_f + phi_r + 0.5 * self.gmin_S * vd**2
+        phi = phi_f + phi_r
+        if area is not None:
+            phi = phi * area
+        return phi + 0.5 * self.gmin_S * vd**2
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,9 @@ class DeviceConfig:
     """Fraction of devices stuck at ``g_max``."""
     read_noise_sigma: float = 0.0
     """Conductance read noise per phase, fraction of each conductance (fresh draw every phase)."""
+    diode_is_sigma: float = 0.0
+    """Device-to-device spread of the neuron diodes' saturation current: each diode's ``Is`` is
+    multiplied by ``exp(sigma z)`` (ngspice's instance ``area``), drawn once per diode."""
 
     def __post_init__(self) -> None:
         if self.levels is not None:
@@ -178,7 +189,12 @@ class DeviceConfig:
                 "levels",
                 f"must be an integer in [2, 1048576] or None, got {self.levels!r}",
             )
-        for name, hi in (("d2d_sigma", 2.0), ("write_noise_sigma", 10.0), ("read_noise_sigma", 1.0)):
+        for name, hi in (
+            ("d2d_sigma", 2.0),
+            ("write_noise_sigma", 10.0),
+            ("read_noise_sigma", 1.0),
+            ("diode_is_sigma", 5.0),
+        ):
             value = getattr(self, name)
             _require(math.isfinite(value) and 0 <= value <= hi, name, f"must be in [0, {hi}], got {value!r}")
         _require(

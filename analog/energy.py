@@ -86,20 +86,24 @@ class Power:
         return out
 
 
-def _diode_terms(circuit: Circuit, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Diode dissipation, rail-source power ``[B]`` and net diode current leaving each node ``[B, n]``."""
+def _diode_terms(circuit: Circuit, v: torch.Tensor, nodes: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Diode dissipation, rail-source power ``[B]`` and net diode current leaving each node ``[B, n]``
+    of one layer, whose nodes are ``nodes`` of the flat free-node numbering."""
     spec = circuit.spec
     zero = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
     dissipated, rails, leaving = zero, zero, torch.zeros_like(v)
+    area = circuit.diode_area
+    if area is not None:
+        area = area[:, nodes].to(dtype=v.dtype, device=v.device)
     if spec.diode_up_V is not None:
         vd = v - spec.diode_up_V
-        i, _ = spec.diode.current(vd)
+        i, _ = spec.diode.current(vd, None if area is None else area[0])
         dissipated = dissipated + (vd * i).sum(1)
         rails = rails - spec.diode_up_V * i.sum(1)  # the up rail receives the diode current
         leaving = leaving + i
     if spec.diode_down_V is not None:
         vd = spec.diode_down_V - v
-        i, _ = spec.diode.current(vd)
+        i, _ = spec.diode.current(vd, None if area is None else area[1])
         dissipated = dissipated + (vd * i).sum(1)
         rails = rails + spec.diode_down_V * i.sum(1)
         leaving = leaving - i
@@ -173,8 +177,10 @@ def static_power(
     inputs_W = (source_V * input_currents_A.to(dtype=dtype, device=device)).sum(1)
 
     diodes_W, rails_W = zero, zero
+    first = 0
     for l in range(spec.depth):
-        d, r, leaving = _diode_terms(circuit, v[l])
+        d, r, leaving = _diode_terms(circuit, v[l], slice(first, first + v[l].shape[1]))
+        first += v[l].shape[1]
         diodes_W, rails_W = diodes_W + d, rails_W + r
         into[l] = into[l] - leaving
 

@@ -205,12 +205,13 @@ def _network(circuit: Circuit, title: str, bulk: bool | None = None) -> SpiceCir
             net.V(f"SENSE_{node}", out, cross, 0.0)
             net.CCCS(f"AMP_{node}", node, gnd, f"VSENSE_{node}", current_gain=1.0 / gain)
 
-    _neurons(net, spec, sizes)
+    _neurons(net, spec, sizes, circuit.diode_area)
     return net
 
 
-def _neurons(net: SpiceCircuit, spec, sizes) -> None:
-    """The nonlinearity at every free node: two diodes to the rails, or the user's neuron subcircuit."""
+def _neurons(net: SpiceCircuit, spec, sizes, area: torch.Tensor | None = None) -> None:
+    """The nonlinearity at every free node: two diodes to the rails, or the user's neuron subcircuit.
+    ``area``: per-diode ``Is`` factors ``[2, sum n_l]`` (instance ``area``), ``None`` for 1."""
     user = spec.user_models
     if user is not None:
         # Validated and re-printed by analog.models: no user text reaches the deck unparsed.
@@ -230,13 +231,18 @@ def _neurons(net: SpiceCircuit, spec, sizes) -> None:
         net.V("RAIL_UP", "RAIL_UP", gnd, float(spec.diode_up_V))
     if spec.diode_down_V is not None:
         net.V("RAIL_DN", "RAIL_DN", gnd, float(spec.diode_down_V))
+    factors = None if area is None else area.detach().double().tolist()
+    flat = 0
     for l in range(1, spec.depth + 1):
         for j in range(sizes[l]):
             node = node_name(l, j)
+            up = {} if factors is None else {"area": float(factors[0][flat])}
+            down = {} if factors is None else {"area": float(factors[1][flat])}
             if spec.diode_up_V is not None:
-                net.D(f"UP_{node}", node, "RAIL_UP", model=model)
+                net.D(f"UP_{node}", node, "RAIL_UP", model=model, **up)
             if spec.diode_down_V is not None:
-                net.D(f"DN_{node}", "RAIL_DN", node, model=model)
+                net.D(f"DN_{node}", "RAIL_DN", node, model=model, **down)
+            flat += 1
 
 
 def _deck(circuit: Circuit, net: SpiceCircuit) -> Deck:

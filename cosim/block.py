@@ -96,6 +96,11 @@ class AnalogBlock(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         w, b = spec.random_conductances(gen, dtype)
         self.arrays = [DeviceArray(self.devices, spec.conductance, t.shape, gen) for t in (*w, *b)]
+        # Diode-to-diode spread of Is, fixed per diode (ngspice's instance area factor).
+        self.diode_area = None
+        if self.devices.diode_is_sigma:
+            z = torch.randn(2, sum(spec.layer_sizes[1:]), generator=gen, dtype=torch.float64)
+            self.diode_area = torch.exp(self.devices.diode_is_sigma * z)
         self.weights = nn.ParameterList([nn.Parameter(t) for t in w])
         self.biases = nn.ParameterList([nn.Parameter(t) for t in b])
         # What the devices hold now: the reference for the next write (saved in checkpoints).
@@ -117,7 +122,8 @@ class AnalogBlock(nn.Module):
         if self.devices.ideal:
             return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]))
         tensors = [array.read(t) for array, t in zip(self.arrays, tensors, strict=True)]
-        return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), check_range=False)
+        area = None if self.diode_area is None else self.diode_area.to(tensors[0])
+        return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), False, area)
 
     def record(self, phase: str, eq: Equilibrium) -> None:
         self.stats[phase] = {"iterations": float(eq.iterations), "residual_A": float(eq.residual_A.max())}

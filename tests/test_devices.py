@@ -144,3 +144,32 @@ def test_stochastic_rounding_keeps_small_updates_on_average():
     assert abs(moved.mean().item() / small - 1) < 0.05
     levels = torch.linspace(1e-6, 1e-4, 16)
     assert ((g + moved).unsqueeze(-1) - levels).abs().amin(-1).max().item() < 1e-18
+
+
+def test_diode_spread_in_both_solvers():
+    from analog import Circuit
+    from analog.energy import static_power
+    from analog.solvers import FastSolver
+    from tests.conftest import log_uniform_circuit, make_solver, random_inputs
+
+    spec = CircuitSpec((16, 12, 6), input_gain_V=20.0)
+    base = log_uniform_circuit(spec, 5)
+    area = torch.exp(1.0 * torch.randn(2, 18, generator=torch.Generator().manual_seed(1)))
+    spread = Circuit(spec, base.weights, base.biases, diode_area=area)
+    source_V = spec.source_voltages(random_inputs(spec, 16, 5))
+    fast = FastSolver().solve(spread, source_V)
+    plain = FastSolver().solve(base, source_V)
+    # A diode with e times the Is conducts the same current at n Vt (25.9 mV) less.
+    assert (fast.all_voltages() - plain.all_voltages()).abs().max().item() > 5e-3
+    assert fast.residual_A.max().item() <= 1e-12
+    power = static_power(spread, source_V, fast.voltages, input_currents_A=fast.input_currents_A)
+    assert abs(power.dissipated_W - power.delivered_W).max().item() <= 1e-9 * power.delivered_W.abs().max().item()
+    spice = make_solver("ngspice").solve(spread, source_V)
+    assert (fast.all_voltages() - spice.all_voltages()).abs().max().item() <= 1e-8
+
+
+def test_block_draws_diode_spread_once():
+    block = AnalogBlock(CircuitSpec((8, 4, 3)), seed=2, devices=DeviceConfig(diode_is_sigma=0.5))
+    a, b = block.circuit().diode_area, block.circuit().diode_area
+    assert a is not None and torch.equal(a, b) and a.shape == (2, 7)
+    assert 0.2 < a.log().std().item() < 0.9

@@ -77,11 +77,14 @@ class LayeredSystem:
         self.const = torch.cat(const, dim=1)
 
         self.diode = spec.diode
-        self.rails = [
-            (spec.diode_up_V, 1.0) if spec.diode_up_V is not None else None,
-            (spec.diode_down_V, -1.0) if spec.diode_down_V is not None else None,
-        ]
-        self.rails = [r for r in self.rails if r is not None]
+        rails = [(spec.diode_up_V, 1.0, 0), (spec.diode_down_V, -1.0, 1)]
+        present = [r for r in rails if r[0] is not None]
+        self.rails = [(rail, sign) for rail, sign, _ in present]
+        # Per-diode Is factors, [n_rails, 1, N] against the stacked junction voltages.
+        self.area = None
+        if circuit.diode_area is not None and present:
+            rows = [row for _, _, row in present]
+            self.area = circuit.diode_area[rows].to(dtype=dtype, device=device).unsqueeze(1)
 
     def first_outer_products(self, max_elements: int = 2_000_000) -> torch.Tensor | None:
         """``P[i] = W_1[i] (x) W_1[i]`` flattened, ``[n_1, n_2^2]`` (cached), so that
@@ -109,7 +112,7 @@ class LayeredSystem:
         v = u if self.unit_scale else u * self.scale
         # Junction voltage of the up diode is v - V_up, of the down diode V_dn - v.
         vd = torch.stack([sign * (v - rail) for rail, sign in self.rails])
-        i, g = self.diode.current(vd)
+        i, g = self.diode.current(vd, self.area)
         if len(self.rails) == 2:
             f, g = i[0] - i[1], g[0] + g[1]
         else:
@@ -122,7 +125,7 @@ class LayeredSystem:
             return torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
         v = u * self.scale
         vd = torch.stack([sign * (v - rail) for rail, sign in self.rails])
-        return (self.diode.cocontent(vd).sum(0) / self.scale**2).sum(1)
+        return (self.diode.cocontent(vd, self.area).sum(0) / self.scale**2).sum(1)
 
     def residual(self, u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """``r = -dE/du``: net current into each node over ``s_l``, ``[B, N]``."""
