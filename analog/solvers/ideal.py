@@ -46,11 +46,16 @@ class IdealDiodeSolver(EquilibriumSolver):
         """Lower and upper bound of every node in u-space, ``[N]`` each."""
         spec = system.spec
         diode = spec.diode
-        v_on = self.forward_V
-        if v_on is None:
-            v_on = diode.vte_V * math.log1p(spec.conductance.g_max_S / diode.is_A)
-        lo = -math.inf if spec.diode_down_V is None else spec.diode_down_V - v_on
-        hi = math.inf if spec.diode_up_V is None else spec.diode_up_V + v_on
+        ones = torch.ones(2, system.n_free, dtype=system.dtype, device=system.device)
+        if self.forward_V is not None:
+            v_on = self.forward_V * ones
+        else:
+            # Each diode's own Is (with its device spread) sets where it carries g_max * 1 V.
+            area = ones if system.circuit.diode_area is None else system.circuit.diode_area.to(ones)
+            v_on = diode.vte_V * torch.log1p(spec.conductance.g_max_S / (diode.is_A * area))
+        inf = torch.full((system.n_free,), math.inf, dtype=system.dtype, device=system.device)
+        lo = -inf if spec.diode_down_V is None else spec.diode_down_V - v_on[1]
+        hi = inf if spec.diode_up_V is None else spec.diode_up_V + v_on[0]
         return lo / system.scale, hi / system.scale
 
     def solve(
