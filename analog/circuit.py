@@ -24,6 +24,7 @@ import torch
 
 from analog.devices import ConductanceRange, DiodeModel
 from analog.models import UserModels
+from analog.wires import CrossbarWires, check_wire_ohm
 
 __all__ = ["Circuit", "CircuitSpec", "node_name"]
 
@@ -61,6 +62,9 @@ class CircuitSpec:
     ``L - 1``; ``None`` entries or ``None`` overall: no amplifier)."""
     conductance: ConductanceRange = field(default_factory=ConductanceRange)
     """Programmable range of every conductance, siemens."""
+    wire_ohm: float | None = None
+    """Resistance of every crossbar wire segment, rows and columns alike, ohms (``None``: ideal
+    wires). The segments and where the drivers and readouts attach are in :mod:`analog.wires`."""
     user_models: UserModels | None = None
     """Device models from a user's model library (ngspice; the fast solver refuses what it cannot
     represent, see :meth:`analog.models.UserModels.fast_refusal`)."""
@@ -86,6 +90,7 @@ class CircuitSpec:
             raise ValueError(
                 f"diode_up_V: must be >= diode_down_V ({self.diode_down_V!r} V), got {self.diode_up_V!r} V"
             )
+        check_wire_ohm(self.wire_ohm)
         if self.user_models is not None and not isinstance(self.user_models, UserModels):
             raise ValueError(f"user_models: expected analog.models.UserModels, got {type(self.user_models).__name__}")
         if self.amplifier_gains is not None:
@@ -189,6 +194,9 @@ class Circuit:
     diode_area: torch.Tensor | None = None
     """Per-diode area factor multiplying ``Is`` (device spread), ``[2, sum n_l]``: row 0 the up
     diodes, row 1 the down diodes, free layers concatenated; ``None`` for 1."""
+    diode_emission: torch.Tensor | None = None
+    """Per-diode factor multiplying the emission coefficient ``N`` (device spread), laid out as
+    ``diode_area``; ``N`` times it must stay in [0.5, 10]. ``None`` for 1."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(self.weights))
@@ -196,13 +204,22 @@ class Circuit:
         spec = self.spec
         self._check_group("weights", self.weights, spec.weight_shapes())
         self._check_group("biases", self.biases, spec.bias_shapes())
-        if self.diode_area is not None:
-            n_free = sum(spec.layer_sizes[1:])
-            area = self.diode_area
-            if not isinstance(area, torch.Tensor) or tuple(area.shape) != (2, n_free):
-                raise ValueError(f"diode_area: expected shape [2, {n_free}], got {getattr(area, 'shape', area)}")
-            if not torch.isfinite(area).all() or (area <= 0).any():
-                raise ValueError("diode_area: area factors must be finite and > 0")
+        n_free = sum(spec.layer_sizes[1:])
+        for name in ("diode_area", "diode_emission"):
+            factors = getattr(self, name)
+            if factors is None:
+                continue
+            if not isinstance(factors, torch.Tensor) or tuple(factors.shape) != (2, n_free):
+                raise ValueError(f"{name}: expected shape [2, {n_free}], got {getattr(factors, 'shape', factors)}")
+            if not torch.isfinite(factors).all() or (factors <= 0).any():
+                raise ValueError(f"{name}: factors must be finite and > 0")
+        if self.diode_emission is not None:
+            n = spec.diode.n * self.diode_emission
+            if (n < 0.5).any() or (n > 10).any():
+                raise ValueError(
+                    f"diode_emission: N times the factor must stay in [0.5, 10], found "
+                    f"[{float(n.min()):.3g}, {float(n.max()):.3g}]"
+                )
         dtypes = {t.dtype for t in (*self.weights, *self.biases)}
         if len(dtypes) > 1:
             raise ValueError(f"weights/biases: all conductances must share one dtype, got {dtypes}")
@@ -241,6 +258,19 @@ class Circuit:
         w, b = spec.random_conductances(gen, dtype)
         return cls(spec, tuple(w), tuple(b))
 
+    def crossbar_wires(self) -> tuple[CrossbarWires, ...] | None:
+        """The crossbars ``0..L-1`` with their wires reduced to the terminals (rows: weight rows
+        then bias rows), computed once per circuit; ``None`` when the wires are ideal."""
+        if self.spec.wire_ohm is None:
+            return None
+        if not hasattr(self, "_wires"):
+            wires = tuple(
+                CrossbarWires(torch.cat([w.detach(), b.detach()]), self.spec.wire_ohm)
+                for w, b in zip(self.weights, self.biases, strict=True)
+            )
+            object.__setattr__(self, "_wires", wires)
+        return self._wires
+
     @property
     def dtype(self) -> torch.dtype:
         return self.weights[0].dtype
@@ -259,6 +289,7 @@ class Circuit:
             tuple(move(b) for b in self.biases),
             self.check_range,
             None if self.diode_area is None else move(self.diode_area),
+            None if self.diode_emission is None else move(self.diode_emission),
         )
 
     def detach(self) -> Circuit:
@@ -268,4 +299,5 @@ class Circuit:
             tuple(b.detach() for b in self.biases),
             self.check_range,
             self.diode_area,
+            self.diode_emission,
         )

@@ -103,37 +103,51 @@ class DiodeModel:
         """``n Vt``: the emission coefficient times the thermal voltage, volts."""
         return self.n * thermal_voltage(self.temperature_C)
 
-    def current(self, vd: torch.Tensor, area: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def current(
+        self, vd: torch.Tensor, area: torch.Tensor | None = None, emission: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Junction current ``I(vd)`` (A, anode to cathode) and its conductance ``dI/dvd`` (S).
 
         ``area`` (broadcast against ``vd``): ngspice's instance area factor, multiplying ``Is``
-        (not ``gmin``); ``None`` for 1.
+        (not ``gmin``); ``emission``: a factor multiplying ``N`` per diode (each such diode has
+        its own ``.model`` card in ngspice); ``None`` for 1.
 
         Branch-free: the forward expression is evaluated at ``max(vd, -3 n Vt)`` and the reverse
         one at ``min(vd, -3 n Vt)``; both meet at ``-3 n Vt`` with equal value and slope, so their
         sum minus the value at the meeting point is the piecewise model.
         """
-        vte, i_s = self.vte_V, self.is_A
+        vte = self.vte_V if emission is None else self.vte_V * emission
+        i_s = self.is_A
         knee = -3.0 * vte
         k = 3.0 * vte / math.e
         e3 = math.exp(-3.0)
         # In-place chains: this runs on every node at every Newton iteration.
-        evd = vd.clamp(min=knee).mul_(1.0 / vte).exp_()
-        ratio = vd.clamp(max=knee).reciprocal_().mul_(k)  # k / vd_r
+        if emission is None:
+            evd = vd.clamp(min=knee).mul_(1.0 / vte).exp_()
+            ratio = vd.clamp(max=knee).reciprocal_().mul_(k)  # k / vd_r
+        else:
+            evd = torch.maximum(vd, knee).div_(vte).exp_()
+            ratio = torch.minimum(vd, knee).reciprocal_().mul_(k)
         arg = ratio * ratio * ratio
         i = (evd - arg).sub_(1.0 + e3).mul_(i_s)
         # dI/dvd of the reverse branch: 3 Is arg / vd_r = 3 Is ratio^4 / k
-        g = arg.mul_(ratio).mul_(3.0 / k).add_(evd, alpha=1.0 / vte).sub_(e3 / vte).mul_(i_s)
+        if emission is None:
+            g = arg.mul_(ratio).mul_(3.0 / k).add_(evd, alpha=1.0 / vte).sub_(e3 / vte).mul_(i_s)
+        else:
+            g = arg.mul_(ratio).mul_(3.0 / k).add_(evd.div_(vte)).sub_(e3 / vte).mul_(i_s)
         if area is not None:
             i, g = i.mul_(area), g.mul_(area)
         return i.add_(vd, alpha=self.gmin_S), g.add_(self.gmin_S)
 
-    def cocontent(self, vd: torch.Tensor, area: torch.Tensor | None = None) -> torch.Tensor:
+    def cocontent(
+        self, vd: torch.Tensor, area: torch.Tensor | None = None, emission: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``integral_0^vd I(v) dv`` in watts: the diode's term of the circuit's co-content."""
-        vte, i_s = self.vte_V, self.is_A
+        vte = self.vte_V if emission is None else self.vte_V * emission
+        i_s = self.is_A
         knee = -3.0 * vte
-        vd_f = vd.clamp(min=knee)
-        vd_r = vd.clamp(max=knee)
+        vd_f = torch.maximum(vd, torch.as_tensor(knee, dtype=vd.dtype, device=vd.device))
+        vd_r = torch.minimum(vd, torch.as_tensor(knee, dtype=vd.dtype, device=vd.device))
         k = (3.0 * vte / math.e) ** 3
         phi_f = i_s * (vte * torch.expm1(vd_f / vte) - vd_f)
         # Reverse branch shifted to vanish at the knee, where the forward branch takes over.
@@ -181,6 +195,9 @@ class DeviceConfig:
     diode_is_sigma: float = 0.0
     """Device-to-device spread of the neuron diodes' saturation current: each diode's ``Is`` is
     multiplied by ``exp(sigma z)`` (ngspice's instance ``area``), drawn once per diode."""
+    diode_n_sigma: float = 0.0
+    """Device-to-device spread of the neuron diodes' emission coefficient: each diode's ``N`` is
+    multiplied by ``exp(sigma z)``, drawn once per diode and kept within ngspice's [0.5, 10]."""
 
     def __post_init__(self) -> None:
         if self.levels is not None:
@@ -194,6 +211,7 @@ class DeviceConfig:
             ("write_noise_sigma", 10.0),
             ("read_noise_sigma", 1.0),
             ("diode_is_sigma", 5.0),
+            ("diode_n_sigma", 1.0),
         ):
             value = getattr(self, name)
             _require(math.isfinite(value) and 0 <= value <= hi, name, f"must be in [0, {hi}], got {value!r}")

@@ -69,10 +69,12 @@ class Power:
     """Delivered by the nudging current sources."""
     charging_W: torch.Tensor
     """Flowing into the node capacitances, ``sum_j v_j I_net,j`` (0 at an equilibrium)."""
+    wires_W: torch.Tensor
+    """Dissipated in the resistive crossbar wires (0 with ideal wires, see :mod:`analog.wires`)."""
 
     @property
     def dissipated_W(self) -> torch.Tensor:
-        return self.weights_W + self.biases_W + self.diodes_W + self.amplifiers_W
+        return self.weights_W + self.biases_W + self.diodes_W + self.amplifiers_W + self.wires_W
 
     @property
     def delivered_W(self) -> torch.Tensor:
@@ -92,18 +94,20 @@ def _diode_terms(circuit: Circuit, v: torch.Tensor, nodes: slice) -> tuple[torch
     spec = circuit.spec
     zero = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
     dissipated, rails, leaving = zero, zero, torch.zeros_like(v)
-    area = circuit.diode_area
+    area, emission = circuit.diode_area, circuit.diode_emission
     if area is not None:
         area = area[:, nodes].to(dtype=v.dtype, device=v.device)
+    if emission is not None:
+        emission = emission[:, nodes].to(dtype=v.dtype, device=v.device)
     if spec.diode_up_V is not None:
         vd = v - spec.diode_up_V
-        i, _ = spec.diode.current(vd, None if area is None else area[0])
+        i, _ = spec.diode.current(vd, None if area is None else area[0], None if emission is None else emission[0])
         dissipated = dissipated + (vd * i).sum(1)
         rails = rails - spec.diode_up_V * i.sum(1)  # the up rail receives the diode current
         leaving = leaving + i
     if spec.diode_down_V is not None:
         vd = spec.diode_down_V - v
-        i, _ = spec.diode.current(vd, None if area is None else area[1])
+        i, _ = spec.diode.current(vd, None if area is None else area[1], None if emission is None else emission[1])
         dissipated = dissipated + (vd * i).sum(1)
         rails = rails + spec.diode_down_V * i.sum(1)
         leaving = leaving - i
@@ -140,9 +144,11 @@ def static_power(
     gains = spec.gains()
     bias_V = spec.bias_voltages(dtype, device)
 
-    weights_W, biases_W, amplifiers_W, bias_sources_W = zero, zero, zero, zero
+    weights_W, biases_W, amplifiers_W, bias_sources_W, wires_W = zero, zero, zero, zero, zero
     # Net resistive current into each free node, for the charging power.
     into = [torch.zeros_like(t) for t in v]
+    wires = circuit.crossbar_wires()
+    network_inputs = None
     for l, g in enumerate(circuit.weights):
         y = v[l]
         if l == 0:
@@ -150,10 +156,32 @@ def static_power(
         else:
             a = gains[l - 1] if spec.has_amplifier(l) else 1.0
             x = a * v[l - 1]
-        weights_W = weights_W + crossbar_power(x, y, g)
-        # Current from each upstream terminal into the crossbar, and into each downstream node.
-        out_of_x = x * g.sum(1) - y @ g.T
-        into[l] = into[l] + x @ g - y * g.sum(0)
+        b = circuit.biases[l]
+        xb = bias_V.expand(batch, -1)
+        if wires is None:
+            weights_W = weights_W + crossbar_power(x, y, g)
+            # Current from each upstream terminal into the crossbar, and into each downstream node.
+            out_of_x = x * g.sum(1) - y @ g.T
+            into[l] = into[l] + x @ g - y * g.sum(0)
+            out_of_bias = xb * b.sum(1) - y @ b.T
+            if b.numel():
+                biases_W = biases_W + crossbar_power(xb, y, b)
+                into[l] = into[l] + xb @ b - y * b.sum(0)
+        else:
+            # Through the reduced crossbar: terminal currents L_red T; device drops from the wire nodes.
+            terminals = torch.cat([x, xb, y], dim=1)
+            reduced = torch.from_numpy(wires[l].reduced).to(terminals)
+            current = terminals @ reduced
+            rows = x.shape[1]
+            out_of_x, out_of_bias = current[:, :rows], current[:, rows : rows + xb.shape[1]]
+            into[l] = into[l] - current[:, rows + xb.shape[1] :]
+            drops = wires[l].device_voltages(terminals).square()
+            devices_w = (drops[:, :rows] * g).sum((1, 2))
+            devices_b = (drops[:, rows:] * b).sum((1, 2))
+            weights_W, biases_W = weights_W + devices_w, biases_W + devices_b
+            wires_W = wires_W + (terminals * current).sum(1) - devices_w - devices_b
+        if l == 0:
+            network_inputs = out_of_x
         if l > 0:
             if spec.has_amplifier(l):
                 a = gains[l - 1]
@@ -161,19 +189,14 @@ def static_power(
                 into[l - 1] = into[l - 1] - out_of_x / a
             else:
                 into[l - 1] = into[l - 1] - out_of_x
-        b = circuit.biases[l]
         if b.numel():
-            xb = bias_V.expand(batch, -1)
-            biases_W = biases_W + crossbar_power(xb, y, b)
-            into[l] = into[l] + xb @ b - y * b.sum(0)
             if bias_currents_A is None:
-                bias_sources_W = bias_sources_W + ((xb * b.sum(1) - y @ b.T) * xb).sum(1)
+                bias_sources_W = bias_sources_W + (out_of_bias * xb).sum(1)
             else:
                 bias_sources_W = bias_sources_W + (bias_currents_A[l].to(dtype) * xb).sum(1)
 
     if input_currents_A is None:
-        w0 = circuit.weights[0]
-        input_currents_A = source_V * w0.sum(1) - v[0] @ w0.T
+        input_currents_A = network_inputs
     inputs_W = (source_V * input_currents_A.to(dtype=dtype, device=device)).sum(1)
 
     diodes_W, rails_W = zero, zero
@@ -200,6 +223,7 @@ def static_power(
         rails_W=rails_W,
         nudge_W=nudge_W,
         charging_W=charging_W,
+        wires_W=wires_W,
     )
 
 

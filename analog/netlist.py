@@ -156,6 +156,43 @@ def _resistors(circuit: Circuit) -> list[tuple[str, list[str], list[str], list[l
     return groups
 
 
+def _wired_resistors(circuit: Circuit) -> list[tuple[str, str, str, float]]:
+    """Every resistor of crossbars with resistive wires as ``(name without R, node, node, ohms)``.
+
+    The geometry is that of :mod:`analog.wires`: crossbar ``l``'s rows are the weight rows then
+    the bias rows; row ``i``'s driver feeds cross-point ``(i, 0)`` first, column ``j``'s node is
+    reached past the last row. Devices keep their names (``RW{l}_{i}_{j}``, ``RB{l}_{p}_{j}``) and
+    join ``L{l}_WR{i}_{j}`` (row wire) to ``L{l}_WC{i}_{j}`` (column wire); ``RSR{l}_{i}_{j}`` is the
+    row segment ending at cross-point ``(i, j)``, ``RSC{l}_{i}_{j}`` the column segment leaving it
+    towards the readout."""
+    wire = float(circuit.spec.wire_ohm)
+    elements = []
+    for l, rows, cols, ohms in _crossbars(circuit):
+        n_rows = len(rows)
+        for i, (src, name) in enumerate(rows):
+            for j in range(len(cols)):
+                row_node, col_node = f"L{l}_WR{i}_{j}", f"L{l}_WC{i}_{j}"
+                before = src if j == 0 else f"L{l}_WR{i}_{j - 1}"
+                after = cols[j] if i == n_rows - 1 else f"L{l}_WC{i + 1}_{j}"
+                elements.append((f"SR{l}_{i}_{j}", before, row_node, wire))
+                elements.append((f"{name}{j}", row_node, col_node, ohms[i][j]))
+                elements.append((f"SC{l}_{i}_{j}", col_node, after, wire))
+    return elements
+
+
+def _crossbars(circuit: Circuit):
+    """Per crossbar ``l``: ``(l, [(row node, device name prefix)], column nodes, ohms[row][column])``
+    with the weight rows before the bias rows (the physical row order of :mod:`analog.wires`)."""
+    groups = _resistors(circuit)
+    depth = circuit.spec.depth
+    for l in range(depth):
+        w_prefix, w_rows, cols, w_ohms = groups[l]
+        b_prefix, b_rows, _, b_ohms = groups[depth + l]
+        rows = [(node, f"{w_prefix}{i}_") for i, node in enumerate(w_rows)]
+        rows += [(node, f"{b_prefix}{p}_") for p, node in enumerate(b_rows)]
+        yield l, rows, cols, w_ohms + b_ohms
+
+
 def resistor_lines(resistors) -> str:
     """The ``R`` lines of :func:`_resistors` groups as PySpice prints them (``repr`` of each value)."""
     lines = []
@@ -173,7 +210,6 @@ def _network(circuit: Circuit, title: str, bulk: bool | None = None) -> SpiceCir
     ``bulk``: write the crossbar resistors through ``raw_spice`` (``None``: above :data:`BULK_RESISTORS`).
     """
     spec = circuit.spec
-    sizes = spec.nodes_per_layer()
     net = SpiceCircuit(title)
     gnd = net.gnd
 
@@ -182,6 +218,17 @@ def _network(circuit: Circuit, title: str, bulk: bool | None = None) -> SpiceCir
             plus, minus = _bias_nodes(l)
             net.V(f"B{l}P", plus, gnd, float(spec.bias_V))
             net.V(f"B{l}N", minus, gnd, -float(spec.bias_V))
+
+    if spec.wire_ohm is not None:
+        elements = _wired_resistors(circuit)
+        if bulk is None:
+            bulk = len(elements) > BULK_RESISTORS
+        if bulk:
+            net.raw_spice += "".join(f"R{name} {a} {b} {r!r}\n" for name, a, b, r in elements)
+        else:
+            for name, a, b, r in elements:
+                net.R(name, a, b, r)
+        return _amplifiers_and_neurons(net, circuit)
 
     resistors = _resistors(circuit)
     if bulk is None:
@@ -193,7 +240,13 @@ def _network(circuit: Circuit, title: str, bulk: bool | None = None) -> SpiceCir
             for i, src in enumerate(sources):
                 for j, dst in enumerate(targets):
                     net.R(f"{prefix}{i}_{j}", src, dst, ohms[i][j])
+    return _amplifiers_and_neurons(net, circuit)
 
+
+def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit:
+    spec = circuit.spec
+    sizes = spec.nodes_per_layer()
+    gnd = net.gnd
     for l in range(1, spec.depth):
         if not spec.has_amplifier(l):
             continue
@@ -205,13 +258,16 @@ def _network(circuit: Circuit, title: str, bulk: bool | None = None) -> SpiceCir
             net.V(f"SENSE_{node}", out, cross, 0.0)
             net.CCCS(f"AMP_{node}", node, gnd, f"VSENSE_{node}", current_gain=1.0 / gain)
 
-    _neurons(net, spec, sizes, circuit.diode_area)
+    _neurons(net, spec, sizes, circuit.diode_area, circuit.diode_emission)
     return net
 
 
-def _neurons(net: SpiceCircuit, spec, sizes, area: torch.Tensor | None = None) -> None:
+def _neurons(
+    net: SpiceCircuit, spec, sizes, area: torch.Tensor | None = None, emission: torch.Tensor | None = None
+) -> None:
     """The nonlinearity at every free node: two diodes to the rails, or the user's neuron subcircuit.
-    ``area``: per-diode ``Is`` factors ``[2, sum n_l]`` (instance ``area``), ``None`` for 1."""
+    ``area``: per-diode ``Is`` factors ``[2, sum n_l]`` (instance ``area``), ``None`` for 1;
+    ``emission``: per-diode factors of ``N`` (one ``.model`` card per diode), ``None`` for 1."""
     user = spec.user_models
     if user is not None:
         # Validated and re-printed by analog.models: no user text reaches the deck unparsed.
@@ -232,16 +288,28 @@ def _neurons(net: SpiceCircuit, spec, sizes, area: torch.Tensor | None = None) -
     if spec.diode_down_V is not None:
         net.V("RAIL_DN", "RAIL_DN", gnd, float(spec.diode_down_V))
     factors = None if area is None else area.detach().double().tolist()
+    n_factors = None if emission is None else emission.detach().double().tolist()
+    if n_factors is not None and model != DIODE_MODEL:
+        raise ValueError("diode_emission: a spread of N needs the built-in diode model, not the user's diode_model")
     flat = 0
     for l in range(1, spec.depth + 1):
         for j in range(sizes[l]):
             node = node_name(l, j)
-            up = {} if factors is None else {"area": float(factors[0][flat])}
-            down = {} if factors is None else {"area": float(factors[1][flat])}
-            if spec.diode_up_V is not None:
-                net.D(f"UP_{node}", node, "RAIL_UP", model=model, **up)
-            if spec.diode_down_V is not None:
-                net.D(f"DN_{node}", "RAIL_DN", node, model=model, **down)
+            for side, row, present in (
+                ("UP", 0, spec.diode_up_V is not None),
+                ("DN", 1, spec.diode_down_V is not None),
+            ):
+                if not present:
+                    continue
+                extra = {} if factors is None else {"area": float(factors[row][flat])}
+                own = model
+                if n_factors is not None:
+                    # ngspice has no instance parameter for N: one model card per diode.
+                    own = f"{DIODE_MODEL}_{side}_{node}"
+                    n = diode.n * float(n_factors[row][flat])
+                    net.model(own, "D", IS=diode.is_A, N=n, TNOM=diode.temperature_C)
+                anode, cathode = (node, "RAIL_UP") if side == "UP" else ("RAIL_DN", node)
+                net.D(f"{side}_{node}", anode, cathode, model=own, **extra)
             flat += 1
 
 

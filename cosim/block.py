@@ -101,6 +101,12 @@ class AnalogBlock(nn.Module):
         if self.devices.diode_is_sigma:
             z = torch.randn(2, sum(spec.layer_sizes[1:]), generator=gen, dtype=torch.float64)
             self.diode_area = torch.exp(self.devices.diode_is_sigma * z)
+        # ... and of N, kept within ngspice's range for N.
+        self.diode_emission = None
+        if self.devices.diode_n_sigma:
+            z = torch.randn(2, sum(spec.layer_sizes[1:]), generator=gen, dtype=torch.float64)
+            n = spec.diode.n
+            self.diode_emission = torch.exp(self.devices.diode_n_sigma * z).clamp(0.5 / n, 10.0 / n)
         self.weights = nn.ParameterList([nn.Parameter(t) for t in w])
         self.biases = nn.ParameterList([nn.Parameter(t) for t in b])
         # What the devices hold now: the reference for the next write (saved in checkpoints).
@@ -123,7 +129,8 @@ class AnalogBlock(nn.Module):
             return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]))
         tensors = [array.read(t) for array, t in zip(self.arrays, tensors, strict=True)]
         area = None if self.diode_area is None else self.diode_area.to(tensors[0])
-        return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), False, area)
+        emission = None if self.diode_emission is None else self.diode_emission.to(tensors[0])
+        return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), False, area, emission)
 
     def record(self, phase: str, eq: Equilibrium) -> None:
         self.stats[phase] = {"iterations": float(eq.iterations), "residual_A": float(eq.residual_A.max())}

@@ -47,6 +47,7 @@ def circuit_spec(block: AnalogBlockConfig) -> CircuitSpec:
             diode=diode,
             amplifier_gains=None if block.amplifier_gains is None else tuple(block.amplifier_gains),
             conductance=ConductanceRange(block.g_min_S, block.g_max_S),
+            wire_ohm=block.wire_ohm,
             user_models=user,
         )
     except ValueError as exc:

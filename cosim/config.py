@@ -45,6 +45,9 @@ class AnalogBlockConfig(_Strict):
     diode_is_A: float = Field(1e-14, gt=0, lt=1e-3)
     diode_n: float = Field(1.0, ge=0.5, le=10)
     temperature_C: float = Field(27.0, gt=-273.15, le=500)
+    wire_ohm: float | None = Field(None, gt=0, le=1e4)
+    """Resistance of every crossbar wire segment (rows and columns, one per cross-point), ohms;
+    ``None``: ideal wires. Both solvers include it exactly (see :mod:`analog.wires`)."""
     model_file: str | None = Field(None, min_length=1, max_length=4096)
     """SPICE model library (``.model``/``.subckt``, see :mod:`analog.models`); a relative path is
     taken from the current directory. Validated when the configuration is read."""

@@ -177,6 +177,15 @@ def ep_estimates(
     k = kappa.unsqueeze(1)
     weights, biases = [], []
     bias_V = spec.bias_voltages(source_V.dtype, source_V.device)
+    grad_source = s_out2 * k * (a.input_currents_A - b.input_currents_A)
+    if circuit.crossbar_wires() is not None:
+        # Resistive wires: the drop across each device comes from the wire node voltages.
+        for l in range(spec.depth):
+            drop_a, drop_b = (device_drops(circuit, l, source_V, p.voltages) for p in (a, b))
+            grad = (0.5 * s_out2 / s[l] ** 2) * torch.einsum("b,bij->ij", kappa, drop_a.square() - drop_b.square())
+            weights.append(grad[: grad.shape[0] - spec.n_bias])
+            biases.append(grad[grad.shape[0] - spec.n_bias :])
+        return BlockGradients(grad_source, tuple(weights), tuple(biases), phases)
     for l in range(spec.depth):
         factor = 0.5 * s_out2 / s[l] ** 2  # s[l] is s_{l+1} (free layers are 1-based)
         ya, yb = a.voltages[l], b.voltages[l]
@@ -192,8 +201,31 @@ def ep_estimates(
             biases.append(factor * pair_products(None, dy, sb, sy))
         else:
             biases.append(torch.zeros(0, spec.layer_sizes[l + 1], dtype=source_V.dtype))
-    grad_source = s_out2 * k * (a.input_currents_A - b.input_currents_A)
     return BlockGradients(grad_source, tuple(weights), tuple(biases), phases)
+
+
+def device_drops(
+    circuit: Circuit, l: int, source_V: torch.Tensor | None, voltages, scale: float | None = None, bias_on: bool = True
+) -> torch.Tensor:
+    """Voltage across every device of crossbar ``l`` (weight rows, then bias rows), ``[B, R, C]``,
+    for free-layer voltages ``voltages`` of a circuit with resistive wires (:mod:`analog.wires`).
+
+    ``scale``: divide every terminal voltage by it (u-space drops use ``s_{l+1}``); ``source_V``
+    may be ``None`` and ``bias_on`` ``False`` for zero sources (the adjoint has none)."""
+    spec = circuit.spec
+    y = voltages[l]
+    batch = y.shape[0]
+    if l == 0:
+        x = torch.zeros(batch, spec.n_sources, dtype=y.dtype, device=y.device) if source_V is None else source_V
+    else:
+        x = _upstream(circuit, l, voltages, None)
+    bias = spec.bias_voltages(y.dtype, y.device).expand(batch, -1)
+    if not bias_on:
+        bias = torch.zeros_like(bias)
+    terminals = torch.cat([x, bias, y], dim=1)
+    if scale is not None:
+        terminals = terminals / scale
+    return circuit.crossbar_wires()[l].device_voltages(terminals)
 
 
 @dataclass(frozen=True)
@@ -218,6 +250,9 @@ class ImplicitDifferentiation(GradientMethod):
         u = system.split(system.from_voltages(free.voltages))
         bias_V = spec.bias_voltages(source_V.dtype, source_V.device)
         weights, biases = [], []
+        grad_source = lam[0] @ system.weights[0].T
+        if circuit.crossbar_wires() is not None:
+            return self._wired(circuit, source_V, free, lam, grad_source)
         for l in range(spec.depth):
             if l == 0:
                 w = pair_products(None, lam[0], source_V, u[0])
@@ -229,7 +264,23 @@ class ImplicitDifferentiation(GradientMethod):
                 biases.append(-pair_products(None, lam[l], ub, u[l]))
             else:
                 biases.append(torch.zeros(0, spec.layer_sizes[l + 1], dtype=source_V.dtype))
-        grad_source = lam[0] @ circuit.weights[0].T
+        return BlockGradients(grad_source, tuple(weights), tuple(biases))
+
+    @staticmethod
+    def _wired(circuit, source_V, free, lam, grad_source) -> BlockGradients:
+        """(IMP) with resistive wires: ``-sum_b dlam . du`` across each device, both drops from
+        the wire node voltages (the adjoint's terminals hold no sources and no bias)."""
+        spec = circuit.spec
+        s = spec.scales()
+        # lam is in u-space; put it in volts-like units per layer so device_drops can rescale it.
+        lam_v = tuple(t * s_l for t, s_l in zip(lam, s, strict=True))
+        weights, biases = [], []
+        for l in range(spec.depth):
+            du = device_drops(circuit, l, source_V, free.voltages, scale=s[l])
+            dlam = device_drops(circuit, l, None, lam_v, scale=s[l], bias_on=False)
+            grad = -torch.einsum("bij,bij->ij", dlam, du)
+            weights.append(grad[: grad.shape[0] - spec.n_bias])
+            biases.append(grad[grad.shape[0] - spec.n_bias :])
         return BlockGradients(grad_source, tuple(weights), tuple(biases))
 
 

@@ -173,3 +173,37 @@ def test_block_draws_diode_spread_once():
     a, b = block.circuit().diode_area, block.circuit().diode_area
     assert a is not None and torch.equal(a, b) and a.shape == (2, 7)
     assert 0.2 < a.log().std().item() < 0.9
+
+
+def test_emission_coefficient_spread_in_both_solvers():
+    from analog import Circuit
+    from analog.energy import static_power
+    from analog.solvers import FastSolver
+    from tests.conftest import log_uniform_circuit, make_solver, random_inputs
+
+    spec = CircuitSpec((16, 12, 6), input_gain_V=20.0)
+    base = log_uniform_circuit(spec, 6)
+    emission = torch.exp(0.3 * torch.randn(2, 18, generator=torch.Generator().manual_seed(2)))
+    area = torch.exp(0.5 * torch.randn(2, 18, generator=torch.Generator().manual_seed(3)))
+    spread = Circuit(spec, base.weights, base.biases, diode_area=area, diode_emission=emission)
+    source_V = spec.source_voltages(random_inputs(spec, 16, 6))
+    fast = FastSolver().solve(spread, source_V)
+    only_area = FastSolver().solve(Circuit(spec, base.weights, base.biases, diode_area=area), source_V)
+    # A conducting diode sits near n Vt ln(I / Is) ~ 0.6 V: a 30% spread of n moves it by ~0.1 V.
+    assert (fast.all_voltages() - only_area.all_voltages()).abs().max().item() > 2e-2
+    assert fast.residual_A.max().item() <= 1e-12
+    power = static_power(spread, source_V, fast.voltages, input_currents_A=fast.input_currents_A)
+    assert abs(power.dissipated_W - power.delivered_W).max().item() <= 1e-9 * power.delivered_W.abs().max().item()
+    spice = make_solver("ngspice").solve(spread, source_V)
+    assert (fast.all_voltages() - spice.all_voltages()).abs().max().item() <= 1e-8
+    with pytest.raises(ValueError, match="diode_emission"):
+        Circuit(spec, base.weights, base.biases, diode_emission=torch.full((2, 18), 20.0))
+
+
+def test_block_draws_emission_spread_once_within_range():
+    block = AnalogBlock(CircuitSpec((8, 4, 3)), seed=2, devices=DeviceConfig(diode_n_sigma=0.8))
+    a, b = block.circuit().diode_emission, block.circuit().diode_emission
+    assert a is not None and torch.equal(a, b) and a.shape == (2, 7)
+    assert float(a.min()) >= 0.5 and float(a.max()) <= 10.0
+    with pytest.raises(ValueError, match="diode_n_sigma"):
+        DeviceConfig(diode_n_sigma=-0.1)

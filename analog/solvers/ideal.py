@@ -50,9 +50,11 @@ class IdealDiodeSolver(EquilibriumSolver):
         if self.forward_V is not None:
             v_on = self.forward_V * ones
         else:
-            # Each diode's own Is (with its device spread) sets where it carries g_max * 1 V.
-            area = ones if system.circuit.diode_area is None else system.circuit.diode_area.to(ones)
-            v_on = diode.vte_V * torch.log1p(spec.conductance.g_max_S / (diode.is_A * area))
+            # Each diode's own Is and N (with their device spread) sets where it carries g_max * 1 V.
+            circuit = system.circuit
+            area = ones if circuit.diode_area is None else circuit.diode_area.to(ones)
+            emission = ones if circuit.diode_emission is None else circuit.diode_emission.to(ones)
+            v_on = diode.vte_V * emission * torch.log1p(spec.conductance.g_max_S / (diode.is_A * area))
         inf = torch.full((system.n_free,), math.inf, dtype=system.dtype, device=system.device)
         lo = -inf if spec.diode_down_V is None else spec.diode_down_V - v_on[1]
         hi = inf if spec.diode_up_V is None else spec.diode_up_V + v_on[0]
@@ -66,6 +68,11 @@ class IdealDiodeSolver(EquilibriumSolver):
         init: Equilibrium | None = None,
     ) -> Equilibrium:
         source_V, nudge_A = check_batch(circuit, source_V, nudge_A)
+        if circuit.spec.wire_ohm is not None:
+            raise SolverError(
+                "fast-ideal: resistive crossbar wires (wire_ohm) couple the nodes of a layer, which its "
+                "node-by-node Gauss-Seidel does not represent; use the 'fast' or 'ngspice' solver"
+            )
         system = LayeredSystem(circuit, source_V, nudge_A)
         tol = self.tol_V if self.tol_V is not None else (1e-12 if system.dtype == torch.float64 else 1e-6)
         lo, hi = self.bounds(system)

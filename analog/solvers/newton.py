@@ -34,23 +34,30 @@ class BlockTridiagonal:
         self.system = system
         depth = system.depth
         batch = d.shape[0]
-        self.inv_first = 1.0 / system.layer(d, 1)
+        # With wired crossbars every layer's own block is dense (system.offdiag), the first too.
+        dense = system.offdiag
+        self.diagonal_first = dense is None
+        if self.diagonal_first:
+            self.inv_first = 1.0 / system.layer(d, 1)
         self.chol: dict[int, torch.Tensor] = {}
-        # z[l] = S_l^{-1} W_l for the dense layers l >= 2, to carry the elimination to layer l+1.
+        # z[l] = S_l^{-1} W_l for the dense layers, to carry the elimination to layer l+1.
         self.z: dict[int, torch.Tensor] = {}
-        for l in range(2, depth + 1):
-            w_in = system.weights[l - 1]
-            if l == 2:
+        for l in range(1 if dense is not None else 2, depth + 1):
+            schur = torch.diag_embed(system.layer(d, l))
+            if dense is not None:
+                schur = schur + dense[l - 1]
+            if l == 2 and self.diagonal_first:
                 # W_1^T diag(1/d_1) W_1 per sample, as one product with the rows' outer products
                 # when they fit in memory (no [B, n1, n2] temporary).
+                w_in = system.weights[1]
                 outer = system.first_outer_products()
                 if outer is not None:
                     coupling = (self.inv_first @ outer).view(batch, w_in.shape[1], w_in.shape[1])
                 else:
                     coupling = w_in.T @ (self.inv_first.unsqueeze(2) * w_in)
-            else:
-                coupling = w_in.T @ self.z[l - 1]
-            schur = torch.diag_embed(system.layer(d, l)) - coupling
+                schur = schur - coupling
+            elif l >= 2:
+                schur = schur - system.weights[l - 1].T @ self.z[l - 1]
             chol, info = torch.linalg.cholesky_ex(schur)
             if int(info.max()) > 0:
                 raise SolverError(
@@ -68,7 +75,7 @@ class BlockTridiagonal:
         y = [system.layer(b, 1)]
         for l in range(2, depth + 1):
             # y_l = b_l + W_{l-1}^T S_{l-1}^{-1} y_{l-1}
-            if l == 2:
+            if l == 2 and self.diagonal_first:
                 carried = (self.inv_first * y[-1]) @ system.weights[1]
             else:
                 carried = (y[-1].unsqueeze(1) @ self.z[l - 1]).squeeze(1)
@@ -81,7 +88,7 @@ class BlockTridiagonal:
         return torch.cat(x, dim=1)
 
     def _apply_inverse(self, l: int, v: torch.Tensor) -> torch.Tensor:
-        if l == 1:
+        if l == 1 and self.diagonal_first:
             return self.inv_first * v
         return torch.cholesky_solve(v.unsqueeze(2), self.chol[l]).squeeze(2)
 

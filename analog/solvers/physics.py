@@ -56,8 +56,35 @@ class LayeredSystem:
         self.unit_scale = all(x == 1.0 for x in self.layer_scales)
         self.weights = circuit.weights
         bias_V = spec.bias_voltages(dtype, device)
+        self.offdiag: list[torch.Tensor] | None = None
+        """Off-diagonal part of each free layer's own block of the Hessian (wired crossbars)."""
+        self.wire_blocks: list[dict[str, torch.Tensor]] | None = None
+        wires = circuit.crossbar_wires()
+        if wires is None:
+            diag, const = self._ideal_wires(bias_V)
+        else:
+            diag, const = self._reduced_wires(wires, bias_V)
+        if nudge_A is not None:
+            const[-1] = const[-1] + nudge_A.to(dtype=dtype, device=device) / self.layer_scales[-1]
+        self.diag = torch.cat(diag)
+        self.const = torch.cat(const, dim=1)
 
-        # Diagonal conductance sums D and the constant currents c of (1), u-space.
+        self.diode = spec.diode
+        rails = [(spec.diode_up_V, 1.0, 0), (spec.diode_down_V, -1.0, 1)]
+        present = [r for r in rails if r[0] is not None]
+        self.rails = [(rail, sign) for rail, sign, _ in present]
+        # Per-diode Is factors, [n_rails, 1, N] against the stacked junction voltages.
+        rows = [row for _, _, row in present]
+        self.area = self.emission = None
+        if circuit.diode_area is not None and present:
+            self.area = circuit.diode_area[rows].to(dtype=dtype, device=device).unsqueeze(1)
+        # Per-diode factors of N, likewise.
+        if circuit.diode_emission is not None and present:
+            self.emission = circuit.diode_emission[rows].to(dtype=dtype, device=device).unsqueeze(1)
+
+    def _ideal_wires(self, bias_V: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Diagonal conductance sums D and constant currents c of (1) per layer, u-space."""
+        circuit, dtype, device = self.circuit, self.dtype, self.device
         diag, const = [], []
         for l in range(1, self.depth + 1):
             w_in, b_in = self.weights[l - 1], circuit.biases[l - 1]
@@ -71,20 +98,31 @@ class LayeredSystem:
             const.append(c)
         # The unavoidable input product: computed once per batch.
         const[0] = const[0] + self.source_V @ self.weights[0]
-        if nudge_A is not None:
-            const[-1] = const[-1] + nudge_A.to(dtype=dtype, device=device) / self.layer_scales[-1]
-        self.diag = torch.cat(diag)
-        self.const = torch.cat(const, dim=1)
+        return diag, const
 
-        self.diode = spec.diode
-        rails = [(spec.diode_up_V, 1.0, 0), (spec.diode_down_V, -1.0, 1)]
-        present = [r for r in rails if r[0] is not None]
-        self.rails = [(rail, sign) for rail, sign, _ in present]
-        # Per-diode Is factors, [n_rails, 1, N] against the stacked junction voltages.
-        self.area = None
-        if circuit.diode_area is not None and present:
-            rows = [row for _, _, row in present]
-            self.area = circuit.diode_area[rows].to(dtype=dtype, device=device).unsqueeze(1)
+    def _reduced_wires(self, wires, bias_V: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Like :meth:`_ideal_wires` from the Kron-reduced crossbars (:mod:`analog.wires`): the
+        couplings become ``-L_rc``, and each layer's own block ``L_cc`` of the crossbar before it
+        plus ``L_rr`` of the crossbar after it is dense. Crossbar ``l`` sees all its terminals
+        scaled by ``s_{l+1}``, so in u-space its reduced matrix enters unchanged."""
+        rows = self.spec.nodes_per_layer()
+        blocks = [x.blocks(rows[l], self.dtype, self.device) for l, x in enumerate(wires)]
+        self.wire_blocks = blocks
+        self.weights = tuple(-b["rc"] for b in blocks)
+        diag, const, self.offdiag = [], [], []
+        for l in range(1, self.depth + 1):
+            s_l = self.layer_scales[l - 1]
+            own = blocks[l - 1]["cc"]
+            c = -(bias_V / s_l) @ blocks[l - 1]["bc"]
+            if l < self.depth:
+                own = own + blocks[l]["rr"]
+                c = c - (blocks[l]["rb"] @ bias_V) / self.layer_scales[l]
+            d = torch.diagonal(own).clone()
+            diag.append(d)
+            self.offdiag.append(own - torch.diag(d))
+            const.append(c.expand(self.batch, -1).clone())
+        const[0] = const[0] + self.source_V @ self.weights[0]
+        return diag, const
 
     def first_outer_products(self, max_elements: int = 2_000_000) -> torch.Tensor | None:
         """``P[i] = W_1[i] (x) W_1[i]`` flattened, ``[n_1, n_2^2]`` (cached), so that
@@ -112,7 +150,7 @@ class LayeredSystem:
         v = u if self.unit_scale else u * self.scale
         # Junction voltage of the up diode is v - V_up, of the down diode V_dn - v.
         vd = torch.stack([sign * (v - rail) for rail, sign in self.rails])
-        i, g = self.diode.current(vd, self.area)
+        i, g = self.diode.current(vd, self.area, self.emission)
         if len(self.rails) == 2:
             f, g = i[0] - i[1], g[0] + g[1]
         else:
@@ -125,11 +163,14 @@ class LayeredSystem:
             return torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
         v = u * self.scale
         vd = torch.stack([sign * (v - rail) for rail, sign in self.rails])
-        return (self.diode.cocontent(vd, self.area).sum(0) / self.scale**2).sum(1)
+        return (self.diode.cocontent(vd, self.area, self.emission).sum(0) / self.scale**2).sum(1)
 
     def residual(self, u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """``r = -dE/du``: net current into each node over ``s_l``, ``[B, N]``."""
         r = torch.addcmul(self.const, self.diag, u, value=-1.0).sub_(f)
+        if self.offdiag is not None:
+            for l in range(1, self.depth + 1):
+                self.layer(r, l).sub_(self.layer(u, l) @ self.offdiag[l - 1])
         for l in range(1, self.depth):
             w = self.weights[l]
             self.layer(r, l + 1).addmm_(self.layer(u, l), w)
@@ -156,6 +197,8 @@ class LayeredSystem:
     def source_currents(self, u: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Current delivered into the network by every input source ``[B, n_sources]`` and by
         every bias source ``[B, n_bias]`` per layer, amperes."""
+        if self.wire_blocks is not None:
+            return self._wired_source_currents(u)
         w0 = self.weights[0]
         u1 = self.layer(u, 1)
         inputs = self.source_V * w0.sum(1) - u1 @ w0.T
@@ -165,6 +208,20 @@ class LayeredSystem:
             b = self.circuit.biases[l - 1]
             v = self.layer(u, l) * self.layer_scales[l - 1]
             biases.append(bias_V * b.sum(1) - v @ b.T)
+        return inputs, tuple(biases)
+
+    def _wired_source_currents(self, u: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """:meth:`source_currents` through the reduced crossbars: ``L_red`` times the physical
+        terminal voltages (rows, bias rows, columns)."""
+        bias_V = self.spec.bias_voltages(self.dtype, self.device)
+        inputs, biases = None, []
+        for l, b in enumerate(self.wire_blocks):
+            s = self.layer_scales[l]  # crossbar l drives layer l + 1, scale s_{l+1}
+            x = self.source_V if l == 0 else self.layer(u, l) * s
+            y = self.layer(u, l + 1) * s
+            if l == 0:
+                inputs = x @ b["rr"] + bias_V @ b["rb"].T + y @ b["rc"].T
+            biases.append(x @ b["rb"] + bias_V @ b["bb"] + y @ b["bc"].T)
         return inputs, tuple(biases)
 
 

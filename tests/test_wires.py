@@ -1,0 +1,192 @@
+"""Resistive crossbar wires (analog.wires): analytic reductions, IR drop, fast vs ngspice, gradients."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+import torch
+
+from analog import Circuit, CircuitSpec
+from analog.solvers import FastSolver, SolverError, get_solver
+from analog.wires import CrossbarWires
+from cosim.gradients import gradient_method
+from tests.conftest import log_uniform_circuit, make_solver, random_inputs
+
+
+def test_single_device_is_in_series_with_its_two_segments():
+    g, r = 1e-4, 250.0
+    wires = CrossbarWires(torch.tensor([[g]]), r)
+    expected = 1.0 / (1.0 / g + 2 * r)
+    assert wires.reduced.ravel() == pytest.approx([expected, -expected, -expected, expected], rel=1e-12)
+
+
+def test_one_row_two_columns_matches_the_hand_reduction():
+    # Row driver -r- A -r- B along the row; A -g1- A' -r- col0, B -g2- B' -r- col1.
+    g1, g2, r = 2e-4, 5e-5, 1e3
+    b1, b2 = 1 / (1 / g1 + r), 1 / (1 / g2 + r)  # device plus its column's segment
+    # Drive the row at 1 V with both columns grounded: the current entering the row.
+    beyond_a = 1 / (1 / (b2) + r)  # from A: the segment to B, then B's branch
+    row_current = 1 / (r + 1 / (b1 + beyond_a))
+    wires = CrossbarWires(torch.tensor([[g1, g2]]), r)
+    assert wires.reduced[0, 0] == pytest.approx(row_current, rel=1e-12)
+    # Every row of a Laplacian sums to zero (charge conservation), and it is symmetric.
+    assert abs(wires.reduced.sum(1)).max() < 1e-15 * 1e3
+    assert (wires.reduced == wires.reduced.T).all()
+
+
+def test_ir_drop_lowers_the_effective_coupling_and_vanishes_with_the_wires():
+    spec = CircuitSpec((6, 4, 3))
+    circuit = log_uniform_circuit(spec, 3)
+    g = torch.cat([circuit.weights[0], circuit.biases[0]])
+    totals = []
+    for ohm in (1e-6, 1.0, 10.0, 100.0, 1000.0):
+        m = torch.from_numpy(CrossbarWires(g, ohm).reduced)
+        coupling = -m[: g.shape[0], g.shape[0] :]
+        totals.append(float(coupling.sum()))
+        if ohm == 1e-6:
+            assert torch.allclose(coupling, g, rtol=1e-6)
+        assert bool((coupling <= g * (1 + 1e-9)).all())  # wires only add resistance
+    assert all(a > b for a, b in itertools.pairwise(totals))
+
+
+def _wired(sizes, wire_ohm, seed, gains=None):
+    spec = CircuitSpec(
+        sizes, diode_up_V=0.3, diode_down_V=-0.3, input_gain_V=3.0, wire_ohm=wire_ohm, amplifier_gains=gains
+    )
+    return log_uniform_circuit(spec, seed)
+
+
+@pytest.mark.ngspice
+@pytest.mark.parametrize(
+    ("sizes", "wire_ohm", "gains"),
+    [((12, 8, 5), 5.0, None), ((10, 8, 6, 4), 50.0, (3.0, None)), ((16, 10, 4), 500.0, None)],
+)
+def test_fast_matches_ngspice_with_wire_segments(sizes, wire_ohm, gains):
+    ngspice = make_solver("ngspice")
+    circuit = _wired(sizes, wire_ohm, seed=len(sizes))
+    spec = circuit.spec
+    source_V = spec.source_voltages(2 * random_inputs(spec, 16, 4) - 1)
+    nudge = 1e-5 * torch.randn(16, spec.n_outputs, generator=torch.Generator().manual_seed(5))
+    fast = FastSolver().solve(circuit, source_V, nudge)
+    spice = ngspice.solve(circuit, source_V, nudge)
+    unwired_circuit = Circuit(replace(spec, wire_ohm=None), circuit.weights, circuit.biases)
+    ideal = FastSolver().solve(unwired_circuit, source_V, nudge)
+    knee = sum(int((v.abs() > 0.3).sum()) for v in fast.voltages) / sum(v.numel() for v in fast.voltages)
+    assert knee > 0.1, "too few diodes conduct for a meaningful check"
+    for ours, theirs, unwired in zip(fast.voltages, spice.voltages, ideal.voltages, strict=True):
+        assert float((ours - theirs).abs().max()) <= 1e-8
+        # The wires matter far beyond the tolerance, so the agreement is not the unwired one's.
+        assert float((ours - unwired).abs().max()) > 1e-5
+    assert float((fast.input_currents_A - spice.input_currents_A).abs().max()) <= 1e-12
+    for ours, theirs in zip(fast.bias_currents_A, spice.bias_currents_A, strict=True):
+        assert float((ours - theirs).abs().max()) <= 1e-12
+    assert float(fast.residual_A.max()) < 1e-12
+
+
+def test_implicit_gradient_with_wires_matches_finite_differences():
+    circuit = _wired((8, 6, 5, 3), 20.0, seed=1, gains=(3.0, None))
+    spec = circuit.spec
+    source_V = spec.source_voltages(2 * random_inputs(spec, 8, 1) - 1)
+    upstream = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
+    solver = FastSolver()
+    exact = gradient_method("implicit")(solver, circuit, source_V, solver.solve(circuit, source_V), upstream)
+
+    def loss(c, v):
+        return float((solver.solve(c, v).voltages[-1] * upstream).sum())
+
+    h = 1e-9
+    for group, l, index in (("weights", 0, (3, 2)), ("weights", 1, (2, 3)), ("biases", 2, (1, 0))):
+        plus = [list(circuit.weights), list(circuit.biases)]
+        minus = [list(circuit.weights), list(circuit.biases)]
+        k = 0 if group == "weights" else 1
+        plus[k][l] = plus[k][l].clone()
+        minus[k][l] = minus[k][l].clone()
+        plus[k][l][index] += h
+        minus[k][l][index] -= h
+        fd = (loss(Circuit(spec, *plus), source_V) - loss(Circuit(spec, *minus), source_V)) / (2 * h)
+        assert getattr(exact, group)[l][index].item() == pytest.approx(fd, rel=1e-5)
+    up, down = source_V.clone(), source_V.clone()
+    up[2, 5] += 1e-6
+    down[2, 5] -= 1e-6
+    fd = (loss(circuit, up) - loss(circuit, down)) / 2e-6
+    assert exact.source_V[2, 5].item() == pytest.approx(fd, rel=1e-6)
+
+
+@pytest.mark.parametrize("solver_name", ["fast", pytest.param("ngspice", marks=pytest.mark.ngspice)])
+def test_ep_with_wires_measures_the_exact_gradient(solver_name):
+    solver = make_solver(solver_name)
+    circuit = _wired((10, 6, 4), 30.0, seed=2)
+    spec = circuit.spec
+    source_V = spec.source_voltages(2 * random_inputs(spec, 8, 2) - 1)
+    upstream = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    free = solver.solve(circuit, source_V)
+    exact = gradient_method("implicit")(FastSolver(), circuit, source_V, free, upstream)
+    ep = gradient_method("ep-centered", beta=0.01)(solver, circuit, source_V, free, upstream)
+    for a, b in zip(
+        (*exact.weights, *exact.biases, exact.source_V), (*ep.weights, *ep.biases, ep.source_V), strict=True
+    ):
+        cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+        assert float(cosine) >= 0.9999
+
+
+def test_ideal_diode_solver_refuses_wires_by_name():
+    circuit = _wired((6, 4, 3), 10.0, seed=0)
+    source_V = circuit.spec.source_voltages(random_inputs(circuit.spec, 2, 0))
+    with pytest.raises(SolverError, match="wire_ohm"):
+        get_solver("fast-ideal").solve(circuit, source_V)
+
+
+def test_power_balance_counts_the_wires():
+    from analog.energy import static_power
+
+    circuit = _wired((10, 6, 5, 4), 200.0, seed=3, gains=(2.0, None))
+    spec = circuit.spec
+    source_V = spec.source_voltages(2 * random_inputs(spec, 4, 3) - 1)
+    nudge = 1e-5 * torch.randn(4, spec.n_outputs, generator=torch.Generator().manual_seed(2))
+    eq = FastSolver().solve(circuit, source_V, nudge)
+    power = static_power(circuit, source_V, eq.voltages, nudge)
+    assert float(power.wires_W.min()) > 0
+    assert float(power.charging_W.abs().max()) <= 1e-12 * float(power.delivered_W.abs().max())
+    balance = (power.dissipated_W - power.delivered_W).abs() / power.delivered_W.abs()
+    assert float(balance.max()) <= 1e-9
+    measured = static_power(circuit, source_V, eq.voltages, nudge, eq.input_currents_A, eq.bias_currents_A)
+    assert torch.allclose(measured.delivered_W, power.delivered_W, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), True, "5"])
+def test_bad_wire_resistance_is_refused(bad):
+    with pytest.raises(ValueError, match="wire_ohm"):
+        CircuitSpec((4, 3, 2), wire_ohm=bad)
+
+
+@pytest.mark.ngspice
+def test_transient_with_wires_matches_ngspice_tran():
+    # Wire nodes carry no capacitance in either simulator: they follow the free nodes instantly.
+    from analog.settling import Capacitances, NgspiceTransient, TransientOptions, simulate_phase
+
+    make_solver("ngspice")  # skips when ngspice is missing
+    spec = CircuitSpec((3, 4, 2), diode_up_V=0.3, diode_down_V=-0.3, wire_ohm=300.0)
+    circuit = log_uniform_circuit(spec, 5)
+    source_V = spec.source_voltages(4 * random_inputs(spec, 2, 5) - 2)
+    caps = Capacitances()
+    free = FastSolver().solve(circuit, source_V).all_voltages()
+    start = torch.zeros_like(free)
+    ours = simulate_phase(circuit, caps, source_V, start, free, None, TransientOptions())
+    t_stop = 1.5 * float(ours.settle_time_s.max())
+    with NgspiceTransient() as ngspice:
+        for b, wave in enumerate(ngspice.run(circuit, caps, source_V, start, t_stop, None)):
+            options = TransientOptions(rtol=1e-8, atol_V=1e-12)
+            again = simulate_phase(
+                circuit,
+                caps,
+                source_V[b : b + 1],
+                start[b : b + 1],
+                free[b : b + 1],
+                None,
+                options,
+                t_eval=wave.times_s,
+            )
+            on_grid = torch.isin(again.times_s, wave.times_s)
+            assert float((again.voltages[on_grid, 0] - wave.voltages).abs().max()) < 1e-6
