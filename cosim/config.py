@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from analog.devices import DeviceConfig
 
@@ -188,15 +188,28 @@ class SolverConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, le=65_536)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: str = "adam"
+    """Any optimizer of ``torch.optim`` by class name, case-insensitive: ``adam``, ``sgd``,
+    ``adamw``, ``rmsprop``, ``nadam``, ... (not ``lbfgs`` or ``sparseadam``, which need a closure or
+    sparse gradients)."""
+    optimizer_options: dict[str, float | bool | list[float]] = Field(default_factory=dict)
+    """Further keyword arguments of the optimizer, e.g. ``{betas = [0.9, 0.99], amsgrad = true}``
+    (``lr``, ``weight_decay`` and SGD's ``momentum`` have their own keys)."""
     lr: float = Field(1e-3, gt=0, le=10)
     """Learning rate. Conductances are in siemens: the analog-block learning rate is ``lr`` times
-    ``analog_lr_scale`` (default: the device range ``R = g_max - g_min`` for Adam, ``R^2`` for SGD,
-    so that ``lr`` acts on conductances in units of ``R``)."""
+    ``analog_lr_scale`` (default: the device range ``R = g_max - g_min`` for optimizers whose step
+    does not scale with the gradient, such as Adam; ``R^2`` for SGD and ASGD), so that ``lr`` acts on
+    conductances in units of ``R``."""
     analog_lr_scale: float | None = Field(None, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    """Momentum of SGD (other optimizers take theirs from ``optimizer_options``)."""
     weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["none", "cosine"] = "cosine"
+    schedule: str = "cosine"
+    """Learning-rate schedule, stepped once per batch: ``none``, ``cosine`` (to 0 over the run) or any
+    scheduler of ``torch.optim.lr_scheduler`` by class name, case-insensitive (``steplr``,
+    ``onecycle``...; periods such as ``step_size`` count batches)."""
+    schedule_options: dict[str, float | bool | list[float]] = Field(default_factory=dict)
+    """Keyword arguments of the scheduler, e.g. ``{step_size = 500, gamma = 0.5}``."""
     method: Literal["ep-centered", "ep-positive", "ep-negative", "implicit"] = "ep-centered"
     beta: float = Field(0.05, gt=0, le=1)
     loss: Literal["cross-entropy", "mse"] = "cross-entropy"
@@ -207,6 +220,40 @@ class TrainConfig(_Strict):
     ngspice_eval_samples: int = Field(200, ge=0)
     """Test samples re-evaluated with every analog block in ngspice after training (0: skip)."""
     checkpoint_every: int = Field(1, ge=1)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, name: str) -> str:
+        from cosim.optim import optimizer_class
+
+        optimizer_class(name)
+        return name
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, name: str) -> str:
+        from cosim.optim import check_schedule_name
+
+        check_schedule_name(name)
+        return name
+
+    @field_validator("optimizer_options")
+    @classmethod
+    def _optimizer_options(cls, options: dict, info: ValidationInfo) -> dict:
+        from cosim.optim import check_optimizer_options
+
+        if "optimizer" in info.data:  # else the name was refused already
+            check_optimizer_options(info.data["optimizer"], options)
+        return options
+
+    @field_validator("schedule_options")
+    @classmethod
+    def _schedule_options(cls, options: dict, info: ValidationInfo) -> dict:
+        from cosim.optim import check_schedule_options
+
+        if "schedule" in info.data:
+            check_schedule_options(info.data["schedule"], options)
+        return options
 
 
 class SolveConfig(_Strict):
@@ -310,7 +357,7 @@ def _format_errors(error: ValidationError, source: str) -> str:
                 continue  # pydantic's discriminator tag, not a key of the file
             else:
                 path += ("." if path else "") + str(part)
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             message = "unknown key (check its spelling; see configs/ for the accepted keys)"
         lines.append(f"  {path or '<top>'}: {message}")

@@ -45,6 +45,7 @@ from cosim.data import Dataset, load_dataset
 from cosim.io import atomic_save, atomic_write_json, atomic_write_text
 from cosim.losses import loss_value
 from cosim.model import FFEBM
+from cosim.optim import analog_scale, build_optimizer, build_schedule, schedule_spans_run
 from cosim.plots import plot_curves, plot_solver_iterations
 
 __all__ = ["ARTIFACTS", "add_train_command", "cmd_train", "load_checkpoint", "read_metrics", "train_config"]
@@ -134,21 +135,23 @@ def make_optimizer(model: FFEBM, config: RunConfig) -> torch.optim.Optimizer:
         params = block.conductances()
         device_range = block.spec.conductance
         span = device_range.g_max_S - device_range.g_min_S
-        scale = train.analog_lr_scale or (span if train.optimizer == "adam" else span**2)
+        scale = train.analog_lr_scale or analog_scale(train.optimizer, span)
         groups.append({"params": params, "lr": train.lr * scale, "weight_decay": 0.0})
         analog.update(id(p) for p in params)
     digital = [p for p in model.parameters() if id(p) not in analog]
     if digital:
         groups.insert(0, {"params": digital, "lr": train.lr, "weight_decay": train.weight_decay})
-    if train.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=train.lr)
-    return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
+    try:
+        return build_optimizer(train.optimizer, groups, train.lr, train.momentum, train.optimizer_options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _scheduler(optimizer, config: RunConfig, steps: int):
-    if config.train.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
-    return None
+    try:
+        return build_schedule(config.train.schedule, optimizer, steps, config.train.schedule_options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -202,10 +205,11 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
                 "overwrite it with --force, or choose another with --out"
             )
     if args.epochs is not None and args.epochs != config.train.epochs:
-        if state is not None and config.train.schedule == "cosine":
+        if state is not None and schedule_spans_run(config.train.schedule):
             raise ConfigError(
-                "--epochs: the cosine schedule of a resumed run is fixed by its epoch count "
-                f"({config.train.epochs}); only a run with train.schedule = 'none' can be extended"
+                f"--epochs: the {config.train.schedule} schedule of a resumed run is fixed by its epoch count "
+                f"({config.train.epochs}); only a run whose schedule does not span the run (none, steplr, "
+                "exponentiallr, ...) can be extended"
             )
         config = _override(config, f"{source} with --epochs", "train", epochs=args.epochs)
     if args.device is not None:

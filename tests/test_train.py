@@ -242,3 +242,73 @@ def test_analog_learning_rate_scale_follows_the_optimizer():
         config = parse_config({**base, "train": {"optimizer": optimizer, "lr": 0.5}})
         groups = make_optimizer(build_model(config, (4,)), config).param_groups
         assert abs(groups[-1]["lr"] - 0.5 * scale) <= 1e-12 * scale
+
+
+def test_any_torch_optimizer_and_schedule_by_name(tmp_path):
+    """A torch optimizer and scheduler named in the configuration drive training; the schedule
+    steps once per batch (StepLR halves the rate every 3 batches: 6 batches per epoch here)."""
+    text = tiny_config(tmp_path).read_text()
+    text = text.replace(
+        "lr = 0.01\n",
+        'lr = 0.01\noptimizer = "rmsprop"\noptimizer_options = {alpha = 0.9, centered = true}\n'
+        'schedule = "steplr"\nschedule_options = {step_size = 3, gamma = 0.5}\n',
+    )
+    config = tmp_path / "rmsprop.toml"
+    config.write_text(text, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--no-ngspice"]) == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["lr"] for r in rows] == pytest.approx([0.01 * 0.5**2, 0.01 * 0.5**4], rel=1e-12)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["centered"] is True
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        ({"optimizer": "adamm"}, r"train\.optimizer: optimizer 'adamm' is not in torch"),
+        ({"optimizer": "lbfgs"}, r"train\.optimizer: optimizer LBFGS is not supported"),
+        ({"optimizer_options": {"betaz": [0.9, 0.99]}}, r"train\.optimizer_options: 'betaz': Adam takes no such"),
+        ({"optimizer": "sgd", "optimizer_options": {"momentum": 0.5}}, r"own key train\.momentum"),
+        ({"schedule": "steplr", "schedule_options": {"step": 3}}, r"train\.schedule_options: 'step'"),
+        ({"schedule": "cosine", "schedule_options": {"T_max": 3}}, r"takes no options"),
+        ({"schedule": "cycliclr"}, r"train\.schedule: schedule CyclicLR is not supported"),
+        ({"schedule": "onecycle", "schedule_options": {"max_lr": 1.0}}, r"'max_lr': set from train\.lr"),
+    ],
+)
+def test_bad_optimizer_or_schedule_names_the_key(train, message):
+    from cosim.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"model": {"blocks": [{"type": "analog", "sizes": [4, 3, 2]}]}, "train": train})
+
+
+def test_onecycle_peaks_every_group_at_its_own_rate():
+    from cosim.build import build_model
+    from cosim.config import parse_config
+    from cosim.train import _scheduler, make_optimizer
+
+    config = parse_config(
+        {
+            "model": {
+                "blocks": [
+                    {"type": "linear", "in_features": 4, "out_features": 4},
+                    {"type": "analog", "sizes": [4, 3, 2]},
+                ]
+            },
+            "train": {"schedule": "onecycle", "lr": 0.1},
+        }
+    )
+    optimizer = make_optimizer(build_model(config, (4,)), config)
+    peaks = [g["lr"] for g in optimizer.param_groups]
+    schedule = _scheduler(optimizer, config, 100)
+    seen = [[] for _ in peaks]
+    for _ in range(100):
+        optimizer.step()
+        schedule.step()
+        for i, g in enumerate(optimizer.param_groups):
+            seen[i].append(g["lr"])
+    for peak, rates in zip(peaks, seen, strict=True):
+        assert max(rates) == pytest.approx(peak, rel=1e-3)
+        assert rates[-1] < 1e-3 * peak
