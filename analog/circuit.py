@@ -258,15 +258,27 @@ class Circuit:
         w, b = spec.random_conductances(gen, dtype)
         return cls(spec, tuple(w), tuple(b))
 
+    def wire_row_order(self, layer: int) -> list[int]:
+        """Physical layout of crossbar ``layer``'s rows (weight rows, then bias rows): the row at each
+        position. The input pairs of crossbar 0 are interleaved (``+x0, -x0, +x1, -x1, ...``); other
+        rows keep their order. Only matters with resistive wires (:mod:`analog.wires`)."""
+        n_weight = self.weights[layer].shape[0]
+        order = list(range(n_weight))
+        if layer == 0 and self.spec.input_pairs:
+            half = n_weight // 2
+            order = [r for k in range(half) for r in (k, half + k)]
+        return order + list(range(n_weight, n_weight + self.biases[layer].shape[0]))
+
     def crossbar_wires(self) -> tuple[CrossbarWires, ...] | None:
         """The crossbars ``0..L-1`` with their wires reduced to the terminals (rows: weight rows
-        then bias rows), computed once per circuit; ``None`` when the wires are ideal."""
+        then bias rows, laid out as :meth:`wire_row_order`), computed once per circuit; ``None``
+        when the wires are ideal."""
         if self.spec.wire_ohm is None:
             return None
         if not hasattr(self, "_wires"):
             wires = tuple(
-                CrossbarWires(torch.cat([w.detach(), b.detach()]), self.spec.wire_ohm)
-                for w, b in zip(self.weights, self.biases, strict=True)
+                CrossbarWires(torch.cat([w.detach(), b.detach()]), self.spec.wire_ohm, self.wire_row_order(l))
+                for l, (w, b) in enumerate(zip(self.weights, self.biases, strict=True))
             )
             object.__setattr__(self, "_wires", wires)
         return self._wires

@@ -159,16 +159,19 @@ def _resistors(circuit: Circuit) -> list[tuple[str, list[str], list[str], list[l
 def _wired_resistors(circuit: Circuit) -> list[tuple[str, str, str, float]]:
     """Every resistor of crossbars with resistive wires as ``(name without R, node, node, ohms)``.
 
-    The geometry is that of :mod:`analog.wires`: crossbar ``l``'s rows are the weight rows then
-    the bias rows; row ``i``'s driver feeds cross-point ``(i, 0)`` first, column ``j``'s node is
-    reached past the last row. Devices keep their names (``RW{l}_{i}_{j}``, ``RB{l}_{p}_{j}``) and
-    join ``L{l}_WR{i}_{j}`` (row wire) to ``L{l}_WC{i}_{j}`` (column wire); ``RSR{l}_{i}_{j}`` is the
-    row segment ending at cross-point ``(i, j)``, ``RSC{l}_{i}_{j}`` the column segment leaving it
-    towards the readout."""
+    The geometry is that of :mod:`analog.wires`: crossbar ``l``'s rows (weight rows then bias
+    rows) are laid out in the order of :meth:`Circuit.wire_row_order` (input pairs interleaved); the
+    driver of the row at position ``i`` feeds cross-point ``(i, 0)`` first, column ``j``'s node is
+    reached past the last position. Devices keep their names (``RW{l}_{row}_{j}``,
+    ``RB{l}_{p}_{j}``) and join ``L{l}_WR{i}_{j}`` (row wire) to ``L{l}_WC{i}_{j}`` (column wire);
+    ``RSR{l}_{i}_{j}`` is the row segment ending at cross-point ``(i, j)``, ``RSC{l}_{i}_{j}`` the
+    column segment leaving it towards the readout."""
     wire = float(circuit.spec.wire_ohm)
     elements = []
     for l, rows, cols, ohms in _crossbars(circuit):
         n_rows = len(rows)
+        order = circuit.wire_row_order(l)
+        rows, ohms = [rows[r] for r in order], [ohms[r] for r in order]
         for i, (src, name) in enumerate(rows):
             for j in range(len(cols)):
                 row_node, col_node = f"L{l}_WR{i}_{j}", f"L{l}_WC{i}_{j}"

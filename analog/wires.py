@@ -2,8 +2,12 @@
 
 Geometry of one crossbar (the ngspice netlist builds the same circuit element by element). Its
 ``R`` rows are the weight rows (the nodes of layer ``l``, or of the input sources) followed by the
-bias rows; its ``C`` columns are the nodes of layer ``l + 1``. Every row and column is a wire cut
-into segments of ``wire_ohm``:
+bias rows; its ``C`` columns are the nodes of layer ``l + 1``. The rows are laid out in the order
+``row_order`` (physical position -> row): input pairs are interleaved (``+x0, -x0, +x1, -x1, ...``,
+see :meth:`analog.circuit.Circuit.wire_row_order`) so that the two halves of a signed weight see
+nearly the same wire; laying out all ``+x`` rows first and all ``-x`` rows last would let the
+half nearer the readout win and pull every column to one rail. Below, ``i`` is a physical
+position. Every row and column is a wire cut into segments of ``wire_ohm``:
 
 * row ``i``: its terminal (driver), a segment, cross-point ``(i, 0)``, a segment, ``(i, 1)``, ...,
   ``(i, C - 1)``: the driver sits at column 0's end;
@@ -51,13 +55,20 @@ class CrossbarWires:
     """One crossbar with resistive wires, reduced to its terminals.
 
     ``conductances``: device conductances ``[R, C]`` in siemens (weight rows, then bias rows);
-    ``wire_ohm``: resistance of every wire segment. Terminals are ordered rows then columns.
+    ``wire_ohm``: resistance of every wire segment; ``row_order``: the row at each physical position
+    (a permutation of ``0..R-1``; default: as given). Terminals, ``reduced`` and
+    :meth:`device_voltages` are in the logical order: rows as given, then columns.
     """
 
-    def __init__(self, conductances: torch.Tensor, wire_ohm: float):
+    def __init__(self, conductances: torch.Tensor, wire_ohm: float, row_order=None):
         check_wire_ohm(wire_ohm)
         g = conductances.detach().to("cpu", torch.float64).numpy()
         rows, cols = g.shape
+        order = np.arange(rows) if row_order is None else np.asarray(row_order, dtype=np.int64)
+        if order.shape != (rows,) or not np.array_equal(np.sort(order), np.arange(rows)):
+            raise ValueError(f"row_order: expected a permutation of 0..{rows - 1}, got {row_order!r}")
+        self._order = order
+        g = g[order]  # physical rows from here on
         self.rows, self.cols = rows, cols
         self.wire_S = 1.0 / float(wire_ohm)
         n = rows * cols
@@ -86,18 +97,25 @@ class CrossbarWires:
         rhs[self._attach, np.arange(terminals)] = 1.0
         inverse_at_attach = self._lu.solve(rhs)[self._attach]
         reduced = gw * np.eye(terminals) - gw * gw * inverse_at_attach
-        self.reduced = 0.5 * (reduced + reduced.T)
-        """``L_red`` ``[R + C, R + C]`` in siemens (symmetric)."""
+        # Back to the logical terminal order: physical terminal p is logical terminal full[p].
+        full = np.concatenate([order, rows + np.arange(cols)])
+        logical = np.empty_like(reduced)
+        logical[np.ix_(full, full)] = reduced
+        self.reduced = 0.5 * (logical + logical.T)
+        """``L_red`` ``[R + C, R + C]`` in siemens (symmetric), logical order."""
+        self._full = full
 
     def device_voltages(self, terminal_V: torch.Tensor) -> torch.Tensor:
         """Voltage across every device (row side minus column side), ``[B, R, C]``, for terminal
         voltages ``[B, R + C]`` (rows then columns)."""
-        t = terminal_V.detach().to("cpu", torch.float64).numpy()
+        t = terminal_V.detach().to("cpu", torch.float64).numpy()[:, self._full]  # physical order
         rhs = np.zeros((2 * self.rows * self.cols, t.shape[0]))
         rhs[self._attach] = self.wire_S * t.T
         nodes = self._lu.solve(rhs)
-        drop = nodes[self._row_node.ravel()] - nodes[self._col_node.ravel()]
-        out = torch.from_numpy(np.ascontiguousarray(drop.T)).reshape(-1, self.rows, self.cols)
+        drop = (nodes[self._row_node.ravel()] - nodes[self._col_node.ravel()]).T.reshape(-1, self.rows, self.cols)
+        logical = np.empty_like(drop)
+        logical[:, self._order] = drop
+        out = torch.from_numpy(logical)
         return out.to(dtype=terminal_V.dtype, device=terminal_V.device)
 
     def blocks(self, n_weight_rows: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:

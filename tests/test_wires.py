@@ -51,6 +51,27 @@ def test_ir_drop_lowers_the_effective_coupling_and_vanishes_with_the_wires():
     assert all(a > b for a, b in itertools.pairwise(totals))
 
 
+def test_interleaved_input_pairs_cancel_where_split_halves_do_not():
+    """A signed weight of zero (equal conductances to +V and -V) drives no current into its column
+    with ideal wires. With resistive wires the half laid out nearer the readout wins; interleaving
+    the pairs (the layout of Circuit.wire_row_order) keeps the imbalance to one segment per pair."""
+    n, cols, g, ohm = 16, 8, 1e-4, 10.0
+    conductances = torch.full((2 * n, cols), g)
+    terminals = torch.cat([torch.ones(n), -torch.ones(n), torch.zeros(cols)]).double()
+    split = CrossbarWires(conductances, ohm)
+    interleaved = CrossbarWires(conductances, ohm, [r for k in range(n) for r in (k, n + k)])
+    into_columns = {
+        name: torch.from_numpy(w.reduced[2 * n :]) @ terminals for name, w in (("split", split), ("inter", interleaved))
+    }
+    one_device = g * 1.0  # the current one device carries at 1 V
+    assert into_columns["split"].abs().min() > 0.3 * one_device
+    assert into_columns["inter"].abs().max() < 0.1 * into_columns["split"].abs().min()
+    spec = CircuitSpec((3, 2), wire_ohm=ohm)
+    assert Circuit.random(spec).wire_row_order(0) == [0, 3, 1, 4, 2, 5, 6, 7]  # + bias pair last
+    with pytest.raises(ValueError, match="row_order"):
+        CrossbarWires(conductances, ohm, list(range(2 * n - 1)) + [0])
+
+
 def _wired(sizes, wire_ohm, seed, gains=None):
     spec = CircuitSpec(
         sizes, diode_up_V=0.3, diode_down_V=-0.3, input_gain_V=3.0, wire_ohm=wire_ohm, amplifier_gains=gains
