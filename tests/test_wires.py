@@ -69,7 +69,7 @@ def test_interleaved_input_pairs_cancel_where_split_halves_do_not():
     spec = CircuitSpec((3, 2), wire_ohm=ohm)
     assert Circuit.random(spec).wire_row_order(0) == [0, 3, 1, 4, 2, 5, 6, 7]  # + bias pair last
     with pytest.raises(ValueError, match="row_order"):
-        CrossbarWires(conductances, ohm, list(range(2 * n - 1)) + [0])
+        CrossbarWires(conductances, ohm, [*range(2 * n - 1), 0])
 
 
 def _wired(sizes, wire_ohm, seed, gains=None):
