@@ -49,7 +49,7 @@ def test_nested_block_key_path():
     [
         ("train", {"lr": -1.0}, "train.lr"),
         ("train", {"epochs": "ten"}, "train.epochs"),
-        ("train", {"optimizer": "adagrad"}, "train.optimizer"),
+        ("train", {"optimizer": "adagradd"}, "train.optimizer"),
         ("train", {"beta": 2.0}, "train.beta"),
         ("data", {"test_fraction": 1.5}, "data.test_fraction"),
         ("solver", {"name": "hspice"}, "solver.name"),
