@@ -58,10 +58,6 @@ class ConductanceRange:
             f"must be below g_max_S ({self.g_max_S!r} S), got {self.g_min_S!r} S",
         )
 
-    @property
-    def on_off_ratio(self) -> float:
-        return self.g_max_S / self.g_min_S
-
 
 @dataclass(frozen=True)
 class DiodeModel:

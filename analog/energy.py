@@ -29,7 +29,7 @@ All powers are in watts, per sample: shape ``[B]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -79,13 +79,6 @@ class Power:
     @property
     def delivered_W(self) -> torch.Tensor:
         return self.inputs_W + self.bias_sources_W + self.rails_W + self.nudge_W
-
-    def as_dict(self, reduce=torch.mean) -> dict[str, float]:
-        """Every field and the two totals reduced over the batch (mean by default), floats."""
-        out = {f.name: float(reduce(getattr(self, f.name))) for f in fields(self)}
-        out["dissipated_W"] = float(reduce(self.dissipated_W))
-        out["delivered_W"] = float(reduce(self.delivered_W))
-        return out
 
 
 def _diode_terms(circuit: Circuit, v: torch.Tensor, nodes: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

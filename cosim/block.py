@@ -13,18 +13,19 @@ from torch import nn
 
 from analog.circuit import Circuit, CircuitSpec
 from analog.devices import DeviceArray, DeviceConfig
-from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError
+from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, WrappedSolver
 from analog.solvers.newton import FastSolver
 from cosim.gradients import EquilibriumPropagation, GradientMethod
 
 __all__ = ["AnalogBlock"]
 
 
-class _PhaseReads(EquilibriumSolver):
-    """Wraps a solver so that every phase reads the devices anew (read noise per phase)."""
+class _PhaseReads(WrappedSolver):
+    """Every phase reads the devices anew (read noise per phase)."""
 
     def __init__(self, inner: EquilibriumSolver, read):
-        self.inner, self.read, self.name = inner, read, inner.name
+        super().__init__(inner)
+        self.read = read
 
     def solve(self, circuit, source_V, nudge_A=None, init=None):
         return self.inner.solve(self.read(), source_V, nudge_A, init)
@@ -157,10 +158,6 @@ class AnalogBlock(nn.Module):
                 new = array.write(p if initial else written, p)
             p.copy_(new)
             written.copy_(new)
-
-    def with_solver(self, solver: EquilibriumSolver) -> AnalogBlock:
-        self.solver = solver
-        return self
 
     def extra_repr(self) -> str:
         sizes = "-".join(map(str, self.spec.layer_sizes))

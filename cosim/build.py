@@ -1,4 +1,5 @@
-"""From a validated :class:`~cosim.config.RunConfig` to solvers, circuits and an ff-EBM model."""
+"""From a validated :class:`~cosim.config.RunConfig` to the library's objects: the torch device and
+dtype, solvers, circuit specs, the ff-EBM model, its optimizer and learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -11,17 +12,45 @@ from analog.circuit import CircuitSpec
 from analog.devices import ConductanceRange, DiodeModel
 from analog.solvers import EquilibriumSolver, get_solver
 from cosim.block import AnalogBlock
-from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, SolverConfig
+from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, SolverConfig, TrainConfig
 from cosim.gradients import EquilibriumPropagation, gradient_method
 from cosim.model import FFEBM
+from cosim.optim import analog_scale, build_optimizer, build_schedule
 from digital.blocks import Gain, Reshape
 from digital.converters import Converter
 
-__all__ = ["build_model", "build_solver", "circuit_spec", "torch_dtype"]
+__all__ = [
+    "build_model",
+    "build_solver",
+    "circuit_spec",
+    "make_optimizer",
+    "make_schedule",
+    "resolve_device",
+    "torch_dtype",
+]
 
 
 def torch_dtype(config: RunConfig) -> torch.dtype:
     return {"float64": torch.float64, "float32": torch.float32}[config.dtype]
+
+
+def resolve_device(name: str) -> torch.device:
+    """A torch device for ``cpu`` / ``cuda`` / ``cuda:N``; a CUDA device must be present."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device: {name!r} is not a device; use 'cpu' or 'cuda' (or 'cuda:N')") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: {name!r} is not supported; use 'cpu' or 'cuda' (or 'cuda:N')")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device: {name!r} was asked for but torch finds no CUDA GPU (torch {torch.__version__}, "
+                f"built with CUDA {torch.version.cuda or 'none'}); use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return device
 
 
 def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSolver:
@@ -135,5 +164,35 @@ def build_model(config: RunConfig, input_shape: tuple[int, ...], solver: Equilib
                 ) from None
     for block, s in zip(model.analog_blocks(), saved, strict=True):
         block.solver = s
-    model.output_shape = tuple(x.shape[1:])
     return model
+
+
+def make_optimizer(model: FFEBM, train: TrainConfig) -> torch.optim.Optimizer:
+    """One parameter group for the digital parameters (``lr``, ``weight_decay``) and one per analog
+    block, whose conductances are in siemens: ``lr * analog_lr_scale``, no weight decay (a decay
+    towards 0 S has no device meaning). The default scale makes ``lr`` act on conductances measured
+    in units of the device range ``R = g_max - g_min``: Adam's steps do not depend on the gradient's
+    units, so its scale is ``R``; SGD's step is ``lr`` times a gradient in 1/S, so its scale is ``R^2``."""
+    groups, analog = [], set()
+    for block in model.analog_blocks():
+        params = block.conductances()
+        device_range = block.spec.conductance
+        span = device_range.g_max_S - device_range.g_min_S
+        scale = train.analog_lr_scale or analog_scale(train.optimizer, span)
+        groups.append({"params": params, "lr": train.lr * scale, "weight_decay": 0.0})
+        analog.update(id(p) for p in params)
+    digital = [p for p in model.parameters() if id(p) not in analog]
+    if digital:
+        groups.insert(0, {"params": digital, "lr": train.lr, "weight_decay": train.weight_decay})
+    try:
+        return build_optimizer(train.optimizer, groups, train.lr, train.momentum, train.optimizer_options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig, steps: int):
+    """The learning-rate schedule of ``train`` over ``steps`` optimizer steps (``None`` for none)."""
+    try:
+        return build_schedule(train.schedule, optimizer, steps, train.schedule_options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -14,8 +14,27 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from analog.devices import DeviceConfig
+from analog.models import UserModels, load_model_library
+from cosim.optim import (
+    check_optimizer_options,
+    check_schedule_name,
+    check_schedule_options,
+    optimizer_class,
+)
 
-__all__ = ["ConfigError", "RunConfig", "load_config", "parse_config"]
+__all__ = [
+    "PRESET_DIR",
+    "ConfigError",
+    "RunConfig",
+    "load_config",
+    "parse_config",
+    "preset_names",
+    "resolve_config",
+    "resolve_config_path",
+]
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+"""The presets shipped with the package (``cosim train --config digits-demo``)."""
 
 
 # Validate the frozen dataclass directly, with unknown keys refused like everywhere else.
@@ -73,8 +92,6 @@ class AnalogBlockConfig(_Strict):
         """The validated :class:`analog.models.UserModels` of ``model_file`` (``None`` without one)."""
         if self.model_file is None:
             return None
-        from analog.models import UserModels, load_model_library
-
         return UserModels(load_model_library(self.model_file), self.diode_model, self.neuron_subckt)
 
     @model_validator(mode="after")
@@ -224,24 +241,18 @@ class TrainConfig(_Strict):
     @field_validator("optimizer")
     @classmethod
     def _optimizer(cls, name: str) -> str:
-        from cosim.optim import optimizer_class
-
         optimizer_class(name)
         return name
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, name: str) -> str:
-        from cosim.optim import check_schedule_name
-
         check_schedule_name(name)
         return name
 
     @field_validator("optimizer_options")
     @classmethod
     def _optimizer_options(cls, options: dict, info: ValidationInfo) -> dict:
-        from cosim.optim import check_optimizer_options
-
         if "optimizer" in info.data:  # else the name was refused already
             check_optimizer_options(info.data["optimizer"], options)
         return options
@@ -249,8 +260,6 @@ class TrainConfig(_Strict):
     @field_validator("schedule_options")
     @classmethod
     def _schedule_options(cls, options: dict, info: ValidationInfo) -> dict:
-        from cosim.optim import check_schedule_options
-
         if "schedule" in info.data:
             check_schedule_options(info.data["schedule"], options)
         return options
@@ -359,7 +368,7 @@ def _format_errors(error: ValidationError, source: str) -> str:
                 path += ("." if path else "") + str(part)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            message = "unknown key (check its spelling; see configs/ for the accepted keys)"
+            message = "unknown key (check its spelling; the presets in cosim/configs/ show the accepted keys)"
         lines.append(f"  {path or '<top>'}: {message}")
     return "\n".join(lines)
 
@@ -375,9 +384,31 @@ def load_config(path: str | Path) -> RunConfig:
     """Read and validate a TOML configuration file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (give a path to a .toml file, e.g. configs/digits-demo.toml)")
+        raise ConfigError(
+            f"config file not found: {path} (give a path to a .toml file or a preset name: {', '.join(preset_names())})"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     return parse_config(data, str(path))
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets, sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path to a TOML file, or the name of a shipped preset (``digits-demo``): a file that exists
+    wins over a preset of the same name."""
+    path = Path(name)
+    preset = PRESET_DIR / f"{name}.toml"
+    if not path.exists() and not str(name).endswith(".toml") and preset.is_file():
+        return preset
+    return path
+
+
+def resolve_config(name: str | Path) -> RunConfig:
+    """The validated configuration of a TOML file or a preset name (see :func:`resolve_config_path`)."""
+    return load_config(resolve_config_path(name))

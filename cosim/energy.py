@@ -1,4 +1,4 @@
-"""``cosim energy``: what one inference and one training step cost, and how fast each phase settles.
+"""The energy model: what one inference and one training step cost, and how fast each phase settles.
 
 For a batch of test samples the model runs one training step's worth of physics: the free phase of
 every analog block (the inference) and, through ``loss.backward()``, its nudged phases. Each phase
@@ -24,12 +24,8 @@ MAC from Horowitz (ISSCC 2014); see :class:`cosim.config.EnergyConfig`.
 
 from __future__ import annotations
 
-import json
-import math
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -37,27 +33,23 @@ from torch import nn
 from analog.circuit import Circuit
 from analog.energy import Power, equilibrium_power
 from analog.settling import Capacitances, NgspiceTransient, Transient, TransientOptions, simulate_phase
-from analog.solvers.base import Equilibrium, EquilibriumSolver
+from analog.solvers.base import Equilibrium, EquilibriumSolver, WrappedSolver
 from analog.solvers.newton import FastSolver
+from cosim.block import AnalogBlock
 from cosim.config import ConfigError, EnergyConfig, RunConfig
 from cosim.gradients import EquilibriumPropagation
+from cosim.losses import loss_value
 
 __all__ = [
-    "ENERGY_FILE",
     "CostModel",
     "PhaseResult",
-    "add_energy_command",
     "block_counts",
-    "cmd_energy",
+    "capacitances",
     "digital_macs",
     "energy_report",
     "simulate_block",
+    "transient_options",
 ]
-
-ENERGY_FILE = "energy.json"
-BREAKDOWN_PLOT = "energy_breakdown.png"
-WAVEFORM_PLOT = "settling_waveforms.png"
-CONVERGENCE_PLOT = "solver_convergence.png"
 
 
 @dataclass(frozen=True)
@@ -249,11 +241,11 @@ def digital_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
     return total[0], out
 
 
-class _Recorder(EquilibriumSolver):
-    """Passes solves through to ``inner`` and records what each phase was asked to solve."""
+class _Recorder(WrappedSolver):
+    """Records what each phase was asked to solve."""
 
     def __init__(self, inner: EquilibriumSolver):
-        self.inner, self.name = inner, inner.name
+        super().__init__(inner)
         self.calls: list[tuple[Circuit, torch.Tensor, torch.Tensor | None]] = []
 
     def solve(self, circuit, source_V, nudge_A=None, init=None):
@@ -277,10 +269,8 @@ def energy_report(
     config: RunConfig, model, x: torch.Tensor, y: torch.Tensor, n_classes: int, say=print
 ) -> tuple[dict, dict]:
     """Simulate one training step on ``x``, ``y`` and return ``(report, details)``: the JSON-able
-    report and, per analog block, its :class:`PhaseResult` list (for the plots)."""
-    from cosim.block import AnalogBlock
-    from cosim.losses import loss_value
-
+    report and, per analog block, its :class:`PhaseResult` list (for the plots). The model's
+    solvers are replaced by recording fast solvers for the step and restored afterwards."""
     cfg = config.energy
     costs = CostModel.from_config(cfg)
     caps, options = capacitances(cfg), transient_options(cfg)
@@ -291,13 +281,17 @@ def energy_report(
             "train.method: the energy of a training step needs EP's nudged phases; 'implicit' has no "
             "circuit counterpart (choose ep-centered, ep-positive or ep-negative)"
         )
-    recorders = {}
+    recorders, saved = {}, [block.solver for block in blocks]
     for block in blocks:
         recorders[block.name] = block.solver = _Recorder(FastSolver())
-    model.train()
-    macs, out = digital_macs(model, x.to(next(model.parameters()).dtype))
-    loss_value(config.train.loss, out, y, n_classes).backward()
-    model.zero_grad(set_to_none=True)
+    try:
+        model.train()
+        macs, out = digital_macs(model, x.to(next(model.parameters()).dtype))
+        loss_value(config.train.loss, out, y, n_classes).backward()
+        model.zero_grad(set_to_none=True)
+    finally:
+        for block, solver in zip(blocks, saved, strict=True):
+            block.solver = solver
 
     names = _phase_names(method)
     trainable_before = []
@@ -374,243 +368,3 @@ def energy_report(
         "per_training_step_J": totals["training"]["total_J"] * config.train.batch_size,
     }
     return report, details
-
-
-def report_text(report: dict) -> str:
-    """The report as fixed-width tables."""
-    lines = [
-        f"energy report '{report['name']}': {report['samples']} samples, {report['method']}, "
-        f"beta {report['beta']}, settling tolerance {report['settle_tol']:g} of each phase's swing",
-        "",
-        f"{'block':10s} {'phase':6s} {'power':>11s} {'settle mean':>12s} {'settle max':>11s} "
-        f"{'energy':>11s} {'dissipated':>11s} {'charge':>11s} {'ngspice':>26s}",
-    ]
-    for block in report["blocks"]:
-        for row in block["phases"]:
-            ng = ""
-            if "ngspice_dc_iterations" in row:
-                ng = (
-                    f"{row['ngspice_dc_iterations']:4d} it, "
-                    f"dP {row['ngspice_power_rel_diff']:.0e}, dV {row['ngspice_max_wave_diff_V']:.0e}"
-                )
-            lines.append(
-                f"{block['name']:10s} {row['phase']:6s} {_si(row['power_W'], 'W'):>11s} "
-                f"{_si(row['settle_time_s'], 's'):>12s} {_si(row['settle_time_max_s'], 's'):>11s} "
-                f"{_si(row['energy_J'], 'J'):>11s} {_si(row['dissipated_J'], 'J'):>11s} "
-                f"{_si(row['charge_J'], 'J'):>11s} {ng:>26s}"
-            )
-    counts = report["counts_per_sample"]
-    costs = report["costs_J"]
-    lines += [
-        "",
-        f"per conversion: ADC {_si(costs['adc_conversion'], 'J')}, DAC {_si(costs['dac_conversion'], 'J')}; "
-        f"per MAC {_si(costs['mac'], 'J')}",
-        f"per sample: inference {counts['dac_inference']} DAC + {counts['adc_inference']} ADC conversions, "
-        f"{counts['digital_macs_inference']} MACs; training {counts['dac_training']} DAC + "
-        f"{counts['adc_training']} ADC, {counts['digital_macs_training']} + {counts['ep_update_macs']} (EP) MACs",
-        "",
-        f"{'per sample':18s} {'inference':>11s} {'training':>11s}",
-    ]
-    inf, tr = report["per_inference_J"], report["per_training_sample_J"]
-    for key in ("analog_J", "input_lines_J", "dac_J", "adc_J", "digital_J", "ep_update_J", "total_J"):
-        lines.append(f"{key[:-2]:18s} {_si(inf.get(key, 0.0), 'J'):>11s} {_si(tr[key], 'J'):>11s}")
-    lines.append(f"training step ({report['batch_size']} samples): {_si(report['per_training_step_J'], 'J')}")
-    return "\n".join(lines)
-
-
-def _si(value: float, unit: str) -> str:
-    if value == 0 or not math.isfinite(value):
-        return f"{value:.3g} {unit}"
-    prefixes = {-18: "a", -15: "f", -12: "p", -9: "n", -6: "u", -3: "m", 0: "", 3: "k"}
-    exp = min(max(3 * math.floor(math.log10(abs(value)) / 3), -18), 3)
-    return f"{value / 10**exp:.3g} {prefixes[exp]}{unit}"
-
-
-# ------------------------------------------------------------------------------------------------
-# Plots.
-
-
-def plot_breakdown(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    parts = [
-        ("analog_J", "analog phases"),
-        ("input_lines_J", "input lines (C V^2)"),
-        ("dac_J", "DAC"),
-        ("adc_J", "ADC"),
-        ("digital_J", "digital MACs"),
-        ("ep_update_J", "EP update MACs"),
-    ]
-    columns = [("inference", report["per_inference_J"]), ("training sample", report["per_training_sample_J"])]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
-    bottom = [0.0, 0.0]
-    for key, label in parts:
-        values = [c.get(key, 0.0) for _, c in columns]
-        ax.bar([c for c, _ in columns], values, bottom=bottom, label=label)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    for i, total in enumerate(bottom):
-        ax.annotate(_si(total, "J"), (i, total), ha="center", va="bottom")
-    ax.set_ylabel("energy per sample (J)")
-    ax.set_title(f"{report['name']}: energy breakdown ({report['method']})")
-    ax.legend(fontsize=8)
-    # The same parts side by side on a log scale: the analog phases are often orders of magnitude
-    # below the converters and digital compute, invisible in the stack.
-    width = 0.4
-    for i, (name, column) in enumerate(columns):
-        values = [max(column.get(key, 0.0), 1e-30) for key, _ in parts]
-        bx.bar([k + (i - 0.5) * width for k in range(len(parts))], values, width=width, label=name)
-    bx.set_yscale("log")
-    bx.set_ylim(bottom=min(v for _, c in columns for v in c.values() if v > 0) / 10)
-    bx.set_xticks(range(len(parts)), [label for _, label in parts], rotation=25, ha="right", fontsize=8)
-    bx.set_ylabel("energy per sample (J)")
-    bx.set_title("per part (log scale)")
-    bx.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_waveforms(details: dict, path: Path, max_nodes: int = 6) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_rows = len(details)
-    n_cols = max(len(r) for r in details.values())
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
-    for i, (name, results) in enumerate(details.items()):
-        for j, result in enumerate(results):
-            ax = axes[i][j]
-            tr = result.transient
-            n = tr.voltages.shape[2]
-            nodes = list(range(n - 1, max(n - 1 - max_nodes, -1), -1))  # output nodes first
-            t_ns = tr.times_s * 1e9
-            delta = tr.voltages[:, 0] - tr.voltages[0, 0]
-            for k, node in enumerate(nodes):
-                ax.plot(t_ns, delta[:, node], color=f"C{k}", lw=1)
-            waves = result.ngspice.get("waves")
-            if waves:
-                w = waves[0]
-                step = max(1, len(w.times_s) // 40)
-                d = w.voltages - w.voltages[0]
-                for k, node in enumerate(nodes):
-                    ax.plot(w.times_s[::step] * 1e9, d[::step, node], "o", ms=2.5, color=f"C{k}", mfc="none")
-            ax.axvline(float(tr.settle_time_s[0]) * 1e9, color="k", ls="--", lw=0.8)
-            ax.set_title(f"{name} {result.name}" + (" (lines: fast, o: ngspice)" if waves else ""), fontsize=9)
-            ax.set_xlabel("time (ns)")
-            ax.set_ylabel("v(t) - v(0) (V)")
-        for j in range(len(results), n_cols):
-            axes[i][j].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_convergence(details: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    labels, dc, tran = [], [], []
-    for name, results in details.items():
-        for result in results:
-            history = result.equilibrium.history.get("residual_A", [])
-            worst = [max(max(step), 1e-30) for step in history]
-            ax.semilogy(range(len(worst)), worst, marker="o", ms=3, label=f"{name} {result.name}")
-            labels.append(f"{name}\n{result.name}")
-            dc.append(result.ngspice.get("dc_iterations", 0))
-            tran.append(result.ngspice.get("tran_iterations", 0))
-    ax.set_xlabel("Newton iteration (fast solver)")
-    ax.set_ylabel("largest KCL residual over the batch (A)")
-    ax.set_title("fast solver: residual per iteration")
-    ax.legend(fontsize=8)
-    x = range(len(labels))
-    bx.bar([i - 0.2 for i in x], dc, width=0.4, label="DC (.dc sweep, whole batch)")
-    bx.bar([i + 0.2 for i in x], tran, width=0.4, label=".tran (ngspice samples)")
-    bx.set_xticks(list(x), labels, fontsize=7)
-    if any(dc) or any(tran):
-        bx.set_yscale("log")
-    bx.set_ylabel("ngspice iterations")
-    bx.set_title("ngspice iteration counts" if any(dc) else "ngspice not run (energy.ngspice = false)")
-    bx.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------------------
-# Command line.
-
-
-def load_weights(path: Path) -> dict:
-    """Model weights from a ``cosim train`` checkpoint or a plain ``torch.save(model.state_dict())``."""
-    from cosim.train import load_checkpoint
-
-    if not path.is_file():
-        raise ConfigError(f"--checkpoint: {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise ConfigError(f"--checkpoint: {path} is not a readable torch file: {exc}") from None
-    if isinstance(state, dict) and "format" in state:
-        return load_checkpoint(path)["model"]
-    if not isinstance(state, dict):
-        raise ConfigError(f"--checkpoint: {path} holds no state dict")
-    return state
-
-
-def cmd_energy(args) -> int:
-    from cosim.build import build_model, build_solver, torch_dtype
-    from cosim.cli import resolve_config
-    from cosim.data import load_dataset
-    from cosim.io import atomic_write_json, atomic_write_text
-
-    def say(message: str) -> None:
-        if not args.json:
-            print(message, file=sys.stderr, flush=True)
-
-    config = resolve_config(args.config)
-    data = load_dataset(config.data, config.seed)
-    model = build_model(config, data.input_shape, solver=build_solver(config.solver, "fast"))
-    if args.checkpoint is not None:
-        try:
-            model.load_state_dict(load_weights(Path(args.checkpoint)))
-        except (RuntimeError, KeyError, TypeError) as exc:
-            raise ConfigError(
-                f"--checkpoint: {args.checkpoint} does not match the model of {args.config}: {exc}"
-            ) from None
-    n = config.energy.samples
-    x = data.test_x[:n].to(torch_dtype(config))
-    y = data.test_y[:n]
-    report, details = energy_report(config, model, x, y, data.n_classes, say=say)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / ENERGY_FILE, report)
-    text = report_text(report)
-    atomic_write_text(out / "energy.txt", text + "\n")
-    plot_breakdown(report, out / BREAKDOWN_PLOT)
-    plot_waveforms(details, out / WAVEFORM_PLOT)
-    plot_convergence(details, out / CONVERGENCE_PLOT)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(text)
-        print(f"\nwrote {out / ENERGY_FILE}, {BREAKDOWN_PLOT}, {WAVEFORM_PLOT}, {CONVERGENCE_PLOT}")
-    return 0
-
-
-def add_energy_command(sub) -> None:
-    p = sub.add_parser(
-        "energy", help="static power, settling time and energy per phase, per inference and per training step"
-    )
-    p.add_argument("--config", required=True, help="TOML file or preset name (configs/NAME.toml)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint.pt of `cosim train` or a saved state dict")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
-    p.add_argument("--out", type=Path, required=True, help="folder for energy.json, energy.txt and the PNGs")
-    p.set_defaults(func=cmd_energy)

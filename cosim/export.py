@@ -8,59 +8,31 @@ solver options and an ``.op`` analysis: ``ngspice -b -r out.raw analog0.cir`` ru
 test sample ``N``'s source voltages as the model computes them (digital blocks included); without,
 they are 0 V.
 
-The checkpoint is the one ``cosim train`` writes (read with ``torch.load(weights_only=True)``).
+The checkpoint is the one ``cosim train`` writes (:mod:`cosim.checkpoint`).
 Everything is checked before the first file is written; every file is written atomically.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from analog.circuit import Circuit, node_name
 from analog.netlist import build_export, netlist_text
+from analog.solvers import FastSolver
 from cosim.block import AnalogBlock
-from cosim.config import ConfigError, RunConfig, parse_config
+from cosim.build import build_model, circuit_spec
+from cosim.checkpoint import read_checkpoint
+from cosim.config import ConfigError, RunConfig
+from cosim.data import load_dataset
 from cosim.io import atomic_write_text
 
-__all__ = ["add_netlist_command", "export_netlists", "read_checkpoint"]
-
-
-def read_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:
-    """The configuration and model state of a ``cosim train`` checkpoint; anything else is a
-    :class:`ConfigError` naming the file (or the tensor) and the problem."""
-    from cosim.train import CHECKPOINT_FORMAT
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--checkpoint: {path} does not exist (give the checkpoint.pt of a `cosim train` run)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt, foreign or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--checkpoint: {path} is not a readable checkpoint ({first})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"--checkpoint: {path} is not a `cosim train` checkpoint of format {CHECKPOINT_FORMAT}")
-    model = state.get("model")
-    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
-        raise ConfigError(f"--checkpoint: {path} holds no model state (a dict of tensors under 'model')")
-    try:
-        config = parse_config(json.loads(state["config"]), f"{path} (stored configuration)")
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--checkpoint: {path} holds no valid configuration: {exc}") from None
-    for key, tensor in model.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ConfigError(f"--checkpoint: {path}: model tensor {key!r} contains NaN or inf values")
-    return config, model
+__all__ = ["export_netlists"]
 
 
 def _blocks(config: RunConfig, model: dict[str, torch.Tensor], source: str) -> list[tuple[int, AnalogBlock]]:
     """``(index in model.blocks, block)`` of every analog block, with the checkpoint's state."""
-    from cosim.build import circuit_spec
-
     out = []
     for i, block_config in enumerate(config.model.blocks):
         if block_config.type != "analog":
@@ -82,10 +54,6 @@ def _blocks(config: RunConfig, model: dict[str, torch.Tensor], source: str) -> l
 
 def _sample_inputs(config: RunConfig, model: dict, blocks, sample: int) -> list[torch.Tensor]:
     """Source voltages ``[n_sources]`` of every analog block for test sample ``sample``."""
-    from analog.solvers import FastSolver
-    from cosim.build import build_model
-    from cosim.data import load_dataset
-
     data = load_dataset(config.data, config.seed)
     if not 0 <= sample < len(data.test_y):
         raise ConfigError(f"--sample: must be in [0, {len(data.test_y) - 1}] (test samples), got {sample}")
@@ -153,7 +121,8 @@ def _readme(config: RunConfig, entries: list[tuple[str, Circuit, int]], sample: 
 
 def export_netlists(checkpoint: str | Path, out: str | Path, sample: int | None = None) -> list[Path]:
     """Write ``analog{k}.cir`` per analog block and ``README.md`` into ``out``; returns the paths."""
-    config, model = read_checkpoint(checkpoint)
+    stored = read_checkpoint(checkpoint)
+    config, model = stored.config, stored.model
     blocks = _blocks(config, model, str(checkpoint))
     inputs = _sample_inputs(config, model, blocks, sample) if sample is not None else None
     texts, entries = {}, []
@@ -175,19 +144,3 @@ def export_netlists(checkpoint: str | Path, out: str | Path, sample: int | None 
         atomic_write_text(out / name, text)
         written.append(out / name)
     return written
-
-
-def cmd_netlist(args: argparse.Namespace) -> int:
-    written = export_netlists(args.checkpoint, args.out, args.sample)
-    for path in written:
-        print(path)
-    return 0
-
-
-def add_netlist_command(sub) -> None:
-    """Register ``cosim netlist`` on the CLI's sub-parsers."""
-    p = sub.add_parser("netlist", help="export every analog block of a checkpoint as a SPICE netlist")
-    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a `cosim train` run")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--sample", type=int, default=None, help="fill the input parameters with this test sample")
-    p.set_defaults(func=cmd_netlist)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from cosim.gradients import EquilibriumPropagation, gradient_method
-from cosim.io import atomic_save
 from cosim.model import FFEBM
 
 __all__ = ["GradcheckResult", "gradcheck", "model_gradients"]
@@ -111,29 +110,3 @@ def gradcheck(
     finally:
         for block, method in zip(model.analog_blocks(), saved, strict=True):
             block.method = method
-
-
-def plot_gradcheck(result: GradcheckResult, path) -> None:
-    """Relative error vs beta (log-log), one line per method, over all parameters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for method, slope in result.slopes.items():
-        rows = [r for r in result.table() if r["method"] == method]
-        ax.loglog(
-            [r["beta"] for r in rows],
-            [r["rel_error"] for r in rows],
-            "o-",
-            label=f"{method} (slope {slope:.2f})",
-        )
-    ax.set_xlabel("beta (fraction of full-scale nudging current)")
-    ax.set_ylabel("relative error vs exact gradient")
-    ax.set_title("EP gradient error vs beta")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)

@@ -235,7 +235,7 @@ class ImplicitDifferentiation(GradientMethod):
     name: str = "implicit"
 
     def __call__(self, solver, circuit, source_V, free, grad_output) -> BlockGradients:
-        if free.solver == "fast-ideal":
+        if not solver.smooth_diodes:
             raise ValueError(
                 "implicit differentiation linearises the Shockley diodes; the ideal-diode solver has no "
                 "such Jacobian: use the 'fast' or 'ngspice' solver for the exact reference"

@@ -1,18 +1,33 @@
-"""Training plots from the rows of ``metrics.csv``: loss and accuracy curves, solver iterations.
+"""Every figure the project draws: training curves and solver iterations (from the rows of
+``metrics.csv``), the gradient check, the energy report (breakdown, settling waveforms, solver
+convergence) and the sweep plots.
 
-Every function takes the metric rows (dicts of column name -> number, one per epoch) and writes one
-PNG atomically, so a figure is either complete or absent.
+Each function takes the data it shows and writes one PNG atomically, so a figure is either complete
+or absent.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from cosim.io import atomic_save
+import numpy as np
 
-__all__ = ["plot_curves", "plot_solver_iterations", "solver_columns"]
+from cosim.io import atomic_save
+from cosim.units import si
+
+__all__ = [
+    "plot_breakdown",
+    "plot_convergence",
+    "plot_curves",
+    "plot_gradcheck",
+    "plot_solver_iterations",
+    "plot_sweep",
+    "plot_waveforms",
+    "solver_columns",
+]
 
 _ITERATIONS = re.compile(r"^(?P<block>[^.]+)\.(?P<phase>[^.]+)\.iterations_mean$")
 
@@ -26,10 +41,10 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> None:
+def _save(fig, path: str | Path, dpi: int = 120) -> None:
     plt = _pyplot()
     fig.tight_layout()
-    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
 
 
@@ -79,3 +94,219 @@ def plot_solver_iterations(rows: Sequence[dict], path: str | Path, title: str = 
         ax.legend(fontsize="small")
     ax.set_title(title or "equilibrium solver iterations per phase")
     _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradient check.
+
+
+def plot_gradcheck(rows: Sequence[dict], slopes: dict[str, float], path: str | Path) -> None:
+    """Relative error vs beta (log-log), one line per method, over all parameters; ``rows`` are
+    :meth:`cosim.gradcheck.GradcheckResult.table` rows."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for method, slope in slopes.items():
+        mine = [r for r in rows if r["method"] == method]
+        ax.loglog(
+            [r["beta"] for r in mine], [r["rel_error"] for r in mine], "o-", label=f"{method} (slope {slope:.2f})"
+        )
+    ax.set_xlabel("beta (fraction of full-scale nudging current)")
+    ax.set_ylabel("relative error vs exact gradient")
+    ax.set_title("EP gradient error vs beta")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Energy report.
+
+_ENERGY_PARTS = [
+    ("analog_J", "analog phases"),
+    ("input_lines_J", "input lines (C V^2)"),
+    ("dac_J", "DAC"),
+    ("adc_J", "ADC"),
+    ("digital_J", "digital MACs"),
+    ("ep_update_J", "EP update MACs"),
+]
+
+
+def plot_breakdown(report: dict, path: str | Path) -> None:
+    """Energy per inference and per training sample: stacked (left) and per part on a log scale."""
+    plt = _pyplot()
+    columns = [("inference", report["per_inference_J"]), ("training sample", report["per_training_sample_J"])]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
+    bottom = [0.0, 0.0]
+    for key, label in _ENERGY_PARTS:
+        values = [c.get(key, 0.0) for _, c in columns]
+        ax.bar([c for c, _ in columns], values, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    for i, total in enumerate(bottom):
+        ax.annotate(si(total, "J"), (i, total), ha="center", va="bottom")
+    ax.set_ylabel("energy per sample (J)")
+    ax.set_title(f"{report['name']}: energy breakdown ({report['method']})")
+    ax.legend(fontsize=8)
+    # The same parts side by side on a log scale: the analog phases are often orders of magnitude
+    # below the converters and digital compute, invisible in the stack.
+    width = 0.4
+    for i, (name, column) in enumerate(columns):
+        values = [max(column.get(key, 0.0), 1e-30) for key, _ in _ENERGY_PARTS]
+        bx.bar([k + (i - 0.5) * width for k in range(len(_ENERGY_PARTS))], values, width=width, label=name)
+    bx.set_yscale("log")
+    bx.set_ylim(bottom=min(v for _, c in columns for v in c.values() if v > 0) / 10)
+    bx.set_xticks(range(len(_ENERGY_PARTS)), [label for _, label in _ENERGY_PARTS], rotation=25, ha="right", fontsize=8)
+    bx.set_ylabel("energy per sample (J)")
+    bx.set_title("per part (log scale)")
+    bx.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_waveforms(details: dict, path: str | Path, max_nodes: int = 6) -> None:
+    """Settling of the last ``max_nodes`` free nodes (outputs first) in every phase of every
+    block; ``details`` maps a block name to its :class:`cosim.energy.PhaseResult` list."""
+    plt = _pyplot()
+    n_rows = len(details)
+    n_cols = max(len(r) for r in details.values())
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
+    for i, (name, results) in enumerate(details.items()):
+        for j, result in enumerate(results):
+            ax = axes[i][j]
+            tr = result.transient
+            n = tr.voltages.shape[2]
+            nodes = list(range(n - 1, max(n - 1 - max_nodes, -1), -1))  # output nodes first
+            t_ns = tr.times_s * 1e9
+            delta = tr.voltages[:, 0] - tr.voltages[0, 0]
+            for k, node in enumerate(nodes):
+                ax.plot(t_ns, delta[:, node], color=f"C{k}", lw=1)
+            waves = result.ngspice.get("waves")
+            if waves:
+                w = waves[0]
+                step = max(1, len(w.times_s) // 40)
+                d = w.voltages - w.voltages[0]
+                for k, node in enumerate(nodes):
+                    ax.plot(w.times_s[::step] * 1e9, d[::step, node], "o", ms=2.5, color=f"C{k}", mfc="none")
+            ax.axvline(float(tr.settle_time_s[0]) * 1e9, color="k", ls="--", lw=0.8)
+            ax.set_title(f"{name} {result.name}" + (" (lines: fast, o: ngspice)" if waves else ""), fontsize=9)
+            ax.set_xlabel("time (ns)")
+            ax.set_ylabel("v(t) - v(0) (V)")
+        for j in range(len(results), n_cols):
+            axes[i][j].axis("off")
+    _save(fig, path, dpi=110)
+
+
+def plot_convergence(details: dict, path: str | Path) -> None:
+    """Fast-solver KCL residual per Newton iteration (left) and ngspice's iteration counts."""
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    labels, dc, tran = [], [], []
+    for name, results in details.items():
+        for result in results:
+            history = result.equilibrium.history.get("residual_A", [])
+            worst = [max(max(step), 1e-30) for step in history]
+            ax.semilogy(range(len(worst)), worst, marker="o", ms=3, label=f"{name} {result.name}")
+            labels.append(f"{name}\n{result.name}")
+            dc.append(result.ngspice.get("dc_iterations", 0))
+            tran.append(result.ngspice.get("tran_iterations", 0))
+    ax.set_xlabel("Newton iteration (fast solver)")
+    ax.set_ylabel("largest KCL residual over the batch (A)")
+    ax.set_title("fast solver: residual per iteration")
+    ax.legend(fontsize=8)
+    x = range(len(labels))
+    bx.bar([i - 0.2 for i in x], dc, width=0.4, label="DC (.dc sweep, whole batch)")
+    bx.bar([i + 0.2 for i in x], tran, width=0.4, label=".tran (ngspice samples)")
+    bx.set_xticks(list(x), labels, fontsize=7)
+    if any(dc) or any(tran):
+        bx.set_yscale("log")
+    bx.set_ylabel("ngspice iterations")
+    bx.set_title("ngspice iteration counts" if any(dc) else "ngspice not run (energy.ngspice = false)")
+    bx.legend(fontsize=8)
+    _save(fig, path, dpi=110)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sweeps.
+
+
+def _levels(rows: list[dict], key: str) -> list[str]:
+    """The distinct values of ``key`` as JSON text, numbers in numeric order, ``null`` last."""
+
+    def order(text: str):
+        value = json.loads(text)
+        if value is None:
+            return (2, 0.0, "")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (0, float(value), "")
+        return (1, 0.0, text)
+
+    return sorted({json.dumps(r["values"][key]) for r in rows}, key=order)
+
+
+def _numeric(values) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def _safe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", key)
+
+
+def plot_sweep(rows: list[dict], keys: list[str], out: str | Path) -> list[Path]:
+    """Each metric vs each swept key (mean +/- std over seeds and the other keys), and a heatmap of
+    each metric over the first two keys (mean over seeds); ``rows`` are the sweep's row records
+    (``values``, ``seed``, ``metrics``). Returns the files written into ``out``."""
+    plt = _pyplot()
+    out = Path(out)
+    if not rows:
+        return []
+    metrics = sorted({m for r in rows for m, v in r["metrics"].items() if isinstance(v, int | float) and m != "wall_s"})
+    paths = []
+    for key in keys:
+        levels = _levels(rows, key)
+        xs = [json.loads(v) for v in levels]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            groups = [[r["metrics"][metric] for r in rows if json.dumps(r["values"][key]) == lv] for lv in levels]
+            mean = [float(np.mean(g)) for g in groups]
+            std = [float(np.std(g)) for g in groups]
+            pos = xs if _numeric(xs) and None not in xs else list(range(len(xs)))
+            ax.errorbar(pos, mean, yerr=std, marker="o", capsize=3)
+            if pos is not xs:
+                ax.set_xticks(pos, [str(x) for x in xs])
+            ax.set_xlabel(key)
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"mean +/- std over seeds ({len(rows)} rows)")
+        path = out / f"sweep_{_safe_name(key)}.png"
+        _save(fig, path, dpi=110)
+        paths.append(path)
+    if len(keys) >= 2:
+        paths += [_heatmap(rows, keys[0], keys[1], metric, out) for metric in metrics]
+    return paths
+
+
+def _heatmap(rows: list[dict], kx: str, ky: str, metric: str, out: Path) -> Path:
+    plt = _pyplot()
+    lx, ly = _levels(rows, kx), _levels(rows, ky)
+    grid = np.full((len(ly), len(lx)), np.nan)
+    for i, vy in enumerate(ly):
+        for j, vx in enumerate(lx):
+            vals = [
+                r["metrics"][metric]
+                for r in rows
+                if json.dumps(r["values"][kx]) == vx and json.dumps(r["values"][ky]) == vy
+            ]
+            if vals:
+                grid[i, j] = np.mean(vals)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(lx)), lx)
+    ax.set_yticks(range(len(ly)), ly)
+    ax.set_xlabel(kx)
+    ax.set_ylabel(ky)
+    for i in range(len(ly)):
+        for j in range(len(lx)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", color="w", fontsize=8)
+    fig.colorbar(im, ax=ax, label=f"{metric} (mean over seeds)")
+    path = out / f"heatmap_{metric}.png"
+    _save(fig, path, dpi=110)
+    return path

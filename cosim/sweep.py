@@ -25,10 +25,19 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from cosim.config import ConfigError, RunConfig, parse_config
-from cosim.io import atomic_write_json, atomic_write_text
+import torch
+from tqdm import tqdm
 
-__all__ = ["Sweep", "parse_grid", "run_sweep"]
+from cosim.build import build_model
+from cosim.config import ConfigError, RunConfig, parse_config
+from cosim.data import load_dataset
+from cosim.gradcheck import gradcheck
+from cosim.io import atomic_write_json, atomic_write_text
+from cosim.losses import make_loss
+from cosim.plots import plot_sweep
+from cosim.training import train_config
+
+__all__ = ["Sweep", "SweepError", "collect_rows", "parse_grid", "run_sweep", "set_path", "write_table"]
 
 METRICS = ("gradcheck", "train")
 _PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)$")
@@ -114,8 +123,6 @@ class Sweep:
 
 def run_point(config_data: dict, metric: str) -> dict:
     """One task: build, measure, return the metrics. Runs inside a Dask worker."""
-    import torch
-
     torch.set_num_threads(1)
     config = parse_config(config_data)
     start = time.perf_counter()
@@ -125,11 +132,6 @@ def run_point(config_data: dict, metric: str) -> dict:
 
 
 def _gradcheck_metric(config: RunConfig) -> dict:
-    from cosim.build import build_model
-    from cosim.data import load_dataset
-    from cosim.gradcheck import gradcheck
-    from cosim.losses import make_loss
-
     data = load_dataset(config.data, config.seed)
     model = build_model(config, data.input_shape)
     n = config.gradcheck.samples
@@ -143,8 +145,6 @@ def _gradcheck_metric(config: RunConfig) -> dict:
 
 
 def _train_metric(config: RunConfig) -> dict:
-    from cosim.train import train_config
-
     summary = train_config(config)
     return {k: summary[k] for k in ("test_accuracy", "train_accuracy", "final_loss") if k in summary}
 
@@ -189,7 +189,6 @@ def run_sweep(
 ) -> list[str]:
     """Run the missing rows; returns the ids run now."""
     from distributed import as_completed
-    from tqdm import tqdm
 
     rows_dir = out / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +219,7 @@ def run_sweep(
             if cluster is not None:
                 cluster.close()
     table = write_table(out, sweep.keys)
-    plots = plot_sweep(out, sweep.keys)
+    plots = plot_sweep(collect_rows(out), sweep.keys, out)
     say(f"sweep: table {table}; plots {', '.join(str(p) for p in plots)}")
     if failures:
         raise SweepError(
@@ -232,91 +231,3 @@ def run_sweep(
 
 class SweepError(RuntimeError):
     """Some rows failed; the others are saved and a rerun retries only the failed ones."""
-
-
-def _levels(rows: list[dict], key: str) -> list[str]:
-    """The distinct values of ``key`` as JSON text, numbers in numeric order, ``null`` last."""
-
-    def order(text: str):
-        value = json.loads(text)
-        if value is None:
-            return (2, 0.0, "")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return (0, float(value), "")
-        return (1, 0.0, text)
-
-    return sorted({json.dumps(r["values"][key]) for r in rows}, key=order)
-
-
-def _numeric(values) -> bool:
-    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-
-
-def plot_sweep(out: Path, keys: list[str]) -> list[Path]:
-    """Each metric vs each swept key (mean +/- std over seeds and the other keys), and a heatmap of
-    each metric over the first two keys (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from cosim.io import atomic_save
-
-    rows = collect_rows(out)
-    if not rows:
-        return []
-    metrics = sorted({m for r in rows for m, v in r["metrics"].items() if isinstance(v, int | float) and m != "wall_s"})
-    paths = []
-    for key in keys:
-        levels = _levels(rows, key)
-        xs = [json.loads(v) for v in levels]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-        for ax, metric in zip(axes[0], metrics, strict=True):
-            groups = [[r["metrics"][metric] for r in rows if json.dumps(r["values"][key]) == lv] for lv in levels]
-            mean = [float(np.mean(g)) for g in groups]
-            std = [float(np.std(g)) for g in groups]
-            pos = xs if _numeric(xs) and None not in xs else list(range(len(xs)))
-            ax.errorbar(pos, mean, yerr=std, marker="o", capsize=3)
-            if pos is not xs:
-                ax.set_xticks(pos, [str(x) for x in xs])
-            ax.set_xlabel(key)
-            ax.set_ylabel(metric)
-            ax.grid(alpha=0.3)
-        fig.suptitle(f"mean +/- std over seeds ({len(rows)} rows)")
-        fig.tight_layout()
-        path = out / f"sweep_{re.sub(r'[^A-Za-z0-9_.]+', '_', key)}.png"
-        atomic_save(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
-        plt.close(fig)
-        paths.append(path)
-    if len(keys) >= 2:
-        kx, ky = keys[0], keys[1]
-        lx, ly = _levels(rows, kx), _levels(rows, ky)
-        for metric in metrics:
-            grid = np.full((len(ly), len(lx)), np.nan)
-            for i, vy in enumerate(ly):
-                for j, vx in enumerate(lx):
-                    vals = [
-                        r["metrics"][metric]
-                        for r in rows
-                        if json.dumps(r["values"][kx]) == vx and json.dumps(r["values"][ky]) == vy
-                    ]
-                    if vals:
-                        grid[i, j] = np.mean(vals)
-            fig, ax = plt.subplots(figsize=(5, 4))
-            im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
-            ax.set_xticks(range(len(lx)), lx)
-            ax.set_yticks(range(len(ly)), ly)
-            ax.set_xlabel(kx)
-            ax.set_ylabel(ky)
-            for i in range(len(ly)):
-                for j in range(len(lx)):
-                    if np.isfinite(grid[i, j]):
-                        ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", color="w", fontsize=8)
-            fig.colorbar(im, ax=ax, label=f"{metric} (mean over seeds)")
-            fig.tight_layout()
-            path = out / f"heatmap_{metric}.png"
-            atomic_save(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
-            plt.close(fig)
-            paths.append(path)
-    return paths

@@ -85,9 +85,7 @@ def ngspice_solver():
 def solver(request):
     s = make_solver(request.param)
     yield s
-    close = getattr(s, "close", None)
-    if close:
-        close()
+    s.close()
 
 
 def log_uniform_circuit(spec: CircuitSpec, seed: int) -> Circuit:

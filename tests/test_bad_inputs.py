@@ -148,8 +148,8 @@ def _checkpoint(tmp_path: Path, **changes) -> Path:
     import tomllib
 
     from cosim.build import build_model
+    from cosim.checkpoint import CHECKPOINT_FORMAT
     from cosim.config import parse_config
-    from cosim.train import CHECKPOINT_FORMAT
 
     config = parse_config(tomllib.loads(GOOD.replace("[4, 3, 2]", "[64, 3, 2]")))
     model = build_model(config, (64,))

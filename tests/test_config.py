@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from cosim.config import ConfigError, RunConfig, load_config, parse_config
+from cosim.config import PRESET_DIR, ConfigError, RunConfig, load_config, parse_config
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
+CONFIGS = sorted(PRESET_DIR.glob("*.toml"))
 
 
 def minimal(**sections) -> dict:

@@ -166,8 +166,8 @@ def test_cli_energy_report_and_checkpoint(tmp_path, capsys):
     assert training["total_J"] > inference["total_J"] > 0
     assert report["counts_per_sample"]["digital_macs_inference"] == 64 * 12
     assert block["counts"]["adc_training"] == 10 + 2 * (16 + 24)  # a trainable Linear precedes the block
-    # A `cosim train` checkpoint is read through cosim.train.load_checkpoint.
-    from cosim.train import CHECKPOINT_FORMAT
+    # A `cosim train` checkpoint is read through cosim.checkpoint.
+    from cosim.checkpoint import CHECKPOINT_FORMAT
 
     torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict()}, tmp_path / "checkpoint.pt")
     args = ["energy", "--config", str(config_path), "--checkpoint", str(tmp_path / "checkpoint.pt")]

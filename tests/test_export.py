@@ -73,10 +73,11 @@ def _fast_outputs(checkpoint: Path, sample: int) -> list[torch.Tensor]:
     """Free-phase output voltages of every analog block for test sample ``sample`` (fast solver)."""
     from analog.solvers import FastSolver
     from cosim.build import build_model
+    from cosim.checkpoint import read_checkpoint
     from cosim.data import load_dataset
-    from cosim.export import read_checkpoint
 
-    config, state = read_checkpoint(checkpoint)
+    stored = read_checkpoint(checkpoint)
+    config, state = stored.config, stored.model
     data = load_dataset(config.data, config.seed)
     model = build_model(config, data.input_shape, solver=FastSolver(tol_V=1e-13)).to(torch.float64)
     model.load_state_dict(state)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from cosim.cli import main
-from cosim.train import ARTIFACTS, read_metrics
+from cosim.metrics import read_metrics
+from cosim.runs import ARTIFACTS
 from tests.conftest import ngspice_available
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +224,7 @@ def test_ngspice_validation_after_training(tmp_path):
 
 def test_train_config_api_returns_summary(tmp_path):
     from cosim.config import load_config
-    from cosim.train import train_config
+    from cosim.training import train_config
 
     config = load_config(tiny_config(tmp_path, epochs=1))
     summary = train_config(config)
@@ -232,15 +233,14 @@ def test_train_config_api_returns_summary(tmp_path):
 
 
 def test_analog_learning_rate_scale_follows_the_optimizer():
-    from cosim.build import build_model
+    from cosim.build import build_model, make_optimizer
     from cosim.config import parse_config
-    from cosim.train import make_optimizer
 
     base = {"model": {"blocks": [{"type": "analog", "sizes": [4, 3, 2]}]}}
     span = 1e-4 - 1e-6
     for optimizer, scale in (("adam", span), ("sgd", span**2)):
         config = parse_config({**base, "train": {"optimizer": optimizer, "lr": 0.5}})
-        groups = make_optimizer(build_model(config, (4,)), config).param_groups
+        groups = make_optimizer(build_model(config, (4,)), config.train).param_groups
         assert abs(groups[-1]["lr"] - 0.5 * scale) <= 1e-12 * scale
 
 
@@ -285,9 +285,8 @@ def test_bad_optimizer_or_schedule_names_the_key(train, message):
 
 
 def test_onecycle_peaks_every_group_at_its_own_rate():
-    from cosim.build import build_model
+    from cosim.build import build_model, make_optimizer, make_schedule
     from cosim.config import parse_config
-    from cosim.train import _scheduler, make_optimizer
 
     config = parse_config(
         {
@@ -300,9 +299,9 @@ def test_onecycle_peaks_every_group_at_its_own_rate():
             "train": {"schedule": "onecycle", "lr": 0.1},
         }
     )
-    optimizer = make_optimizer(build_model(config, (4,)), config)
+    optimizer = make_optimizer(build_model(config, (4,)), config.train)
     peaks = [g["lr"] for g in optimizer.param_groups]
-    schedule = _scheduler(optimizer, config, 100)
+    schedule = make_schedule(optimizer, config.train, 100)
     seen = [[] for _ in peaks]
     for _ in range(100):
         optimizer.step()

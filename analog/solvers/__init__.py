@@ -1,6 +1,6 @@
 """Equilibrium solvers: one interface (:class:`EquilibriumSolver`), several backends."""
 
-from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus
+from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus, WrappedSolver
 from analog.solvers.ideal import IdealDiodeSolver
 from analog.solvers.newton import FastSolver
 
@@ -11,6 +11,7 @@ __all__ = [
     "IdealDiodeSolver",
     "SolverError",
     "SolverStatus",
+    "WrappedSolver",
     "get_solver",
 ]
 

@@ -18,7 +18,7 @@ import torch
 
 from analog.circuit import Circuit
 
-__all__ = ["Equilibrium", "EquilibriumSolver", "SolverError", "SolverStatus", "check_batch"]
+__all__ = ["Equilibrium", "EquilibriumSolver", "SolverError", "SolverStatus", "WrappedSolver", "check_batch"]
 
 
 class SolverStatus(enum.Enum):
@@ -123,9 +123,25 @@ def check_batch(
 
 
 class EquilibriumSolver(ABC):
-    """One backend that finds the DC equilibrium of a circuit for a batch of samples."""
+    """One backend that finds the DC equilibrium of a circuit for a batch of samples.
+
+    A solver that holds resources (worker processes) releases them in :meth:`close`; every solver
+    is a context manager, so ``with get_solver(name) as solver:`` works for all of them.
+    """
 
     name: str = "abstract"
+    smooth_diodes: bool = True
+    """The equilibrium solves the Shockley diode equations, so the KCL Jacobian exists that
+    implicit differentiation needs (``False`` for the ideal-diode limit)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: only solvers with resources override it
+        """Release what the solver holds; a solver without resources has nothing to do."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @abstractmethod
     def solve(
@@ -141,3 +157,23 @@ class EquilibriumSolver(ABC):
         into each output node ``[B, n_out]`` (A), ``None`` for the free phase. ``init``: a previous
         equilibrium of the same batch to start from (ignored by solvers that cannot warm start).
         """
+
+
+class WrappedSolver(EquilibriumSolver):
+    """A solver that passes every solve to ``inner``; subclasses override :meth:`solve` to change
+    what the inner solver is asked or to record it. The wrapper does not own ``inner``: closing the
+    wrapper leaves ``inner`` open for its owner."""
+
+    def __init__(self, inner: EquilibriumSolver):
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def smooth_diodes(self) -> bool:
+        return self.inner.smooth_diodes
+
+    def solve(self, circuit, source_V, nudge_A=None, init=None) -> Equilibrium:
+        return self.inner.solve(circuit, source_V, nudge_A, init)

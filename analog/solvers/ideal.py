@@ -35,6 +35,7 @@ class IdealDiodeSolver(EquilibriumSolver):
     """Stop when no node moves by more than this in a sweep (1e-12 V in float64, 1e-6 V in float32)."""
     max_sweeps: int = 500
     name: str = "fast-ideal"
+    smooth_diodes = False  # a class attribute, not a constructor field
 
     def __post_init__(self) -> None:
         if self.forward_V is not None and not (math.isfinite(self.forward_V) and 0 <= self.forward_V < 10):

@@ -142,7 +142,6 @@ class FastSolver(EquilibriumSolver):
     max_backtracks: int = 60
     record_history: bool = False
     """Record the co-content and the KCL residual at every iteration in ``Equilibrium.history``."""
-    raise_on_failure: bool = True
     name: str = "fast"
 
     def __post_init__(self) -> None:
@@ -209,7 +208,7 @@ class FastSolver(EquilibriumSolver):
             history["cocontent"].append(energy.tolist())
             history["residual_A"].append(system.physical_residual(r).tolist())
         residual = system.physical_residual(r)
-        if status is not SolverStatus.CONVERGED and self.raise_on_failure:
+        if status is not SolverStatus.CONVERGED:
             bad = (~(step <= tol)).nonzero().flatten().tolist()
             raise SolverError(
                 f"fast solver: {status.value} after {iterations} iterations in samples {bad[:10]} "

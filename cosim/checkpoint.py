@@ -1,0 +1,115 @@
+"""The checkpoint of a ``cosim train`` run: its format, writing it and reading it back.
+
+A checkpoint is one ``torch.save`` file holding only tensors and primitive containers, so that
+``torch.load(..., weights_only=True)`` reads it without running code:
+
+* ``format`` — :data:`CHECKPOINT_FORMAT`;
+* ``epoch`` — epochs done; ``metrics`` — their metric rows;
+* ``config`` — the run's effective configuration as JSON text;
+* ``model`` — the model's ``state_dict``: programmed conductances, what the devices hold, and the
+  device realisations (spread factors, stuck masks, diode draws), so it reloads the exact chip;
+* ``optimizer``, ``scheduler``, ``rng`` — what an exact resume needs.
+
+Every reader goes through :func:`read_checkpoint` (the file is loaded once); what is wrong with a
+file is a :class:`~cosim.config.ConfigError` naming the file, the flag it came from and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cosim.config import ConfigError, RunConfig, parse_config
+from cosim.io import atomic_save
+
+__all__ = ["CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "Checkpoint", "model_state", "read_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A validated checkpoint: its configuration, the model state and the rest of the stored dict."""
+
+    path: Path
+    config: RunConfig
+    model: dict[str, torch.Tensor]
+    state: dict
+    """Everything stored (``optimizer``, ``scheduler``, ``rng``, ``metrics``, ``epoch``, ...)."""
+
+    @property
+    def epoch(self) -> int:
+        return int(self.state.get("epoch", 0))
+
+    @property
+    def metrics(self) -> list[dict]:
+        return [dict(r) for r in self.state.get("metrics", [])]
+
+
+def save_checkpoint(path: str | Path, config: RunConfig, model: dict, **state) -> None:
+    """Write a checkpoint atomically: ``config`` and the model ``state_dict``, plus ``state``
+    (``epoch``, ``metrics``, ``optimizer``, ``scheduler``, ``rng``)."""
+    payload = {"format": CHECKPOINT_FORMAT, "config": config.model_dump_json(), "model": model, **state}
+    atomic_save(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _load(path: Path, flag: str) -> object:
+    if not path.is_file():
+        raise ConfigError(f"{flag}: {path} does not exist (give the checkpoint.pt of a `cosim train` run)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt, foreign or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{flag}: {path} is not a readable checkpoint ({first})") from None
+
+
+def _model(state: dict, path: Path, flag: str) -> dict[str, torch.Tensor]:
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{flag}: {path} is not a `cosim train` checkpoint of format {CHECKPOINT_FORMAT}")
+    model = state.get("model")
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise ConfigError(f"{flag}: {path} holds no model state (a dict of tensors under 'model')")
+    return model
+
+
+def _check_finite(model: dict[str, torch.Tensor], path: Path, flag: str) -> None:
+    for key, tensor in model.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ConfigError(
+                f"{flag}: {path}: model tensor {key!r} contains NaN or inf values (the run diverged before "
+                "this checkpoint; use an earlier one or train again with a lower train.lr)"
+            )
+
+
+def read_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
+    """The validated checkpoint at ``path``: format, model tensors (all finite) and a stored
+    configuration that passes today's validation. ``flag`` names the option in error messages."""
+    path = Path(path)
+    state = _load(path, flag)
+    if not isinstance(state, dict):
+        raise ConfigError(f"{flag}: {path} is not a `cosim train` checkpoint of format {CHECKPOINT_FORMAT}")
+    model = _model(state, path, flag)
+    try:
+        config = parse_config(json.loads(state["config"]), f"{path} (stored configuration)")
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{flag}: {path} holds no valid configuration: {exc}") from None
+    _check_finite(model, path, flag)
+    return Checkpoint(path, config, model, state)
+
+
+def model_state(path: str | Path, flag: str = "--checkpoint") -> dict[str, torch.Tensor]:
+    """The model ``state_dict`` of a checkpoint, or of a file holding a plain ``state_dict``
+    (``torch.save(model.state_dict(), path)``)."""
+    path = Path(path)
+    state = _load(path, flag)
+    if not isinstance(state, dict):
+        raise ConfigError(f"{flag}: {path} holds no state dict")
+    model = _model(state, path, flag) if "format" in state else state
+    if not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise ConfigError(f"{flag}: {path} holds no state dict (a dict of tensors)")
+    _check_finite(model, path, flag)
+    return model

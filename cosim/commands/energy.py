@@ -1,0 +1,107 @@
+"""``cosim energy``: power per phase, settling, converter and digital energy per inference and
+training step (the model is :mod:`cosim.energy`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cosim.build import build_model, build_solver, torch_dtype
+from cosim.checkpoint import model_state
+from cosim.commands.common import CONFIG_HELP, check_out_dir, say
+from cosim.config import ConfigError, resolve_config
+from cosim.data import load_dataset
+from cosim.energy import energy_report
+from cosim.io import atomic_write_json, atomic_write_text
+from cosim.plots import plot_breakdown, plot_convergence, plot_waveforms
+from cosim.units import si
+
+__all__ = ["register", "report_text", "run"]
+
+ENERGY_FILE = "energy.json"
+REPORT_FILE = "energy.txt"
+BREAKDOWN_PLOT = "energy_breakdown.png"
+WAVEFORM_PLOT = "settling_waveforms.png"
+CONVERGENCE_PLOT = "solver_convergence.png"
+
+
+def report_text(report: dict) -> str:
+    """The report as fixed-width tables."""
+    lines = [
+        f"energy report '{report['name']}': {report['samples']} samples, {report['method']}, "
+        f"beta {report['beta']}, settling tolerance {report['settle_tol']:g} of each phase's swing",
+        "",
+        f"{'block':10s} {'phase':6s} {'power':>11s} {'settle mean':>12s} {'settle max':>11s} "
+        f"{'energy':>11s} {'dissipated':>11s} {'charge':>11s} {'ngspice':>26s}",
+    ]
+    for block in report["blocks"]:
+        for row in block["phases"]:
+            ng = ""
+            if "ngspice_dc_iterations" in row:
+                ng = (
+                    f"{row['ngspice_dc_iterations']:4d} it, "
+                    f"dP {row['ngspice_power_rel_diff']:.0e}, dV {row['ngspice_max_wave_diff_V']:.0e}"
+                )
+            lines.append(
+                f"{block['name']:10s} {row['phase']:6s} {si(row['power_W'], 'W'):>11s} "
+                f"{si(row['settle_time_s'], 's'):>12s} {si(row['settle_time_max_s'], 's'):>11s} "
+                f"{si(row['energy_J'], 'J'):>11s} {si(row['dissipated_J'], 'J'):>11s} "
+                f"{si(row['charge_J'], 'J'):>11s} {ng:>26s}"
+            )
+    counts = report["counts_per_sample"]
+    costs = report["costs_J"]
+    lines += [
+        "",
+        f"per conversion: ADC {si(costs['adc_conversion'], 'J')}, DAC {si(costs['dac_conversion'], 'J')}; "
+        f"per MAC {si(costs['mac'], 'J')}",
+        f"per sample: inference {counts['dac_inference']} DAC + {counts['adc_inference']} ADC conversions, "
+        f"{counts['digital_macs_inference']} MACs; training {counts['dac_training']} DAC + "
+        f"{counts['adc_training']} ADC, {counts['digital_macs_training']} + {counts['ep_update_macs']} (EP) MACs",
+        "",
+        f"{'per sample':18s} {'inference':>11s} {'training':>11s}",
+    ]
+    inf, tr = report["per_inference_J"], report["per_training_sample_J"]
+    for key in ("analog_J", "input_lines_J", "dac_J", "adc_J", "digital_J", "ep_update_J", "total_J"):
+        lines.append(f"{key[:-2]:18s} {si(inf.get(key, 0.0), 'J'):>11s} {si(tr[key], 'J'):>11s}")
+    lines.append(f"training step ({report['batch_size']} samples): {si(report['per_training_step_J'], 'J')}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    config = resolve_config(args.config)
+    out = check_out_dir(args.out)
+    data = load_dataset(config.data, config.seed)
+    model = build_model(config, data.input_shape, solver=build_solver(config.solver, "fast"))
+    if args.checkpoint is not None:
+        try:
+            model.load_state_dict(model_state(Path(args.checkpoint)))
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"--checkpoint: {args.checkpoint} does not match the model of {args.config}: {exc}"
+            ) from None
+    n = config.energy.samples
+    x = data.test_x[:n].to(torch_dtype(config))
+    report, details = energy_report(config, model, x, data.test_y[:n], data.n_classes, say=lambda m: say(m, args.json))
+    atomic_write_json(out / ENERGY_FILE, report)
+    text = report_text(report)
+    atomic_write_text(out / REPORT_FILE, text + "\n")
+    plot_breakdown(report, out / BREAKDOWN_PLOT)
+    plot_waveforms(details, out / WAVEFORM_PLOT)
+    plot_convergence(details, out / CONVERGENCE_PLOT)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(text)
+        print(f"\nwrote {out / ENERGY_FILE}, {BREAKDOWN_PLOT}, {WAVEFORM_PLOT}, {CONVERGENCE_PLOT}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "energy", help="static power, settling time and energy per phase, per inference and per training step"
+    )
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--checkpoint", default=None, help="checkpoint.pt of `cosim train` or a saved state dict")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument("--out", type=Path, required=True, help="folder for energy.json, energy.txt and the PNGs")
+    p.set_defaults(func=run)

@@ -1,0 +1,69 @@
+"""``cosim gradcheck``: EP vs the exact gradient for every parameter and beta."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cosim.build import build_model, build_solver
+from cosim.commands.common import CONFIG_HELP, say
+from cosim.config import resolve_config
+from cosim.data import load_dataset
+from cosim.gradcheck import gradcheck
+from cosim.losses import make_loss
+from cosim.plots import plot_gradcheck
+
+__all__ = ["register", "run"]
+
+
+def run(args) -> int:
+    config = resolve_config(args.config)
+    data = load_dataset(config.data, config.seed)
+    with build_solver(config.solver, args.solver) as solver:
+        model = build_model(config, data.input_shape, solver=solver)
+        n = config.gradcheck.samples
+        x = data.train_x[:n].to(next(model.parameters()).dtype)
+        loss_fn = make_loss(config.train.loss, data.train_y[:n], data.n_classes)
+        betas = args.betas or config.gradcheck.betas
+        result = gradcheck(model, loss_fn, x, betas, config.gradcheck.methods, progress=lambda m: say(m, args.json))
+    if args.plot:
+        plot_gradcheck(result.table(), result.slopes, args.plot)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "results": result.rows,
+                    "slope_centered": result.slope_centered,
+                    "slope_one_sided": result.slope_one_sided,
+                }
+            )
+        )
+        return 0
+    print(f"{'method':12s} {'beta':>8s} {'cosine':>12s} {'rel_error':>10s}   (all parameters)")
+    for row in result.table():
+        print(f"{row['method']:12s} {row['beta']:8.4g} {row['cosine']:12.8f} {row['rel_error']:10.3e}")
+    print(f"slope of rel. error vs beta: centered {result.slope_centered:.3f}, one-sided {result.slope_one_sided:.3f}")
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _positive_floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--betas: expected numbers like '0.1,0.05', got {text!r}") from None
+    if not values or any(not (0 < v <= 1) for v in values):
+        raise argparse.ArgumentTypeError(f"--betas: every beta must be in (0, 1], got {text!r}")
+    return values
+
+
+def register(sub) -> None:
+    p = sub.add_parser("gradcheck", help="compare EP gradients with the exact gradient, per parameter and beta")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--solver", choices=["fast", "ngspice"], default="fast")
+    p.add_argument("--betas", type=_positive_floats, default=None, help="e.g. '0.2,0.1,0.05'")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of relative error vs beta")
+    p.set_defaults(func=run)

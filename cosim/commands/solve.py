@@ -1,0 +1,92 @@
+"""``cosim solve``: solve a batch of one analog block with the fast solver, ngspice or both."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from analog.circuit import Circuit
+from cosim.build import build_solver, circuit_spec, torch_dtype
+from cosim.commands.common import CONFIG_HELP, say
+from cosim.config import ConfigError, RunConfig, resolve_config
+from cosim.data import load_dataset
+
+__all__ = ["register", "run"]
+
+
+def _analog_config(config: RunConfig, index: int):
+    analog = [b for b in config.model.blocks if b.type == "analog"]
+    if index >= len(analog):
+        raise ConfigError(f"solve.block: the model has {len(analog)} analog block(s), got index {index}")
+    return analog[index]
+
+
+def _inputs(config: RunConfig, n_inputs: int, dtype: torch.dtype) -> torch.Tensor:
+    n = config.solve.samples
+    if config.solve.inputs == "random":
+        return torch.rand(n, n_inputs, generator=torch.Generator().manual_seed(config.seed), dtype=dtype)
+    data = load_dataset(config.data, config.seed)
+    x = data.test_x[:n].flatten(1).to(dtype)
+    if x.shape[1] != n_inputs:
+        raise ConfigError(
+            f"solve.inputs = 'data': block {config.solve.block} takes {n_inputs} inputs but "
+            f"{config.data.dataset} samples have {x.shape[1]}; use solve.inputs = 'random'"
+        )
+    return x
+
+
+def run(args) -> int:
+    config = resolve_config(args.config)
+    spec = circuit_spec(_analog_config(config, config.solve.block))
+    dtype = torch_dtype(config)
+    circuit = Circuit.random(spec, seed=config.seed, dtype=dtype)
+    x = _inputs(config, spec.n_inputs, dtype)
+    source_V = spec.source_voltages(x)
+    names = ["fast", "ngspice"] if args.solver == "both" else [args.solver]
+    report: dict = {
+        "samples": int(x.shape[0]),
+        "nodes": sum(spec.layer_sizes[1:]),
+        "layer_sizes": list(spec.layer_sizes),
+    }
+    results = {}
+    for name in names:
+        with build_solver(config.solver, name) as solver:
+            if name == "fast":
+                solver.solve(circuit, source_V)  # warm-up: first-call allocations are not the solver
+            start = time.perf_counter()
+            eq = solver.solve(circuit, source_V)
+            elapsed = time.perf_counter() - start
+        results[name] = eq
+        report[f"{name}_ms_per_sample"] = 1e3 * elapsed / x.shape[0]
+        report[f"{name}_iterations"] = eq.iterations
+        report[f"{name}_residual_A"] = float(eq.residual_A.max())
+        say(
+            f"{name:8s} {x.shape[0]} samples in {elapsed * 1e3:.1f} ms "
+            f"({1e3 * elapsed / x.shape[0]:.3f} ms/sample), {eq.iterations} iterations, "
+            f"KCL residual {float(eq.residual_A.max()):.2e} A",
+            args.json,
+        )
+    if len(results) == 2:
+        diff = (results["fast"].all_voltages().double() - results["ngspice"].all_voltages().double()).abs()
+        report["max_abs_diff_V"] = float(diff.max())
+        report["mean_abs_diff_V"] = float(diff.mean())
+        say(
+            f"agreement: max |V_fast - V_ngspice| = {report['max_abs_diff_V']:.3e} V over {diff.numel()} node voltages",
+            args.json,
+        )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        out = results[names[0]].output
+        say(f"output voltages of sample 0: {[round(v, 6) for v in out[0].tolist()]}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("solve", help="solve a batch of one analog block with the fast solver, ngspice or both")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--solver", choices=["fast", "ngspice", "both"], default="both")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=run)

@@ -1,0 +1,41 @@
+"""``cosim sweep``: a Monte Carlo sweep of configuration values x seeds on Dask (resumable)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cosim.commands.common import CONFIG_HELP, say
+from cosim.config import ConfigError, resolve_config_path
+from cosim.sweep import METRICS, Sweep, SweepError, parse_grid, run_sweep
+
+__all__ = ["register", "run"]
+
+
+def run(args) -> int:
+    path = resolve_config_path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
+    grid = [parse_grid(g) for g in args.grid]
+    sweep = Sweep(path.read_text(encoding="utf-8"), str(path), grid, args.seeds, args.metric)
+    try:
+        ran = run_sweep(sweep, args.out, args.scheduler, args.workers, say=say)
+    except SweepError as exc:
+        print(f"cosim sweep: {exc}", file=sys.stderr)
+        return 3
+    say(f"sweep: ran {len(ran)} rows")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="Monte Carlo sweep of config values x seeds on Dask (resumable)")
+    p.add_argument("--config", required=True, help=f"base configuration: {CONFIG_HELP}")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=[v1,v2,...]", help="swept key (repeatable)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--metric", choices=list(METRICS), default="gradcheck")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    p.add_argument("--out", type=Path, required=True, help="output folder (rerun to resume)")
+    p.set_defaults(func=run)

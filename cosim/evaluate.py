@@ -1,0 +1,74 @@
+"""Evaluating a trained ff-EBM: accuracy with the free phase only, and the ngspice check.
+
+The ngspice check classifies test samples again with every analog block solved by ngspice (the
+ground truth), next to the model's own solver on the same samples.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from analog.solvers import FastSolver, SolverError, get_solver
+from cosim.model import FFEBM
+
+__all__ = ["EVAL_BATCH", "accuracy", "ngspice_validation", "reference_copy"]
+
+EVAL_BATCH = 512
+"""Samples per batch when only the free phase runs (evaluation)."""
+
+
+@torch.no_grad()
+def accuracy(model: FFEBM, x: torch.Tensor, y: torch.Tensor, device, dtype, batch_size: int = EVAL_BATCH) -> float:
+    """Fraction of ``x`` classified as ``y`` (arg-max of the model output), free phase only."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        out = model(x[start : start + batch_size].to(device=device, dtype=dtype))
+        correct += int((out.argmax(1).cpu() == y[start : start + batch_size]).sum())
+    return correct / len(y)
+
+
+def reference_copy(model: FFEBM) -> FFEBM:
+    """A float64 CPU copy of ``model`` (ngspice computes in float64). The copy gets a fresh fast
+    solver: the model's own solver may hold processes and locks, which cannot be copied."""
+    solvers = [block.solver for block in model.analog_blocks()]
+    placeholder = FastSolver()
+    model.set_solver(placeholder)
+    try:
+        reference = copy.deepcopy(model)
+    finally:
+        for block, solver in zip(model.analog_blocks(), solvers, strict=True):
+            block.solver = solver
+    return reference.to(device="cpu", dtype=torch.float64)
+
+
+def ngspice_validation(
+    model: FFEBM, x: torch.Tensor, y: torch.Tensor, device, dtype, samples: int, workers: int = 1
+) -> dict:
+    """Test accuracy on the first ``samples`` of ``x``, ``y`` with every analog block solved by
+    ngspice, next to the model's solver on the same samples. A solver that fails is reported under
+    ``ngspice_error``, not raised."""
+    n = min(samples, len(y))
+    result = {
+        "ngspice_samples": n,
+        "ngspice_test_accuracy": None,
+        "fast_test_accuracy_same_samples": None,
+        "ngspice_seconds": None,
+    }
+    if n == 0:
+        return result
+    x, y = x[:n], y[:n]
+    result["fast_test_accuracy_same_samples"] = accuracy(model, x, y, device, dtype)
+    reference = reference_copy(model)
+    start = time.perf_counter()
+    try:
+        with get_solver("ngspice", workers=workers) as solver:
+            reference.set_solver(solver)
+            result["ngspice_test_accuracy"] = accuracy(reference, x, y, "cpu", torch.float64, batch_size=n)
+    except (ImportError, SolverError, OSError) as exc:
+        result["ngspice_error"] = f"{type(exc).__name__}: {exc}"
+    result["ngspice_seconds"] = time.perf_counter() - start
+    return result

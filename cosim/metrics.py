@@ -1,0 +1,77 @@
+"""Per-epoch training metrics: the solver tally of an epoch, ``metrics.csv``, the epoch line.
+
+A metric row is a dict of column name -> number: ``epoch``, ``loss``, ``train_accuracy``,
+``test_accuracy``, ``lr``, then for every analog block and phase ``<block>.<phase>.iterations_mean``
+and ``<block>.<phase>.residual_A_max``, and ``seconds`` last.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+__all__ = ["METRICS_FILE", "SolverTally", "epoch_line", "metrics_text", "read_metrics"]
+
+METRICS_FILE = "metrics.csv"
+_PHASE_ORDER = {"free": 0, "positive": 1, "negative": 2}
+
+
+class SolverTally:
+    """Mean iterations and largest KCL residual of every ``block.phase`` over the batches of an epoch."""
+
+    def __init__(self) -> None:
+        self.iterations: dict[str, list[float]] = {}
+        self.residual: dict[str, float] = {}
+
+    def add(self, stats: dict[str, float]) -> None:
+        """One batch's ``{"<block>.<phase>.iterations": n, "<block>.<phase>.residual_A": r}``."""
+        for key, value in stats.items():
+            block_phase, _, kind = key.rpartition(".")
+            if kind == "iterations":
+                self.iterations.setdefault(block_phase, []).append(value)
+            elif kind == "residual_A":
+                self.residual[block_phase] = max(self.residual.get(block_phase, 0.0), value)
+
+    def columns(self) -> dict[str, float]:
+        def order(key: str):
+            block, _, phase = key.partition(".")
+            return block, _PHASE_ORDER.get(phase, 9), phase
+
+        out = {}
+        for key in sorted(self.iterations, key=order):
+            values = self.iterations[key]
+            out[f"{key}.iterations_mean"] = sum(values) / len(values)
+            out[f"{key}.residual_A_max"] = self.residual.get(key, float("nan"))
+        return out
+
+
+def metrics_text(rows: list[dict]) -> str:
+    """The rows as CSV text, columns in first-seen order and ``seconds`` last."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns and k != "seconds")
+    columns.append("seconds")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Rows of ``metrics.csv`` as dicts of floats (``epoch`` an int)."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [{k: (int(v) if k == "epoch" else float(v) if v else float("nan")) for k, v in r.items()} for r in rows]
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line of progress for a finished epoch."""
+    phases = [
+        f"{k.removesuffix('.iterations_mean')} {v:.1f} it" for k, v in row.items() if k.endswith(".iterations_mean")
+    ]
+    return (
+        f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}  train {100 * row['train_accuracy']:.2f}%  "
+        f"test {100 * row['test_accuracy']:.2f}%  " + "  ".join(phases) + f"  {row['seconds']:.1f} s"
+    )

@@ -1,0 +1,185 @@
+"""Training an ff-EBM end to end, then validating the trained model in ngspice.
+
+One epoch shuffles the training set with a seeded :class:`torch.Generator`, steps a torch optimizer
+on the hybrid gradient (EP in the analog blocks, backprop in the digital ones), writes every
+requested conductance into the devices after each step and evaluates the test set with the free
+phase. A resumed run (:func:`cosim.runs.open_run`) continues the shuffling generator, the optimizer
+and the schedule where they stopped, so every metric except the wall time equals the one of an
+uninterrupted run.
+
+After training, ``train.ngspice_eval_samples`` test samples are classified again with every analog
+block solved by ngspice (:func:`cosim.evaluate.ngspice_validation`).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from cosim.checkpoint import CHECKPOINT_FILE
+from cosim.config import RunConfig
+from cosim.evaluate import accuracy, ngspice_validation
+from cosim.io import atomic_write_json, atomic_write_text
+from cosim.losses import loss_value
+from cosim.metrics import METRICS_FILE, SolverTally, epoch_line, metrics_text
+from cosim.plots import plot_curves, plot_solver_iterations
+from cosim.runs import CURVES_PLOT, SOLVER_PLOT, SUMMARY_FILE, TrainingRun, build_run, save_run
+
+__all__ = ["finish", "train", "train_config", "train_epoch"]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train_epoch(run: TrainingRun, epoch: int) -> dict:
+    """One pass over the shuffled training set; returns the epoch's metric row (without timing)."""
+    config, data, model, optimizer = run.config, run.data, run.model, run.optimizer
+    batch_size = config.train.batch_size
+    model.train()
+    order = torch.randperm(len(data.train_y), generator=run.shuffle)
+    tally = SolverTally()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        desc=f"epoch {epoch}/{config.train.epochs}",
+        file=sys.stderr,
+        disable=None,  # no bar when stderr is not a terminal
+        leave=False,
+        dynamic_ncols=True,
+    )
+    with bar:
+        for step, start in enumerate(range(0, len(order), batch_size)):
+            index = order[start : start + batch_size]
+            x = data.train_x[index].to(device=run.device, dtype=run.dtype)
+            y = data.train_y[index]
+            for block in model.analog_blocks():
+                block.stats.clear()
+            optimizer.zero_grad(set_to_none=True)
+            out = model(x)
+            loss = loss_value(config.train.loss, out, y.to(run.device), data.n_classes)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training diverged in epoch {epoch}, batch {step}: the loss is {loss.item()}; "
+                    "lower train.lr or train.beta, or check the readout scale"
+                )
+            loss.backward()
+            optimizer.step()
+            model.clip_()
+            if run.scheduler is not None:
+                run.scheduler.step()
+            tally.add(model.solver_stats())
+            n = len(y)
+            loss_sum += loss.item() * n
+            correct += int((out.detach().argmax(1).cpu() == y).sum())
+            seen += n
+            bar.update()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
+    base = optimizer.param_groups[0]
+    lr_factor = base["lr"] / base.get("initial_lr", base["lr"])
+    return {
+        "epoch": epoch,
+        "loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        "test_accuracy": float("nan"),
+        "lr": config.train.lr * lr_factor,
+        **tally.columns(),
+    }
+
+
+def train(run: TrainingRun, say: Callable[[str], None] = _stderr) -> None:
+    """Train from ``run.epochs_done`` to ``config.train.epochs``, writing metrics and checkpoints."""
+    config = run.config
+    for epoch in range(run.epochs_done + 1, config.train.epochs + 1):
+        start = time.perf_counter()
+        row = train_epoch(run, epoch)
+        row["test_accuracy"] = accuracy(run.model, run.data.test_x, run.data.test_y, run.device, run.dtype)
+        row["seconds"] = time.perf_counter() - start
+        run.rows.append(row)
+        # The checkpoint holds the metric rows and is written first: with checkpoint_every = 1,
+        # metrics.csv never shows an epoch that a resume would run again (a resume rewrites it).
+        if epoch % config.train.checkpoint_every == 0 or epoch == config.train.epochs:
+            save_run(run)
+        atomic_write_text(run.run_dir / METRICS_FILE, metrics_text(run.rows))
+        say(epoch_line(row, config.train.epochs))
+
+
+def _summary(run: TrainingRun, check: dict) -> dict:
+    config, run_dir, rows = run.config, run.run_dir, run.rows
+    last = rows[-1]
+    return {
+        "name": config.name,
+        "epochs": len(rows),
+        "test_accuracy": last["test_accuracy"],
+        "best_test_accuracy": max(r["test_accuracy"] for r in rows),
+        "train_accuracy": last["train_accuracy"],
+        "final_loss": last["loss"],
+        "seconds_per_epoch": sum(r["seconds"] for r in rows) / len(rows),
+        "seconds_total": sum(r["seconds"] for r in rows),
+        "train_samples": len(run.data.train_y),
+        "test_samples": len(run.data.test_y),
+        "device": str(run.device),
+        "dtype": config.dtype,
+        "method": config.train.method,
+        "beta": config.train.beta,
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "conductances": sum(p.numel() for b in run.model.analog_blocks() for p in b.conductances()),
+        **check,
+        "files": {
+            k: str(run_dir / v)
+            for k, v in (
+                ("metrics", METRICS_FILE),
+                ("checkpoint", CHECKPOINT_FILE),
+                ("curves", CURVES_PLOT),
+                ("solver_iterations", SOLVER_PLOT),
+            )
+        },
+    }
+
+
+def finish(run: TrainingRun, ngspice: bool, say: Callable[[str], None] = _stderr) -> tuple[dict, int]:
+    """Plots, ngspice validation and ``summary.json``; returns the summary and the exit code
+    (3 when the ngspice validation failed)."""
+    config, run_dir, rows = run.config, run.run_dir, run.rows
+    plot_curves(rows, run_dir / CURVES_PLOT, title=config.name)
+    plot_solver_iterations(rows, run_dir / SOLVER_PLOT, title=f"{config.name}: solver iterations per phase")
+    samples = config.train.ngspice_eval_samples if ngspice else 0
+    if samples:
+        say(f"ngspice validation on {min(samples, len(run.data.test_y))} test samples ...")
+    data = run.data
+    check = ngspice_validation(
+        run.model, data.test_x, data.test_y, run.device, run.dtype, samples, run.config.solver.workers
+    )
+    code = 0
+    if "ngspice_error" in check:
+        say(f"ngspice validation failed: {check['ngspice_error']}")
+        code = 3
+    elif check["ngspice_test_accuracy"] is not None:
+        say(
+            f"ngspice validation: {check['ngspice_samples']} test samples, "
+            f"ngspice {100 * check['ngspice_test_accuracy']:.2f}% "
+            f"vs fast {100 * check['fast_test_accuracy_same_samples']:.2f}% ({check['ngspice_seconds']:.1f} s)"
+        )
+    summary = _summary(run, check)
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    return summary, code
+
+
+def train_config(config: RunConfig, run_dir: str | Path | None = None, ngspice: bool = False) -> dict:
+    """Train ``config`` from scratch (for sweeps and notebooks) and return its summary. The run's
+    files go to ``run_dir``, or to a temporary folder removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="cosim-train-") as tmp:
+        run = build_run(config, Path(run_dir) if run_dir is not None else Path(tmp))
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            train(run)
+            summary, _ = finish(run, ngspice=ngspice)
+        finally:
+            run.close()
+    return summary
