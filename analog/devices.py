@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 BOLTZMANN_J_PER_K = 1.38064852e-23
 ELECTRON_CHARGE_C = 1.6021766208e-19
@@ -237,25 +238,28 @@ class DeviceConfig:
         return self == DeviceConfig()
 
 
-class DeviceArray:
+class DeviceArray(nn.Module):
     """The devices behind one conductance tensor: fixed per-device draws, reads and writes.
 
     ``read(target)`` is what the circuit sees; ``write(previous, requested)`` is what a device
-    becomes when an optimizer asks to move it from ``previous`` to ``requested``.
+    becomes when an optimizer asks to move it from ``previous`` to ``requested``. The per-device
+    draws are buffers (``factor``, ``offset``: device-to-device spread; ``stuck``: faults), so a
+    module's ``state_dict`` holds the exact devices and ``.to(device)`` moves them.
     """
 
     STUCK_NONE, STUCK_MIN, STUCK_MAX = 0, 1, 2
 
     def __init__(self, config: DeviceConfig, g_range: ConductanceRange, shape, generator: torch.Generator):
+        super().__init__()
         self.config, self.range = config, g_range
         z = torch.randn(shape, generator=generator, dtype=torch.float64)
         span = g_range.g_max_S - g_range.g_min_S
         if config.d2d_mode == "absolute":
-            self.offset, self.factor = config.d2d_sigma * span * z, torch.ones(shape, dtype=torch.float64)
+            offset, factor = config.d2d_sigma * span * z, torch.ones(shape, dtype=torch.float64)
         elif config.d2d_distribution == "lognormal":
-            self.offset, self.factor = torch.zeros(shape, dtype=torch.float64), torch.exp(config.d2d_sigma * z)
+            offset, factor = torch.zeros(shape, dtype=torch.float64), torch.exp(config.d2d_sigma * z)
         else:
-            self.offset, self.factor = torch.zeros(shape, dtype=torch.float64), 1.0 + config.d2d_sigma * z
+            offset, factor = torch.zeros(shape, dtype=torch.float64), 1.0 + config.d2d_sigma * z
         draw = torch.rand(shape, generator=generator, dtype=torch.float64)
         stuck = torch.zeros(shape, dtype=torch.int8)
         stuck[draw < config.stuck_at_min_fraction] = self.STUCK_MIN
@@ -263,7 +267,12 @@ class DeviceArray:
             (draw >= config.stuck_at_min_fraction)
             & (draw < config.stuck_at_min_fraction + config.stuck_at_max_fraction)
         ] = self.STUCK_MAX
-        self.stuck = stuck
+        self.register_buffer("factor", factor)
+        """Multiplicative device-to-device factor of each device's conductance."""
+        self.register_buffer("offset", offset)
+        """Additive device-to-device offset of each device's conductance, siemens."""
+        self.register_buffer("stuck", stuck)
+        """``STUCK_NONE``, ``STUCK_MIN`` or ``STUCK_MAX`` per device."""
 
     def _pin(self, g: torch.Tensor) -> torch.Tensor:
         if not self.stuck.any():

@@ -96,18 +96,21 @@ class AnalogBlock(nn.Module):
         self.name = name
         gen = torch.Generator().manual_seed(seed)
         w, b = spec.random_conductances(gen, dtype)
-        self.arrays = [DeviceArray(self.devices, spec.conductance, t.shape, gen) for t in (*w, *b)]
-        # Diode-to-diode spread of Is, fixed per diode (ngspice's instance area factor).
-        self.diode_area = None
+        self.arrays = nn.ModuleList(DeviceArray(self.devices, spec.conductance, t.shape, gen) for t in (*w, *b))
+        # Diode-to-diode spread of Is, fixed per diode (ngspice's instance area factor), and of N,
+        # kept within ngspice's range for N. Buffers, so that a checkpoint holds these very diodes.
+        area = emission = None
         if self.devices.diode_is_sigma:
             z = torch.randn(2, sum(spec.layer_sizes[1:]), generator=gen, dtype=torch.float64)
-            self.diode_area = torch.exp(self.devices.diode_is_sigma * z)
-        # ... and of N, kept within ngspice's range for N.
-        self.diode_emission = None
+            area = torch.exp(self.devices.diode_is_sigma * z)
         if self.devices.diode_n_sigma:
             z = torch.randn(2, sum(spec.layer_sizes[1:]), generator=gen, dtype=torch.float64)
             n = spec.diode.n
-            self.diode_emission = torch.exp(self.devices.diode_n_sigma * z).clamp(0.5 / n, 10.0 / n)
+            emission = torch.exp(self.devices.diode_n_sigma * z).clamp(0.5 / n, 10.0 / n)
+        self.register_buffer("diode_area", area)
+        """Area factor of each diode ``[2, n_free]`` (rows: up, down), ``None`` without Is spread."""
+        self.register_buffer("diode_emission", emission)
+        """Factor on each diode's emission coefficient ``[2, n_free]``, ``None`` without N spread."""
         self.weights = nn.ParameterList([nn.Parameter(t) for t in w])
         self.biases = nn.ParameterList([nn.Parameter(t) for t in b])
         # What the devices hold now: the reference for the next write (saved in checkpoints).

@@ -20,6 +20,7 @@ from digital.blocks import Gain, Reshape
 from digital.converters import Converter
 
 __all__ = [
+    "block_seed",
     "build_model",
     "build_solver",
     "circuit_spec",
@@ -32,6 +33,12 @@ __all__ = [
 
 def torch_dtype(config: RunConfig) -> torch.dtype:
     return {"float64": torch.float64, "float32": torch.float32}[config.dtype]
+
+
+def block_seed(seed: int, index: int) -> int:
+    """Seed of the initial conductances and device draws of ``model.blocks[index]``. Only a new
+    model uses it: a checkpoint holds the draws themselves."""
+    return seed * 1000 + index
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,7 +141,7 @@ def build_model(config: RunConfig, input_shape: tuple[int, ...], solver: Equilib
                 spec,
                 solver=solver,
                 method=method,
-                seed=config.seed * 1000 + i,
+                seed=block_seed(config.seed, i),
                 dtype=dtype,
                 name=f"analog{n_analog}",
                 devices=config.devices,

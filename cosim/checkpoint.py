@@ -28,7 +28,8 @@ from cosim.io import atomic_save
 __all__ = ["CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "Checkpoint", "model_state", "read_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""2: the device realisations are model buffers (format 1 re-derived them from the seed)."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ def _blocks(config: RunConfig, model: dict[str, torch.Tensor], source: str) -> l
         if block_config.type != "analog":
             continue
         name = f"analog{len(out)}"
-        block = AnalogBlock(circuit_spec(block_config), seed=config.seed * 1000 + i, name=name, devices=config.devices)
+        # The device draws come from the checkpoint (buffers), not from a seed.
+        block = AnalogBlock(circuit_spec(block_config), name=name, devices=config.devices)
         prefix = f"blocks.{i}."
         state = {k[len(prefix) :]: v.to(torch.float64) for k, v in model.items() if k.startswith(prefix)}
         try:
