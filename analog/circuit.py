@@ -26,7 +26,13 @@ from analog.devices import ConductanceRange, DiodeModel
 from analog.models import UserModels
 from analog.wires import CrossbarWires, check_wire_ohm
 
-__all__ = ["Circuit", "CircuitSpec", "node_name"]
+__all__ = ["MAX_LAYER_SIZE", "MAX_VOLTAGE_V", "Circuit", "CircuitSpec", "node_name"]
+
+
+MAX_LAYER_SIZE = 100_000
+"""Largest layer a block may have (nodes or input values)."""
+MAX_VOLTAGE_V = 100.0
+"""Largest source, bias or rail voltage magnitude, volts: beyond it no crossbar device survives."""
 
 
 def node_name(layer: int, index: int) -> str:
@@ -77,13 +83,16 @@ class CircuitSpec:
                 f"layer_sizes: need at least (n_in, n_out), got {sizes!r}; e.g. layer_sizes = [64, 32, 10]"
             )
         for i, n in enumerate(sizes):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"layer_sizes[{i}]: must be an integer >= 1, got {n!r}")
-        if not (_finite(self.input_gain_V) and self.input_gain_V > 0):
-            raise ValueError(f"input_gain_V: must be a finite voltage > 0, got {self.input_gain_V!r}")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LAYER_SIZE:
+                raise ValueError(f"layer_sizes[{i}]: must be an integer in [1, {MAX_LAYER_SIZE}], got {n!r}")
+        if not (_finite(self.input_gain_V) and 0 < self.input_gain_V <= MAX_VOLTAGE_V):
+            raise ValueError(f"input_gain_V: must be a voltage in (0, {MAX_VOLTAGE_V:g}] V, got {self.input_gain_V!r}")
         for name in ("bias_V", "diode_up_V", "diode_down_V"):
-            if not _finite(getattr(self, name)):
-                raise ValueError(f"{name}: must be a finite voltage or None, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not (_finite(value) and (value is None or abs(value) <= MAX_VOLTAGE_V)):
+                raise ValueError(
+                    f"{name}: must be a voltage in [-{MAX_VOLTAGE_V:g}, {MAX_VOLTAGE_V:g}] V or None, got {value!r}"
+                )
         if self.bias_V is not None and self.bias_V <= 0:
             raise ValueError(f"bias_V: must be > 0 V (the pair is +/-bias_V) or None, got {self.bias_V!r}")
         if self.diode_up_V is not None and self.diode_down_V is not None and self.diode_up_V < self.diode_down_V:
@@ -97,8 +106,10 @@ class CircuitSpec:
             gains = tuple(self.amplifier_gains)
             object.__setattr__(self, "amplifier_gains", gains)
             if len(gains) != self.depth - 1:
+                n = self.depth - 1
                 raise ValueError(
-                    f"amplifier_gains: need one entry per pair of free layers ({self.depth - 1}), got {len(gains)}"
+                    f"amplifier_gains needs {n} {'entry' if n == 1 else 'entries'} (one per pair of free layers), "
+                    f"got {len(gains)}"
                 )
             for i, a in enumerate(gains):
                 if a is not None and not (_finite(a) and 0 < a <= 1e3):

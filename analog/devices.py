@@ -23,7 +23,7 @@ BOLTZMANN_J_PER_K = 1.38064852e-23
 ELECTRON_CHARGE_C = 1.6021766208e-19
 ZERO_CELSIUS_K = 273.15
 
-__all__ = ["ConductanceRange", "DeviceArray", "DeviceConfig", "DiodeModel", "thermal_voltage"]
+__all__ = ["ConductanceRange", "DeviceArray", "DeviceConfig", "DiodeModel", "IOConfig", "thermal_voltage"]
 
 
 def _require(condition: bool, field: str, message: str) -> None:
@@ -49,9 +49,9 @@ class ConductanceRange:
         for name in ("g_min_S", "g_max_S"):
             value = getattr(self, name)
             _require(
-                isinstance(value, int | float) and math.isfinite(value) and value > 0,
+                isinstance(value, int | float) and math.isfinite(value) and 0 < value < 1,
                 name,
-                f"must be a finite conductance > 0 S, got {value!r}",
+                f"must be a conductance in (0, 1) S, got {value!r}",
             )
         _require(
             self.g_min_S < self.g_max_S,
@@ -157,11 +157,13 @@ class DiodeModel:
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """Nonidealities of the synaptic devices and of the reads and writes of one analog block.
+    """The device model of one analog block: how its synapses (and neuron diodes) differ from their
+    nominal values and how they respond to writes.
 
-    Named after aihwkit's ``PulsedDevice``/``IOParameters`` where they overlap. All defaults are
-    ideal. Variability and faults are drawn once per device (seeded); read noise is drawn anew at
-    every phase; write noise at every update.
+    Named after aihwkit's ``PulsedDevice`` where they overlap; how the devices are read is
+    :class:`IOConfig`, how EP's quantities are measured :class:`analog.readout.Measurement`. All
+    defaults are ideal. Variability and faults are drawn once per device (seeded); write noise at
+    every update.
     """
 
     levels: int | None = None
@@ -187,8 +189,6 @@ class DeviceConfig:
     """Fraction of devices stuck at ``g_min`` (never move under updates)."""
     stuck_at_max_fraction: float = 0.0
     """Fraction of devices stuck at ``g_max``."""
-    read_noise_sigma: float = 0.0
-    """Conductance read noise per phase, fraction of each conductance (fresh draw every phase)."""
     diode_is_sigma: float = 0.0
     """Device-to-device spread of the neuron diodes' saturation current: each diode's ``Is`` is
     multiplied by ``exp(sigma z)`` (ngspice's instance ``area``), drawn once per diode."""
@@ -206,7 +206,6 @@ class DeviceConfig:
         for name, hi in (
             ("d2d_sigma", 2.0),
             ("write_noise_sigma", 10.0),
-            ("read_noise_sigma", 1.0),
             ("diode_is_sigma", 5.0),
             ("diode_n_sigma", 1.0),
         ):
@@ -236,6 +235,27 @@ class DeviceConfig:
     @property
     def ideal(self) -> bool:
         return self == DeviceConfig()
+
+
+@dataclass(frozen=True)
+class IOConfig:
+    """How the circuit reads the devices of one analog block in each phase (aihwkit's
+    ``IOParameters`` for the array read). The default reads them exactly."""
+
+    read_noise_sigma: float = 0.0
+    """Conductance read noise per phase, fraction of each conductance (fresh draw every phase)."""
+
+    def __post_init__(self) -> None:
+        value = self.read_noise_sigma
+        _require(
+            isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1,
+            "read_noise_sigma",
+            f"must be in [0, 1], got {value!r}",
+        )
+
+    @property
+    def ideal(self) -> bool:
+        return self == IOConfig()
 
 
 class DeviceArray(nn.Module):
@@ -281,14 +301,17 @@ class DeviceArray(nn.Module):
         g = torch.where(stuck == self.STUCK_MIN, torch.full_like(g, self.range.g_min_S), g)
         return torch.where(stuck == self.STUCK_MAX, torch.full_like(g, self.range.g_max_S), g)
 
-    def read(self, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Conductance each device presents (S) for programmed ``target``, with a fresh read-noise
-        draw (from ``generator``, else torch's global RNG). Never below ``1e-3 g_min``."""
+    def read(
+        self, target: torch.Tensor, io: IOConfig | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Conductance each device presents (S) for programmed ``target``, read as ``io`` says
+        (read noise: a fresh draw from ``generator``, else torch's global RNG). Never below
+        ``1e-3 g_min``."""
         g = target * self.factor.to(target) + self.offset.to(target)
         g = self._pin(g)
-        if self.config.read_noise_sigma:
+        if io is not None and io.read_noise_sigma:
             noise = torch.randn(g.shape, generator=generator, dtype=torch.float64).to(g)
-            g = g * (1.0 + self.config.read_noise_sigma * noise)
+            g = g * (1.0 + io.read_noise_sigma * noise)
         return g.clamp(min=1e-3 * self.range.g_min_S)
 
     def quantize(self, g: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from analog.circuit import Circuit, CircuitSpec
-from analog.devices import DeviceArray, DeviceConfig
+from analog.devices import DeviceArray, DeviceConfig, IOConfig
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, WrappedSolver
 from analog.solvers.newton import FastSolver
 from cosim.gradients import EquilibriumPropagation, GradientMethod
@@ -52,7 +52,7 @@ class _AnalogFunction(torch.autograd.Function):
                 f"{block.name}: the gradient arriving at the analog block's outputs contains NaN/inf"
             )
         solver = block.solver
-        if block.devices.read_noise_sigma:
+        if block.io.read_noise_sigma:
             targets = [p.detach() for p in block.conductances()]
             solver = _PhaseReads(solver, lambda: block.circuit(targets))
         try:
@@ -87,10 +87,12 @@ class AnalogBlock(nn.Module):
         dtype: torch.dtype = torch.float64,
         name: str = "analog",
         devices: DeviceConfig | None = None,
+        io: IOConfig | None = None,
     ):
         super().__init__()
         self.spec = spec
         self.devices = devices if devices is not None else DeviceConfig()
+        self.io = io if io is not None else IOConfig()
         self.solver = solver if solver is not None else FastSolver()
         self.method = method if method is not None else EquilibriumPropagation()
         self.name = name
@@ -129,9 +131,9 @@ class AnalogBlock(nn.Module):
             conductances = self.conductances()
         depth = self.spec.depth
         tensors = [t.detach() for t in conductances]
-        if self.devices.ideal:
+        if self.devices.ideal and self.io.ideal:
             return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]))
-        tensors = [array.read(t) for array, t in zip(self.arrays, tensors, strict=True)]
+        tensors = [array.read(t, self.io) for array, t in zip(self.arrays, tensors, strict=True)]
         area = None if self.diode_area is None else self.diode_area.to(tensors[0])
         emission = None if self.diode_emission is None else self.diode_emission.to(tensors[0])
         return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), False, area, emission)

@@ -8,22 +8,21 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from analog.circuit import CircuitSpec
-from analog.devices import ConductanceRange, DiodeModel
 from analog.solvers import EquilibriumSolver, get_solver
 from cosim.block import AnalogBlock
-from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, SolverConfig, TrainConfig
-from cosim.gradients import EquilibriumPropagation, gradient_method
+from cosim.config import ConfigError, RunConfig, SolverConfig, TrainConfig
+from cosim.gradients import EquilibriumPropagation, GradientMethod
 from cosim.model import FFEBM
 from cosim.optim import analog_scale, build_optimizer, build_schedule
 from digital.blocks import Gain, Reshape
 from digital.converters import Converter
 
 __all__ = [
+    "analog_block",
+    "block_method",
     "block_seed",
     "build_model",
     "build_solver",
-    "circuit_spec",
     "make_optimizer",
     "make_schedule",
     "resolve_device",
@@ -67,27 +66,25 @@ def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSo
     return get_solver("ngspice", workers=config.workers)
 
 
-def circuit_spec(block: AnalogBlockConfig) -> CircuitSpec:
+def analog_block(config: RunConfig, index: int, **options) -> AnalogBlock:
+    """The :class:`AnalogBlock` of ``model.blocks[index]`` with its own device, read and
+    measurement settings; ``options`` go to :class:`AnalogBlock` (solver, method, seed, dtype, name)."""
+    block = config.model.blocks[index]
     try:
-        user = block.user_models()
-        diode = DiodeModel(is_A=block.diode_is_A, n=block.diode_n, temperature_C=block.temperature_C)
-        if user is not None and user.diode(block.temperature_C) is not None:
-            diode = user.diode(block.temperature_C)
-        return CircuitSpec(
-            layer_sizes=tuple(block.sizes),
-            input_pairs=block.input_pairs,
-            input_gain_V=block.input_gain_V,
-            bias_V=block.bias_V,
-            diode_up_V=block.diode_up_V,
-            diode_down_V=block.diode_down_V,
-            diode=diode,
-            amplifier_gains=None if block.amplifier_gains is None else tuple(block.amplifier_gains),
-            conductance=ConductanceRange(block.g_min_S, block.g_max_S),
-            wire_ohm=block.wire_ohm,
-            user_models=user,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"analog block: {exc}") from None
+        spec = block.circuit_spec()
+    except ValueError as exc:  # the model library changed on disk since the configuration was read
+        raise ConfigError(f"model.blocks[{index}]: {exc}") from None
+    return AnalogBlock(
+        spec, devices=config.block_section(index, "devices"), io=config.block_section(index, "io"), **options
+    )
+
+
+def block_method(config: RunConfig, index: int) -> GradientMethod:
+    """The training gradient method of ``model.blocks[index]``, with that block's EP measurement."""
+    method = config.train.gradient_method()
+    if isinstance(method, EquilibriumPropagation):
+        method = replace(method, measurement=config.block_section(index, "measurement"))
+    return method
 
 
 def _digital(block) -> nn.Module:
@@ -121,31 +118,22 @@ def build_model(config: RunConfig, input_shape: tuple[int, ...], solver: Equilib
     torch.manual_seed(config.seed)
     dtype = torch_dtype(config)
     solver = solver or build_solver(config.solver)
-    method = gradient_method(config.train.method, config.train.beta)
-    if config.train.measure_bits is not None and isinstance(method, EquilibriumPropagation):
-        method = replace(
-            method,
-            measure_bits=config.train.measure_bits,
-            measure_range_V=config.train.measure_range_V,
-            measure_range_A=config.train.measure_range_A,
-        )
     blocks: list[nn.Module] = []
     n_analog = 0
     for i, block in enumerate(config.model.blocks):
         if block.type == "analog":
-            spec = circuit_spec(block)
-            refusal = None if spec.user_models is None else spec.user_models.fast_refusal()
-            if refusal and solver.name == "fast":
-                raise ConfigError(f"model.blocks[{i}]: {refusal}")
-            module = AnalogBlock(
-                spec,
+            module = analog_block(
+                config,
+                i,
                 solver=solver,
-                method=method,
+                method=block_method(config, i),
                 seed=block_seed(config.seed, i),
                 dtype=dtype,
                 name=f"analog{n_analog}",
-                devices=config.devices,
             )
+            refusal = None if module.spec.user_models is None else module.spec.user_models.fast_refusal()
+            if refusal and solver.name == "fast":
+                raise ConfigError(f"model.blocks[{i}]: {refusal}")
             n_analog += 1
         else:
             module = _digital(block)

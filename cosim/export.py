@@ -22,7 +22,7 @@ from analog.circuit import Circuit, node_name
 from analog.netlist import build_export, netlist_text
 from analog.solvers import FastSolver
 from cosim.block import AnalogBlock
-from cosim.build import build_model, circuit_spec
+from cosim.build import analog_block, build_model
 from cosim.checkpoint import read_checkpoint
 from cosim.config import ConfigError, RunConfig
 from cosim.data import load_dataset
@@ -39,7 +39,7 @@ def _blocks(config: RunConfig, model: dict[str, torch.Tensor], source: str) -> l
             continue
         name = f"analog{len(out)}"
         # The device draws come from the checkpoint (buffers), not from a seed.
-        block = AnalogBlock(circuit_spec(block_config), name=name, devices=config.devices)
+        block = analog_block(config, i, name=name)
         prefix = f"blocks.{i}."
         state = {k[len(prefix) :]: v.to(torch.float64) for k, v in model.items() if k.startswith(prefix)}
         try:
@@ -111,7 +111,8 @@ def _readme(config: RunConfig, entries: list[tuple[str, Circuit, int]], sample: 
         "- `DUP_*` / `DDN_*`: neuron diodes; `XNRN_*`: a user neuron subcircuit; `EAMP_*`, `VSENSE_*`,",
         "  `FAMP_*`: bidirectional amplifiers.",
     ]
-    if not config.devices.ideal:
+    ideal = (config.block_section(i, "devices").ideal and config.block_section(i, "io").ideal for _, _, i in entries)
+    if not all(ideal):
         lines += [
             "",
             "Device nonidealities are frozen in: resistors hold the conductances the devices present",

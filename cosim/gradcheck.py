@@ -81,9 +81,10 @@ def gradcheck(
     progress: Callable[[str], None] | None = None,
 ) -> GradcheckResult:
     """Run the comparison; the model's gradient methods are restored afterwards."""
-    saved = [b.method for b in model.analog_blocks()]
-    # Keep the blocks' EP settings (e.g. the measurement ADC), varying only the variant and beta.
-    template = next((m for m in saved if isinstance(m, EquilibriumPropagation)), EquilibriumPropagation())
+    blocks = model.analog_blocks()
+    saved = [b.method for b in blocks]
+    # Keep each block's EP settings (e.g. its measurement ADC), varying only the variant and beta.
+    templates = [m if isinstance(m, EquilibriumPropagation) else EquilibriumPropagation() for m in saved]
     try:
         model.set_gradient_method(gradient_method("implicit"))
         exact = model_gradients(model, loss_fn, x)
@@ -95,7 +96,8 @@ def gradcheck(
                 if progress:
                     progress(f"{method} beta={beta:g}")
                 variant = gradient_method(method, beta)
-                model.set_gradient_method(replace(template, beta=beta, variant=variant.variant))
+                for block, template in zip(blocks, templates, strict=True):
+                    block.method = replace(template, beta=beta, variant=variant.variant)
                 grads = model_gradients(model, loss_fn, x)
                 for name, g in grads.items():
                     cosine, rel = _compare(g, exact[name])
@@ -108,5 +110,5 @@ def gradcheck(
             result.slopes[method] = fit_slope(betas, errors)
         return result
     finally:
-        for block, method in zip(model.analog_blocks(), saved, strict=True):
+        for block, method in zip(blocks, saved, strict=True):
             block.method = method

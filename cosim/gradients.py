@@ -30,11 +30,12 @@ symmetric KCL Jacobian) and uses ``dL/dtheta = -lam . d^2E/du dtheta``:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
 from analog.circuit import Circuit
+from analog.readout import Measurement
 from analog.solvers.base import Equilibrium, EquilibriumSolver
 from analog.solvers.newton import adjoint
 
@@ -97,28 +98,20 @@ class GradientMethod(ABC):
 class EquilibriumPropagation(GradientMethod):
     """EP estimates (EP-g), (EP-x) from voltages across devices and currents through sources."""
 
-    beta: float = 1e-3
+    beta: float = 0.05
     """Largest nudging current as a fraction of the full-scale current ``g_max * 1 V`` (N)."""
     variant: str = "centered"
     """``centered`` (+/-beta), ``positive`` (+beta vs free) or ``negative`` (free vs -beta)."""
-    measure_bits: int | None = None
-    """Resolution of the ADC that reads the node voltages and source currents EP is computed from
-    (``None``: exact readings)."""
-    measure_range_V: float = 1.0
-    """The voltage ADC reads ``[-range, range]`` volts."""
-    measure_range_A: float = 1e-3
-    """The current ADC reads ``[-range, range]`` amperes."""
+    measurement: Measurement = field(default_factory=Measurement)
+    """The ADCs that read the node voltages and source currents EP is computed from."""
 
     def __post_init__(self) -> None:
-        bits = self.measure_bits
-        if bits is not None and not (isinstance(bits, int) and not isinstance(bits, bool) and 1 <= bits <= 24):
-            raise ValueError(f"measure_bits: must be an integer in [1, 24] or None, got {self.measure_bits!r}")
-        if not (self.measure_range_V > 0 and self.measure_range_A > 0):
-            raise ValueError("measure_range_V / measure_range_A: must be > 0")
         if not (isinstance(self.beta, int | float) and 0 <= self.beta <= 1):
             raise ValueError(f"beta: must be in [0, 1] (fraction of full-scale current), got {self.beta!r}")
         if self.variant not in ("centered", "positive", "negative"):
             raise ValueError(f"variant: must be 'centered', 'positive' or 'negative', got {self.variant!r}")
+        if not isinstance(self.measurement, Measurement):
+            raise ValueError(f"measurement: expected analog.readout.Measurement, got {type(self.measurement).__name__}")
 
     @property
     def name(self) -> str:
@@ -131,21 +124,6 @@ class EquilibriumPropagation(GradientMethod):
         unit = grad_output / torch.where(gamma > 0, gamma, torch.ones_like(gamma)).unsqueeze(1)
         return -sign * self.beta * full_scale_A * unit, gamma
 
-    def measured(self, eq: Equilibrium) -> Equilibrium:
-        """The phase as the measurement ADCs read it (unchanged when ``measure_bits`` is None)."""
-        if self.measure_bits is None:
-            return eq
-
-        def adc(x, full_scale):
-            step = 2 * full_scale / (2**self.measure_bits - 1)
-            return torch.round(x.clamp(-full_scale, full_scale) / step) * step
-
-        return replace(
-            eq,
-            voltages=tuple(adc(v, self.measure_range_V) for v in eq.voltages),
-            source_currents=(adc(eq.input_currents_A, self.measure_range_A), eq.bias_currents_A),
-        )
-
     def __call__(self, solver, circuit, source_V, free, grad_output) -> BlockGradients:
         if self.beta == 0:
             raise ValueError("beta: EP needs beta > 0 to measure a gradient (beta = 0 is the free phase)")
@@ -155,8 +133,8 @@ class EquilibriumPropagation(GradientMethod):
             if self.variant in ("centered", name):
                 nudge, gamma = self.nudge(circuit, grad_output, sign)
                 phases[name] = solver.solve(circuit, source_V, nudge_A=nudge, init=free)
-        a = self.measured(phases.get("positive", free))
-        b = self.measured(phases.get("negative", free))
+        a = self.measurement.read(phases.get("positive", free))
+        b = self.measurement.read(phases.get("negative", free))
         full_scale_A = circuit.spec.conductance.g_max_S
         kappa = gamma / (self.beta * full_scale_A * (2.0 if self.variant == "centered" else 1.0))
         return ep_estimates(circuit, source_V, a, b, kappa, phases)
@@ -287,7 +265,7 @@ class ImplicitDifferentiation(GradientMethod):
 METHODS = ("ep-centered", "ep-positive", "ep-negative", "implicit")
 
 
-def gradient_method(name: str, beta: float = 1e-3) -> GradientMethod:
+def gradient_method(name: str, beta: float = EquilibriumPropagation.beta) -> GradientMethod:
     """Gradient method by name: one of :data:`METHODS`."""
     if name == "implicit":
         return ImplicitDifferentiation()

@@ -23,7 +23,7 @@ CONFIGS = {
     "zero size": (
         '[[model.blocks]]\ntype = "analog"\nsizes = [4, 0, 2]\n',
         None,
-        "model.blocks[0].sizes[1]: Input should be greater than or equal to 1",
+        "model.blocks[0].sizes[1]: must be an integer in [1,",
     ),
     "sizes not a list": ('[[model.blocks]]\ntype = "analog"\nsizes = "4-3-2"\n', None, "model.blocks[0].sizes"),
     "g_min above g_max": (BLOCK + "g_min_S = 1e-3\ng_max_S = 1e-4\n", None, "must be below g_max_S"),

@@ -103,3 +103,56 @@ def test_load_config_file_errors(tmp_path):
 def test_presets_are_valid(path):
     config = load_config(path)
     assert config.name == path.stem
+
+
+def test_defaults_and_bounds_are_the_librarys():
+    from analog.circuit import CircuitSpec
+    from analog.devices import DeviceConfig, IOConfig
+    from analog.readout import Measurement
+    from cosim.gradients import EquilibriumPropagation
+
+    config = parse_config(minimal())
+    assert config.model.blocks[0].circuit_spec() == CircuitSpec((4, 3, 2))
+    assert config.devices == DeviceConfig() and config.io == IOConfig() and config.measurement == Measurement()
+    assert config.train.gradient_method() == EquilibriumPropagation()
+    # A bound the library enforces is the configuration's bound, with the key path of the file.
+    data = minimal()
+    data["model"]["blocks"][0]["input_gain_V"] = 150.0
+    assert "model.blocks[0].input_gain_V: must be a voltage in (0, 100] V" in error_of(data)
+
+
+def test_block_sections_override_the_top_level_key_by_key():
+    from cosim.build import build_model
+
+    data = {
+        "devices": {"d2d_sigma": 0.1},
+        "measurement": {"bits": 10},
+        "model": {
+            "blocks": [
+                {"type": "analog", "sizes": [4, 3, 3], "devices": {"levels": 8}, "measurement": {"range_V": 2.0}},
+                {"type": "analog", "sizes": [3, 2], "io": {"read_noise_sigma": 0.01}},
+            ]
+        },
+    }
+    config = parse_config(data)
+    first, second = (config.block_section(i, "devices") for i in (0, 1))
+    assert (first.d2d_sigma, first.levels) == (0.1, 8) and (second.d2d_sigma, second.levels) == (0.1, None)
+    model = build_model(config, (4,))
+    a, b = model.analog_blocks()
+    assert a.devices == first and b.devices == second
+    assert (a.io.read_noise_sigma, b.io.read_noise_sigma) == (0.0, 0.01)
+    assert (a.method.measurement.bits, a.method.measurement.range_V) == (10, 2.0)
+    assert (b.method.measurement.bits, b.method.measurement.range_V) == (10, 1.0)
+    data["model"]["blocks"][1]["devices"] = {"levels": 1}
+    assert "model.blocks[1].devices.levels: must be an integer in [2," in error_of(data)
+    data["model"]["blocks"][1]["devices"] = {"level": 4}
+    assert "model.blocks[1].devices.level: unknown key" in error_of(data)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "moved"),
+    [("train", "measure_bits", "measurement.bits"), ("devices", "read_noise_sigma", "io.read_noise_sigma")],
+)
+def test_moved_keys_name_their_new_place(section, key, moved):
+    message = error_of(minimal(**{section: {key: 8 if key == "measure_bits" else 0.01}}))
+    assert f"{section}.{key}: this key moved to {moved}" in message

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from analog import CircuitSpec, ConductanceRange
-from analog.devices import DeviceArray, DeviceConfig
+from analog.devices import DeviceArray, DeviceConfig, IOConfig
+from analog.readout import Measurement
 from cosim import AnalogBlock, EquilibriumPropagation
 
 RANGE = ConductanceRange(1e-6, 1e-4)
@@ -83,9 +84,9 @@ def test_device_to_device_variability_statistics(distribution, mode):
 
 def test_read_noise_changes_every_phase():
     torch.manual_seed(0)
-    devices = array(shape=(1000,), read_noise_sigma=0.02)
+    devices, io = array(shape=(1000,)), IOConfig(read_noise_sigma=0.02)
     g = torch.full((1000,), 5e-5)
-    a, b = devices.read(g), devices.read(g)
+    a, b = devices.read(g, io), devices.read(g, io)
     assert not torch.equal(a, b)
     assert abs((a / g).std().item() - 0.02) < 0.003
 
@@ -112,11 +113,11 @@ def test_block_programming_quantizes_and_pins():
 
 def test_measurement_adc_quantizes_ep_readings():
     spec = CircuitSpec((8, 6, 4), input_gain_V=5.0)
-    block = AnalogBlock(spec, seed=1, method=EquilibriumPropagation(beta=0.1, measure_bits=4))
+    block = AnalogBlock(spec, seed=1, method=EquilibriumPropagation(beta=0.1, measurement=Measurement(bits=4)))
     x = torch.rand(6, 8, generator=torch.Generator().manual_seed(0))
     F.mse_loss(block(x), torch.zeros(6, 4)).backward()
     free = block.solver.solve(block.circuit(), spec.source_voltages(x))
-    measured = block.method.measured(free)
+    measured = block.method.measurement.read(free)
     step = 2.0 / 15
     for v in measured.voltages:
         assert torch.allclose(v / step, torch.round(v / step), atol=1e-9)

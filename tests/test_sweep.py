@@ -35,7 +35,7 @@ methods = ["ep-centered"]
 def sweep_cmd(config: Path, out: Path) -> list[str]:
     return [
         sys.executable, "-m", "cosim.cli", "sweep", "--config", str(config),
-        "--grid", "train.measure_bits=[8,12]", "--grid", "devices.d2d_sigma=[0.0,0.1]",
+        "--grid", "measurement.bits=[8,12]", "--grid", "devices.d2d_sigma=[0.0,0.1]",
         "--seeds", "3", "--metric", "gradcheck", "--workers", "2", "--out", str(out),
     ]  # fmt: skip
 

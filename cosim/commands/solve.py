@@ -8,16 +8,16 @@ import time
 import torch
 
 from analog.circuit import Circuit
-from cosim.build import build_solver, circuit_spec, torch_dtype
+from cosim.build import build_solver, torch_dtype
 from cosim.commands.common import CONFIG_HELP, say
-from cosim.config import ConfigError, RunConfig, resolve_config
+from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, resolve_config
 from cosim.data import load_dataset
 
 __all__ = ["register", "run"]
 
 
-def _analog_config(config: RunConfig, index: int):
-    analog = [b for b in config.model.blocks if b.type == "analog"]
+def _analog_config(config: RunConfig, index: int) -> AnalogBlockConfig:
+    analog = [b for b in config.model.blocks if isinstance(b, AnalogBlockConfig)]
     if index >= len(analog):
         raise ConfigError(f"solve.block: the model has {len(analog)} analog block(s), got index {index}")
     return analog[index]
@@ -39,7 +39,7 @@ def _inputs(config: RunConfig, n_inputs: int, dtype: torch.dtype) -> torch.Tenso
 
 def run(args) -> int:
     config = resolve_config(args.config)
-    spec = circuit_spec(_analog_config(config, config.solve.block))
+    spec = _analog_config(config, config.solve.block).circuit_spec()
     dtype = torch_dtype(config)
     circuit = Circuit.random(spec, seed=config.seed, dtype=dtype)
     x = _inputs(config, spec.n_inputs, dtype)

@@ -1,0 +1,220 @@
+"""The ``[[model.blocks]]`` of a configuration: analog blocks (each builds its
+:class:`~analog.circuit.CircuitSpec`) and the digital blocks between them.
+
+An analog block's keys are the circuit's parameters; their defaults and bounds are the library's
+(:class:`~analog.circuit.CircuitSpec`, :class:`~analog.devices.DiodeModel`,
+:class:`~analog.devices.ConductanceRange`): validating a block builds its circuit spec, and the
+library's error becomes the key-path error. ``devices``, ``io`` and ``measurement`` override the
+top-level sections of the same name for this block, key by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from analog.circuit import CircuitSpec
+from analog.devices import ConductanceRange, DiodeModel
+from analog.models import UserModels, load_model_library
+
+__all__ = ["BLOCK_TYPES", "AnalogBlockConfig", "BlockConfig", "ModelConfig", "Strict", "library_defaults"]
+
+
+class Strict(BaseModel):
+    """A configuration section: unknown keys are refused, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def library_defaults(cls) -> dict[str, Any]:
+    """``{field: default}`` of a library dataclass, so that a default lives in one place."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+_SPEC = library_defaults(CircuitSpec)
+_DIODE = library_defaults(DiodeModel)
+_RANGE = library_defaults(ConductanceRange)
+_DIODE_KEYS = {"is_A": "diode_is_A", "n": "diode_n", "temperature_C": "temperature_C"}
+_SPICE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+def _renamed(exc: ValueError, keys: dict[str, str]) -> ValueError:
+    """The library's ``"field: message"`` error with the field named as the configuration names it."""
+    match = re.match(r"^([A-Za-z_]\w*)(\[\d+\])?: ", str(exc))
+    if not match:
+        return exc
+    return ValueError(keys.get(match[1], match[1]) + str(exc)[len(match[1]) :])
+
+
+class AnalogBlockConfig(Strict):
+    type: Literal["analog"]
+    sizes: list[int]
+    """``[n_in, hidden..., n_out]`` (:attr:`CircuitSpec.layer_sizes`)."""
+    input_pairs: bool = _SPEC["input_pairs"]
+    input_gain_V: float = _SPEC["input_gain_V"]
+    bias_V: float | None = _SPEC["bias_V"]
+    diode_up_V: float | None = _SPEC["diode_up_V"]
+    diode_down_V: float | None = _SPEC["diode_down_V"]
+    amplifier_gains: list[float | None] | None = None
+    g_min_S: float = _RANGE["g_min_S"]
+    g_max_S: float = _RANGE["g_max_S"]
+    diode_is_A: float = _DIODE["is_A"]
+    diode_n: float = _DIODE["n"]
+    temperature_C: float = _DIODE["temperature_C"]
+    wire_ohm: float | None = _SPEC["wire_ohm"]
+    """Resistance of every crossbar wire segment (rows and columns, one per cross-point), ohms;
+    ``None``: ideal wires. Both solvers include it exactly (see :mod:`analog.wires`)."""
+    model_file: str | None = Field(None, min_length=1, max_length=4096)
+    """SPICE model library (``.model``/``.subckt``, see :mod:`analog.models`); a relative path is
+    taken from the current directory. Validated when the configuration is read."""
+    diode_model: str | None = Field(None, pattern=_SPICE_NAME)
+    """Name of a ``.model NAME D`` card of ``model_file`` used for every neuron diode (instead of
+    ``diode_is_A`` / ``diode_n``; the fast solver accepts cards that set only IS and N)."""
+    neuron_subckt: str | None = Field(None, pattern=_SPICE_NAME)
+    """Name of a one-pin ``.subckt`` of ``model_file`` placed at every free node instead of the
+    diodes (ngspice only)."""
+    devices: dict[str, Any] = Field(default_factory=dict)
+    """Keys of ``[devices]`` that differ for this block (see :class:`analog.devices.DeviceConfig`)."""
+    io: dict[str, Any] = Field(default_factory=dict)
+    """Keys of ``[io]`` that differ for this block (see :class:`analog.devices.IOConfig`)."""
+    measurement: dict[str, Any] = Field(default_factory=dict)
+    """Keys of ``[measurement]`` that differ for this block (see :class:`analog.readout.Measurement`)."""
+
+    @model_validator(mode="after")
+    def _user_models(self):
+        if self.model_file is None:
+            if self.diode_model is not None or self.neuron_subckt is not None:
+                raise ValueError("diode_model / neuron_subckt need model_file (the library that defines them)")
+        elif self.diode_model is not None and {"diode_is_A", "diode_n"} & self.model_fields_set:
+            raise ValueError("diode_model replaces diode_is_A and diode_n: set one or the other")
+        return self
+
+    @model_validator(mode="after")
+    def _circuit(self):
+        self.circuit_spec()
+        return self
+
+    def user_models(self) -> UserModels | None:
+        """The validated :class:`analog.models.UserModels` of ``model_file`` (``None`` without one)."""
+        if self.model_file is None:
+            return None
+        return UserModels(load_model_library(self.model_file), self.diode_model, self.neuron_subckt)
+
+    def circuit_spec(self) -> CircuitSpec:
+        """The block's :class:`CircuitSpec`; a ``ValueError`` names the key that is out of range."""
+        user = self.user_models()
+        try:
+            diode = DiodeModel(is_A=self.diode_is_A, n=self.diode_n, temperature_C=self.temperature_C)
+        except ValueError as exc:
+            raise _renamed(exc, _DIODE_KEYS) from None
+        if user is not None and user.diode(self.temperature_C) is not None:
+            diode = user.diode(self.temperature_C)
+        try:
+            conductance = ConductanceRange(self.g_min_S, self.g_max_S)
+        except ValueError as exc:
+            raise _renamed(exc, {}) from None
+        try:
+            return CircuitSpec(
+                layer_sizes=tuple(self.sizes),
+                input_pairs=self.input_pairs,
+                input_gain_V=self.input_gain_V,
+                bias_V=self.bias_V,
+                diode_up_V=self.diode_up_V,
+                diode_down_V=self.diode_down_V,
+                diode=diode,
+                amplifier_gains=None if self.amplifier_gains is None else tuple(self.amplifier_gains),
+                conductance=conductance,
+                wire_ohm=self.wire_ohm,
+                user_models=user,
+            )
+        except ValueError as exc:
+            raise _renamed(exc, {"layer_sizes": "sizes"}) from None
+
+
+class LinearConfig(Strict):
+    type: Literal["linear"]
+    in_features: int = Field(ge=1)
+    out_features: int = Field(ge=1)
+    bias: bool = True
+
+
+class ConvConfig(Strict):
+    type: Literal["conv"]
+    in_channels: int = Field(ge=1)
+    out_channels: int = Field(ge=1)
+    kernel_size: int = Field(ge=1, le=31)
+    stride: int = Field(1, ge=1)
+    padding: int = Field(0, ge=0)
+
+
+class PoolConfig(Strict):
+    type: Literal["maxpool", "avgpool"]
+    kernel_size: int = Field(2, ge=1)
+
+
+class ActivationConfig(Strict):
+    type: Literal["relu", "tanh", "sigmoid", "flatten"]
+
+
+class NormConfig(Strict):
+    type: Literal["batchnorm1d", "batchnorm2d", "layernorm"]
+    num_features: int = Field(ge=1)
+
+
+class ReshapeConfig(Strict):
+    type: Literal["reshape"]
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    """Shape of one sample, e.g. ``[1, 8, 8]`` to feed flat digits to a convolution."""
+
+
+class ScaleConfig(Strict):
+    type: Literal["scale"]
+    factor: float = Field(gt=0, le=1e6)
+    """Fixed gain, e.g. from output volts to logits."""
+
+
+class ConverterConfig(Strict):
+    type: Literal["dac", "adc"]
+    bits: int | None = Field(None, ge=1, le=24)
+    """Resolution; omit for an ideal converter."""
+    lo: float = -1.0
+    hi: float = 1.0
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.lo >= self.hi:
+            raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
+        return self
+
+
+BlockConfig = Annotated[
+    AnalogBlockConfig
+    | LinearConfig
+    | ConvConfig
+    | PoolConfig
+    | ActivationConfig
+    | NormConfig
+    | ReshapeConfig
+    | ScaleConfig
+    | ConverterConfig,
+    Field(discriminator="type"),
+]
+
+
+class ModelConfig(Strict):
+    blocks: list[BlockConfig] = Field(min_length=1)
+
+
+BLOCK_TYPES = frozenset(
+    t for cls in get_args(get_args(BlockConfig)[0]) for t in get_args(cls.model_fields["type"].annotation)
+)
+"""Every block ``type`` a configuration may name."""

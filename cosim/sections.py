@@ -1,0 +1,171 @@
+"""The settings sections of a configuration: data, solver, training and the other commands."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from cosim.gradients import EquilibriumPropagation, GradientMethod, gradient_method
+from cosim.model_config import Strict
+from cosim.optim import check_optimizer_options, check_schedule_name, check_schedule_options, optimizer_class
+
+__all__ = [
+    "DataConfig",
+    "EnergyConfig",
+    "GradcheckConfig",
+    "SolveConfig",
+    "SolverConfig",
+    "TrainConfig",
+]
+
+
+class DataConfig(Strict):
+    dataset: Literal["digits", "mnist", "fashion-mnist", "cifar10"] = "digits"
+    root: str = ""
+    """Local file or folder holding the dataset (e.g. ``../shared/data/mnist.pkl.gz``); empty: the
+    dataset's default location, downloaded through torchvision when online."""
+    download: bool = True
+    """Allow torchvision to download MNIST / Fashion-MNIST / CIFAR-10 when ``root`` lacks them."""
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    """Held-out fraction for ``digits`` (fixed split by ``seed``)."""
+    train_subset: int = Field(0, ge=0)
+    """Use only the first N training samples (0: all)."""
+    test_subset: int = Field(0, ge=0)
+
+
+class SolverConfig(Strict):
+    name: Literal["fast", "ngspice"] = "fast"
+    tol_V: float | None = Field(None, gt=0, lt=1)
+    max_iterations: int = Field(100, ge=1, le=10_000)
+    workers: int = Field(1, ge=1, le=64)
+    """ngspice worker processes."""
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    optimizer: str = "adam"
+    """Any optimizer of ``torch.optim`` by class name, case-insensitive: ``adam``, ``sgd``,
+    ``adamw``, ``rmsprop``, ``nadam``, ... (not ``lbfgs`` or ``sparseadam``, which need a closure or
+    sparse gradients)."""
+    optimizer_options: dict[str, float | bool | list[float]] = Field(default_factory=dict)
+    """Further keyword arguments of the optimizer, e.g. ``{betas = [0.9, 0.99], amsgrad = true}``
+    (``lr``, ``weight_decay`` and SGD's ``momentum`` have their own keys)."""
+    lr: float = Field(1e-3, gt=0, le=10)
+    """Learning rate. Conductances are in siemens: the analog-block learning rate is ``lr`` times
+    ``analog_lr_scale`` (default: the device range ``R = g_max - g_min`` for optimizers whose step
+    does not scale with the gradient, such as Adam; ``R^2`` for SGD and ASGD), so that ``lr`` acts on
+    conductances in units of ``R``."""
+    analog_lr_scale: float | None = Field(None, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """Momentum of SGD (other optimizers take theirs from ``optimizer_options``)."""
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: str = "cosine"
+    """Learning-rate schedule, stepped once per batch: ``none``, ``cosine`` (to 0 over the run) or any
+    scheduler of ``torch.optim.lr_scheduler`` by class name, case-insensitive (``steplr``,
+    ``onecycle``...; periods such as ``step_size`` count batches)."""
+    schedule_options: dict[str, float | bool | list[float]] = Field(default_factory=dict)
+    """Keyword arguments of the scheduler, e.g. ``{step_size = 500, gamma = 0.5}``."""
+    method: Literal["ep-centered", "ep-positive", "ep-negative", "implicit"] = "ep-centered"
+    beta: float = EquilibriumPropagation.beta
+    """Largest nudging current as a fraction of the full-scale current (see :mod:`cosim.gradients`);
+    must be > 0 to train with EP. The EP measurement ADCs are ``[measurement]``."""
+    loss: Literal["cross-entropy", "mse"] = "cross-entropy"
+    ngspice_eval_samples: int = Field(200, ge=0)
+    """Test samples re-evaluated with every analog block in ngspice after training (0: skip)."""
+    checkpoint_every: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _method(self):
+        self.gradient_method()
+        if self.method != "implicit" and self.beta == 0:
+            raise ValueError("beta: EP needs beta > 0 to measure a gradient (beta = 0 is the free phase)")
+        return self
+
+    def gradient_method(self) -> GradientMethod:
+        """The training gradient method (without the blocks' measurement settings)."""
+        return gradient_method(self.method, self.beta)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, name: str) -> str:
+        optimizer_class(name)
+        return name
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, name: str) -> str:
+        check_schedule_name(name)
+        return name
+
+    @field_validator("optimizer_options")
+    @classmethod
+    def _optimizer_options(cls, options: dict, info: ValidationInfo) -> dict:
+        if "optimizer" in info.data:  # else the name was refused already
+            check_optimizer_options(info.data["optimizer"], options)
+        return options
+
+    @field_validator("schedule_options")
+    @classmethod
+    def _schedule_options(cls, options: dict, info: ValidationInfo) -> dict:
+        if "schedule" in info.data:
+            check_schedule_options(info.data["schedule"], options)
+        return options
+
+
+class SolveConfig(Strict):
+    samples: int = Field(64, ge=1, le=100_000)
+    inputs: Literal["random", "data"] = "random"
+    block: int = Field(0, ge=0)
+    """Which analog block of the model to solve (index among analog blocks)."""
+
+
+class GradcheckConfig(Strict):
+    samples: int = Field(32, ge=1, le=100_000)
+    betas: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.2, 0.1, 0.05, 0.025, 0.0125], min_length=1
+    )
+    methods: list[Literal["ep-centered", "ep-positive", "ep-negative"]] = Field(
+        default_factory=lambda: ["ep-centered", "ep-positive"], min_length=1
+    )
+
+
+class EnergyConfig(Strict):
+    """``cosim energy``: capacitances, settling accuracy, converter and digital energies."""
+
+    samples: int = Field(8, ge=1, le=4096)
+    """Test samples whose inference and training step are simulated (figures are their mean)."""
+    node_F: float = Field(10e-15, ge=0, lt=1e-3)
+    """Capacitance of every free node to ground (neuron input, wiring), farads."""
+    crosspoint_F: float = Field(0.5e-15, ge=0, lt=1e-3)
+    """Capacitance each crossbar or bias device adds to the line it sits on, farads."""
+    diode_F: float = Field(1e-15, ge=0, lt=1e-3)
+    """Linear junction capacitance of each diode, farads."""
+    settle_tol: float = Field(1e-3, gt=0, lt=1)
+    """A phase has settled once every node is within this fraction of the phase's largest node
+    voltage change from its equilibrium."""
+    rtol: float = Field(1e-7, gt=0, lt=1)
+    """Relative local error per step of the fast transient integrator."""
+    atol_V: float = Field(1e-9, gt=0, lt=1)
+    """Absolute local error per step of the fast transient integrator, volts."""
+    t_max_s: float = Field(1e-3, gt=0, le=1e3)
+    """Longest simulated time per phase, seconds."""
+    adc_bits: int = Field(8, ge=1, le=24)
+    adc_fom_J: float = Field(5e-15, gt=0, lt=1e-6)
+    """Walden figure of merit, joules per conversion step: one conversion costs ``fom 2^bits``.
+    Default: a mid-range value of B. Murmann, "ADC Performance Survey 1997-2024" (Walden FoM of
+    low-to-moderate speed designs spans ~1-10 fJ/conv-step)."""
+    dac_bits: int = Field(8, ge=1, le=24)
+    dac_unit_F: float = Field(1e-15, gt=0, lt=1e-9)
+    """Unit capacitor of a charge-redistribution DAC (voltage and nudging-current DACs): one
+    conversion costs ``2^bits C_unit V_ref^2`` (a switched-capacitor estimate, not a survey figure)."""
+    dac_ref_V: float = Field(1.0, gt=0, le=100)
+    mac_energy_J: float = Field(4.6e-12, gt=0, lt=1e-6)
+    """Digital multiply-accumulate, joules. Default: 32-bit float multiply (3.7 pJ) plus add (0.9 pJ)
+    at 45 nm, M. Horowitz, "Computing's energy problem", ISSCC 2014 (8-bit integer: 0.2 + 0.03 pJ).
+    Memory accesses are not included."""
+    ngspice: bool = True
+    """Also run ngspice: DC iteration counts of every phase and ``.tran`` waveforms for the plots."""
+    ngspice_samples: int = Field(1, ge=1, le=64)
+    """Samples simulated by ngspice ``.tran`` (one deck per sample and phase)."""
