@@ -123,9 +123,23 @@ def check_batch(
 
 
 class EquilibriumSolver(ABC):
-    """One backend that finds the DC equilibrium of a circuit for a batch of samples."""
+    """One backend that finds the DC equilibrium of a circuit for a batch of samples.
+
+    Every solver can be closed, and used as a context manager that closes it: backends holding
+    processes or files (ngspice's workers) release them in :meth:`close`; the others have nothing
+    to release.
+    """
 
     name: str = "abstract"
+
+    def close(self) -> None:  # noqa: B027 - a deliberate no-op default: most solvers hold nothing
+        """Release what the solver holds (worker processes); a later solve may start them again."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @abstractmethod
     def solve(
