@@ -7,14 +7,16 @@ attached through PySpice's documented ``raw_spice`` facility (which PySpice prin
 elements); every other element still goes through the API. ``tests/test_netlist.py`` checks that the
 bulk lines equal PySpice's own, name for name, value for value and in the same order.
 
-Two kinds of deck are built from the same elements:
+Every deck is built from the same elements:
 
 * :func:`build_operating_point`: one sample, plain DC sources and an ``.op`` analysis (golden
   netlists, per-sample runs, netlist export);
 * :func:`build_batch`: a whole batch in one ``.dc`` analysis, so that ngspice orders its sparse
   matrix once. A dummy source ``VIDX`` is swept over ``0..B-1``; every input source and nudging
   current is a behavioral source ``pwl(v(IDX), 0, x_0, 1, x_1, ...)`` that takes sample ``b``'s
-  value at ``v(IDX) = b``. Each sweep point starts Newton from the previous one.
+  value at ``v(IDX) = b``. Each sweep point starts Newton from the previous one;
+* :func:`build_transient`: one sample's RC transient (``.tran ... uic``), a capacitor per free node;
+* :func:`build_export`: the ``.op`` deck with parameters, for plain ``ngspice -b``.
 
 Names (ngspice lower-cases them in its output vectors):
 
@@ -34,18 +36,17 @@ Names (ngspice lower-cases them in its output vectors):
 ``FAMP_L{l}_N{j}``           CCCS drawing ``I(VSENSE) / A`` out of ``L{l}_N{j}``
 ``XNRN_L{l}_N{j}``           the user's one-pin neuron subcircuit at the node (replaces both diodes)
 ``INUDGE{j}`` / ``BNUDGE{j}`` current injected into output node ``j``
+``CN_L{l}_N{j}``             node capacitance of a transient deck
 ===========================  =====================================================================
 
-Regenerate the golden netlists in ``netlists/`` after an intentional change of the builder with
-``python -m analog.netlist --write-golden netlists``.
+The golden netlists in ``netlists/`` are built from fixed cases in ``tests/golden.py``; regenerate
+them after an intentional change of the builder with ``python -m tests.golden netlists``.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,11 +69,10 @@ __all__ = [
     "build_batch",
     "build_export",
     "build_operating_point",
-    "golden_circuits",
+    "build_transient",
     "netlist_text",
     "probes",
     "resistor_lines",
-    "write_golden",
 ]
 
 Deck = NgSpiceCircuitSimulator
@@ -421,54 +421,47 @@ def netlist_text(deck: Deck | SpiceCircuit) -> str:
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
 
-def golden_circuits() -> dict[str, tuple[Circuit, torch.Tensor, torch.Tensor | None]]:
-    """The fixed, seeded cases behind ``netlists/golden_*.cir``: name -> (circuit, source_V, nudge_A).
+def build_transient(
+    circuit: Circuit,
+    node_F: torch.Tensor,
+    source_V: torch.Tensor,
+    start: torch.Tensor,
+    t_stop_s: float,
+    nudge_A: torch.Tensor | None = None,
+    max_step_s: float | None = None,
+) -> Deck:
+    """One sample's phase as a ``.tran`` deck from ``t = 0`` to ``t_stop_s`` seconds.
 
-    ``golden_small``: layer sizes (2, 3, 2), input pairs, bias, both diodes, nudged.
-    ``golden_amp``: (2, 3, 3, 2), an amplifier of gain 4 after layer 1, no down diode, free phase.
+    The network with DC input sources ``source_V`` (``[n_sources]`` V), nudging currents ``nudge_A``
+    (``[n_out]`` A, ``None`` for the free phase) and a capacitor ``CN_<node>`` from every free node
+    to ground: ``node_F`` ``[N]`` farads, flat over layers ``1..L`` (e.g.
+    :meth:`analog.settling.Capacitances.nodes_F`), initial condition ``start`` ``[N]`` volts
+    (``uic``). ``max_step_s``: longest time step, seconds (``None``: ``t_stop_s / 200``).
     """
-    import torch
-
-    from analog.circuit import Circuit, CircuitSpec
-
-    small = CircuitSpec(layer_sizes=(2, 3, 2), diode_up_V=0.3, diode_down_V=-0.3)
-    amp = CircuitSpec(
-        layer_sizes=(2, 3, 3, 2),
-        input_pairs=False,
-        diode_up_V=0.5,
-        diode_down_V=None,
-        amplifier_gains=(4.0, None),
-    )
-    cases = {}
-    for name, spec, seed, nudged in (("golden_small", small, 1, True), ("golden_amp", amp, 2, False)):
-        circuit = Circuit.random(spec, seed=seed)
-        gen = torch.Generator().manual_seed(seed + 100)
-        x = torch.rand((1, spec.n_inputs), generator=gen, dtype=torch.float64) * 2 - 1
-        source_V = spec.source_voltages(x)[0]
-        nudge_A = 1e-6 * torch.randn(spec.n_outputs, generator=gen, dtype=torch.float64) if nudged else None
-        cases[name] = (circuit, source_V, nudge_A)
-    return cases
-
-
-def write_golden(directory: str | Path) -> list[Path]:
-    """Write every :func:`golden_circuits` case as ``<directory>/<name>.cir`` (operating point)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (circuit, source_V, nudge_A) in golden_circuits().items():
-        path = directory / f"{name}.cir"
-        path.write_text(netlist_text(build_operating_point(circuit, source_V, nudge_A)))
-        written.append(path)
-    return written
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analog.netlist", description=__doc__.splitlines()[0])
-    parser.add_argument("--write-golden", metavar="DIR", required=True, help="write golden netlists to DIR")
-    args = parser.parse_args(argv)
-    for path in write_golden(args.write_golden):
-        print(path)
-
-
-if __name__ == "__main__":
-    _main()
+    v = _floats(source_V).reshape(1, -1)
+    i = None if nudge_A is None else _floats(nudge_A).reshape(1, -1)
+    _check(circuit, v, i)
+    spec = circuit.spec
+    caps, v0 = _floats(node_F).flatten().tolist(), _floats(start).flatten().tolist()
+    free = sum(spec.layer_sizes[1:])
+    if len(caps) != free or len(v0) != free:
+        raise ValueError(f"node_F / start: expected {free} values (free nodes), got {len(caps)} / {len(v0)}")
+    net = _network(circuit, f"ffebm DRN {spec.layer_sizes} transient")
+    for k in range(spec.n_sources):
+        net.V(f"IN{k}", node_name(0, k), net.gnd, float(v[0, k]))
+    if i is not None:
+        for j in range(spec.n_outputs):
+            net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), float(i[0, j]))
+    k = 0
+    for l in range(1, spec.depth + 1):
+        for j in range(spec.layer_sizes[l]):
+            net.C(f"N_{node_name(l, j)}", node_name(l, j), net.gnd, caps[k], initial_condition=v0[k])
+            k += 1
+    deck = _deck(circuit, net)
+    # Trapezoidal integration with trtol = 1 reached ngspice's best accuracy here (1e-7 V against
+    # the fast integrator, in fewer points than gear); chgtol far below the charges here so that
+    # reltol (1e-9) governs the steps.
+    deck.options(method="trap", trtol=1, chgtol=1e-30)
+    max_step = max_step_s if max_step_s is not None else t_stop_s / 200
+    deck.transient(step_time=t_stop_s / 1000, end_time=t_stop_s, max_time=max_step, use_initial_condition=True)
+    return deck

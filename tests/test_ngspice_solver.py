@@ -15,8 +15,9 @@ from scipy.optimize import brentq
 
 from analog.circuit import Circuit, CircuitSpec
 from analog.devices import DiodeModel
+from analog.ngspice import fatal_messages, ngspice_library
 from analog.solvers.base import SolverError, SolverStatus
-from analog.solvers.ngspice import NgspiceSolver, _fatal, ngspice_library
+from analog.solvers.ngspice import NgspiceSolver
 
 
 def _library_problem() -> str | None:
@@ -170,13 +171,13 @@ def test_nudging_current_enters_the_output_node(solver):
 
 
 def test_stderr_classification():
-    assert not _fatal(["Note: Starting dynamic gmin stepping", "Note: Dynamic gmin stepping completed"])
-    assert not _fatal(["Warning: Dynamic gmin stepping failed", "Note: Starting true gmin stepping"])
-    assert not _fatal(["Note: Source stepping completed", "Warning: unused option"])
-    assert _fatal(["doAnalyses: iteration limit reached"]) == ["doAnalyses: iteration limit reached"]
-    assert _fatal(["run simulation(s) aborted"]) and _fatal(["Error: singular matrix"])
-    assert _fatal(["Warning: singular matrix:  check node l1_n0"])
-    assert _fatal(["something ngspice never said before"])
+    assert not fatal_messages(["Note: Starting dynamic gmin stepping", "Note: Dynamic gmin stepping completed"])
+    assert not fatal_messages(["Warning: Dynamic gmin stepping failed", "Note: Starting true gmin stepping"])
+    assert not fatal_messages(["Note: Source stepping completed", "Warning: unused option"])
+    assert fatal_messages(["doAnalyses: iteration limit reached"]) == ["doAnalyses: iteration limit reached"]
+    assert fatal_messages(["run simulation(s) aborted"]) and fatal_messages(["Error: singular matrix"])
+    assert fatal_messages(["Warning: singular matrix:  check node l1_n0"])
+    assert fatal_messages(["something ngspice never said before"])
 
 
 def test_invalid_options_are_refused():
@@ -256,7 +257,7 @@ def test_memory_stays_bounded_over_many_solves():
 
 
 def test_missing_library_gives_a_clear_error(monkeypatch):
-    monkeypatch.setattr("analog.solvers.ngspice.ngspice_library", lambda: None)
+    monkeypatch.setattr("analog.ngspice.pool.ngspice_library", lambda: None)
     solver = NgspiceSolver()
     spec = CircuitSpec(layer_sizes=(1, 1))
     with pytest.raises(SolverError, match="apt-get install ngspice libngspice0 libngspice0-dev"):
