@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import threading
 import time
@@ -273,3 +274,32 @@ def test_history_separates_deck_building_from_ngspice_time(solver):
     assert len(eq.history["netlist_s"]) == len(eq.history["ngspice_s"]) == 3
     assert all(t > 0 for t in (*eq.history["netlist_s"], *eq.history["ngspice_s"]))
     assert eq.history["retries"] == [[], [], []]
+
+
+@pytest.mark.parametrize(
+    ("library", "said"),
+    [
+        # A diode on a resistor model: the validator checks that the model exists, ngspice its type.
+        (".model RX R (R=1)\n.subckt NRN n\nD1 n 0 RX\n.ends\n", r"incorrect model type"),
+        (".subckt NRN n\nB1 n 0 I={(v(n)*2}\n.ends\n", r"syntax error"),  # unbalanced parenthesis
+    ],
+    ids=["model-type", "expression"],
+)
+def test_a_library_ngspice_cannot_parse_is_a_parse_error(tmp_path, solver, library, said):
+    from analog.models import UserModels, load_model_library
+    from analog.ngspice import NetlistError, NgspiceTransient
+    from analog.settling import Capacitances
+
+    path = tmp_path / "bad.lib"
+    path.write_text(library)
+    spec = CircuitSpec((2, 2), user_models=UserModels(load_model_library(path), neuron_subckt="NRN"))
+    circuit = Circuit.random(spec, seed=0)
+    source_V = torch.zeros((2, spec.n_sources), dtype=torch.float64)
+    with pytest.raises(NetlistError) as info:
+        solver.solve(circuit, source_V)
+    message = str(info.value)
+    assert "cannot parse the netlist of samples 0..1" in message and re.search(said, message)
+    assert re.search(r"(?m)^\s+\S*(d1|b1) ", message), "ngspice's quote of the offending line is missing"
+    assert "converge" not in message.replace("not a convergence problem", "")
+    with NgspiceTransient() as tran, pytest.raises(NetlistError, match=said):
+        tran.run(circuit, Capacitances(), source_V, torch.zeros(2, 2), 1e-9)
