@@ -64,6 +64,10 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _key(fn: Callable | None) -> str:
+    return "" if fn is None else f"{fn.__module__}.{fn.__qualname__}"
+
+
 def _timed(fn: Callable, args: tuple) -> tuple[float, object]:
     """Worker side: ``fn(*args)`` and the seconds it took (excludes queueing and worker start-up)."""
     start = time.perf_counter()
@@ -94,7 +98,7 @@ class NgspicePool:
         self.max_tasks_per_child = max_tasks_per_child
         self.timeout_s = timeout_s
         self.owner = owner
-        self._seconds_per_work: float | None = None
+        self._seconds_per_work: dict[str, float] = {}
         self._pool: cf.ProcessPoolExecutor | None = None
         self._dispatcher: cf.ThreadPoolExecutor | None = None
 
@@ -109,21 +113,24 @@ class NgspicePool:
             raise ValueError(f"timeout_s: must be a number of seconds > 0 or None (automatic), got {value!r}")
         self._timeout_s = value
 
-    def limit_s(self, work: float) -> float:
-        """How long a job of ``work`` units may run, seconds.
+    def limit_s(self, work: float, fn: Callable | None = None) -> float:
+        """How long a job of ``work`` units running task function ``fn`` may take, seconds.
 
         ``timeout_s`` when given. Otherwise ``max(FLOOR_S, MARGIN * rate * work)`` (60 s, 20x), where
         ``rate`` is the slowest seconds per unit of work measured in the workers on this pool's
-        finished jobs; before any job has finished, :data:`FIRST_JOB_S` (900 s). The caller chooses
-        the unit: the DC solver counts samples x netlist lines, so that a pool first timed on a tiny
-        circuit does not cut off a large one; a unit measured on small decks overestimates the rate
-        of large ones (fixed costs per job), which errs on the side of waiting.
+        finished jobs of the same ``fn``; before one has finished, :data:`FIRST_JOB_S` (900 s).
+        The caller chooses the unit: the DC solver counts samples x netlist lines, so that a pool
+        first timed on a tiny circuit does not cut off a large one (a rate measured on small decks
+        overestimates that of large ones, fixed costs per job, which errs on the side of waiting).
+        Rates are kept per task function because one ``.op`` per sample costs far more per sample
+        than a ``.dc`` sweep that orders the matrix once.
         """
         if self._timeout_s is not None:
             return float(self._timeout_s)
-        if self._seconds_per_work is None:
+        rate = self._seconds_per_work.get(_key(fn))
+        if rate is None:
             return FIRST_JOB_S
-        return max(FLOOR_S, MARGIN * self._seconds_per_work * work)
+        return max(FLOOR_S, MARGIN * rate * work)
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -151,7 +158,7 @@ class NgspicePool:
         """Process ids of the live workers (starting them if needed); for memory accounting."""
         pool = self._executor()
         futures = [self._submit(pool, os.getpid) for _ in range(self.workers)]
-        pids = {f.result(timeout=self.limit_s(1.0)) for f in futures}
+        pids = {f.result(timeout=self.limit_s(1.0, os.getpid)) for f in futures}
         return sorted(pids | {p.pid for p in (pool._processes or {}).values() if p.is_alive()})
 
     def _kill(self) -> None:
@@ -214,14 +221,15 @@ class NgspicePool:
             try:
                 futures = {k: self._submit(pool, _timed, tasks[k][0], tasks[k][1:]) for k in pending}
                 for k in pending:
-                    limit = self.limit_s(work[k])
+                    fn = tasks[k][0]
+                    limit = self.limit_s(work[k], fn)
                     try:
                         seconds, results[k] = futures[k].result(timeout=limit)
                     except keep as exc:
                         results[k] = exc
                         continue
                     rate = seconds / max(work[k], 1e-300)
-                    self._seconds_per_work = max(rate, self._seconds_per_work or 0.0)
+                    self._seconds_per_work[_key(fn)] = max(rate, self._seconds_per_work.get(_key(fn), 0.0))
                 return results
             except (cf.process.BrokenProcessPool, cf.TimeoutError) as err:
                 self._kill()
@@ -235,8 +243,8 @@ class NgspicePool:
                 f"timeout_s = {self._timeout_s:g} s"
                 if self._timeout_s is not None
                 else f"automatic: max({FLOOR_S:g} s, {MARGIN:g} x the measured time of this job's size)"
-                if self._seconds_per_work is not None
-                else f"automatic, before any job finished: {FIRST_JOB_S:g} s"
+                if limit != FIRST_JOB_S
+                else f"automatic, before a job of this kind finished: {FIRST_JOB_S:g} s"
             )
             return (
                 f"ngspice: a job ran past its time limit of {limit:.3g} s ({how}) twice; its workers were "

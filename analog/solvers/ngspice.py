@@ -42,9 +42,10 @@ class NgspiceSolver(EquilibriumSolver):
     ``max_tasks_per_child``: chunks a worker runs before it is replaced (bounds ngspice's memory).
     ``timeout_s``: longest wait for one chunk before its worker is declared hung and replaced,
     seconds; ``None`` (default): ``max(60 s, 20 x the time per sample and netlist line measured on
-    this solver's earlier chunks x the chunk's samples x its netlist lines)``, 900 s until a first
-    chunk has finished (see :meth:`analog.ngspice.pool.NgspicePool.limit_s`). A chunk past its limit
-    twice raises :class:`SolverError` naming the limit. Use as a context manager or call
+    this solver's earlier chunks of the same kind (sweep or per-op) x the chunk's samples x its
+    netlist lines)``, 900 s until a first chunk of that kind has finished (see
+    :meth:`analog.ngspice.pool.NgspicePool.limit_s`). A chunk past its limit twice raises
+    :class:`SolverError` naming the limit and the fix. Use as a context manager or call
     :meth:`close` to stop the workers; they start on the first solve and are reused.
     """
 
