@@ -13,6 +13,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 import torch
 
@@ -135,7 +136,7 @@ class EquilibriumSolver(ABC):
     def close(self) -> None:  # noqa: B027 - a deliberate no-op default: most solvers hold nothing
         """Release what the solver holds (worker processes); a later solve may start them again."""
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
