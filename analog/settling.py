@@ -1,4 +1,4 @@
-"""Settling of an analog block: RC transients of each phase, in torch and in ngspice (``.tran``).
+"""Settling of an analog block: the RC transient of each phase, integrated in torch (TR-BDF2).
 
 Capacitance model (:class:`Capacitances`, farads). Every free node ``j`` of layer ``l`` has one
 linear capacitance to ground
@@ -32,38 +32,27 @@ filtered through ``(M + d h H)^{-1}`` as in Hosea & Shampine:
 
 Steps adapt to ``|err| <= atol + rtol |v|``; the step sequence is shared by the batch.
 
-ngspice runs the same circuit with one capacitor per free node (``CN_L{l}_N{j}``, initial
-condition from the previous phase, ``.tran ... uic``), trapezoidal integration and tight
-tolerances, in spawn worker processes (:class:`NgspiceTransient`).
+ngspice runs the same circuit as a reference (:class:`analog.ngspice.NgspiceTransient`): one
+capacitor per free node (``CN_L{l}_N{j}``, :func:`analog.netlist.build_transient`), initial
+condition from the previous phase, trapezoidal integration and tight tolerances.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import copy
 import math
-import multiprocessing
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from analog.circuit import Circuit, node_name
+from analog.circuit import Circuit
 from analog.energy import static_power
 from analog.solvers.base import SolverError
 from analog.solvers.newton import BlockTridiagonal
 from analog.solvers.physics import LayeredSystem
 
-__all__ = [
-    "Capacitances",
-    "NgspiceTransient",
-    "NgspiceWaveform",
-    "Transient",
-    "TransientOptions",
-    "simulate_phase",
-    "transient_deck",
-]
+__all__ = ["Capacitances", "Transient", "TransientOptions", "simulate_phase"]
 
 _GAMMA = 2.0 - math.sqrt(2.0)
 _D = _GAMMA / 2.0
@@ -372,180 +361,3 @@ def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t
         rejected=rejected,
         newton_iterations=newton_total,
     )
-
-
-# ------------------------------------------------------------------------------------------------
-# ngspice .tran
-
-
-def transient_deck(
-    circuit: Circuit,
-    capacitances: Capacitances,
-    source_V: torch.Tensor,
-    start: torch.Tensor,
-    t_stop_s: float,
-    nudge_A: torch.Tensor | None = None,
-    max_step_s: float | None = None,
-):
-    """One sample's phase as an ngspice deck: the network of :mod:`analog.netlist`, DC input
-    sources, nudging current sources, a capacitor ``CN_<node>`` per free node with initial
-    condition ``start`` (``[N]`` volts, flat) and ``.tran`` with ``uic`` up to ``t_stop_s``."""
-    from analog.netlist import _deck, _network
-
-    spec = circuit.spec
-    net = _network(circuit, f"ffebm DRN {spec.layer_sizes} transient")
-    v = source_V.detach().double().flatten().tolist()
-    for k in range(spec.n_sources):
-        net.V(f"IN{k}", node_name(0, k), net.gnd, float(v[k]))
-    if nudge_A is not None:
-        i = nudge_A.detach().double().flatten().tolist()
-        for j in range(spec.n_outputs):
-            net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), float(i[j]))
-    caps = capacitances.nodes_F(circuit.detach().to(torch.float64)).tolist()
-    v0 = start.detach().double().flatten().tolist()
-    k = 0
-    for l in range(1, spec.depth + 1):
-        for j in range(spec.layer_sizes[l]):
-            net.C(f"N_{node_name(l, j)}", node_name(l, j), net.gnd, caps[k], initial_condition=v0[k])
-            k += 1
-    deck = _deck(circuit, net)
-    # Trapezoidal integration with trtol = 1 reached ngspice's best accuracy here (1e-7 V against
-    # the fast integrator, in fewer points than gear); chgtol far below the charges here so that
-    # reltol (1e-9) governs the steps.
-    deck.options(method="trap", trtol=1, chgtol=1e-30)
-    max_step = max_step_s if max_step_s is not None else t_stop_s / 200
-    deck.transient(step_time=t_stop_s / 1000, end_time=t_stop_s, max_time=max_step, use_initial_condition=True)
-    return deck
-
-
-def _run_tran(deck: str, names: tuple[str, ...], label: str) -> dict:
-    """Worker side: run a ``.tran`` deck; return the time vector, ``names`` and iteration counts."""
-    from analog.solvers.ngspice import _clear, _command, _fatal, _load, _messages, _ngspice
-
-    ngspice = _ngspice()
-    try:
-        _load(ngspice, deck, label)
-        _command(ngspice, "run")
-        messages = _messages(ngspice)
-        vectors = ngspice.plot(None, ngspice.last_plot)
-        wanted = ("time", *names)
-        missing = [n for n in wanted if n not in vectors]
-        fatal = _fatal(messages)
-        if missing or fatal:
-            raise SolverError(
-                f"ngspice .tran failed on {label}: missing {missing[:3]}; ngspice said:\n  "
-                + ("\n  ".join(fatal or messages) or "(no message)")
-            )
-        usage = ngspice.ressource_usage("totiter", "traniter", "tranpoints", "accept", "rejected")
-        counts = {}
-        for key, value in usage.items():
-            try:
-                counts[key] = int(float(value))
-            except (TypeError, ValueError):
-                pass
-        return {n: np.array(vectors[n]._data.real, dtype=np.float64) for n in wanted} | {"usage": counts}
-    finally:
-        _clear(ngspice)
-
-
-def _stack(vectors: dict, group: tuple[str, ...]) -> torch.Tensor:
-    """Vectors ``group`` of a run as columns, ``[T, len(group)]``."""
-    if not group:
-        return torch.zeros(len(vectors["time"]), 0, dtype=torch.float64)
-    return torch.from_numpy(np.stack([vectors[n] for n in group], axis=1))
-
-
-@dataclass
-class NgspiceWaveform:
-    times_s: torch.Tensor
-    """``[T]`` ngspice's accepted time points, seconds."""
-    voltages: torch.Tensor
-    """Free-node voltages ``[T, N]`` (flat over layers 1..L), volts."""
-    input_currents_A: torch.Tensor
-    """Current each input source delivers, ``[T, n_sources]``."""
-    bias_currents_A: tuple[torch.Tensor, ...]
-    """Current each bias source delivers into layer ``l+1``, ``[T, n_bias]`` per layer."""
-    usage: dict
-
-
-class NgspiceTransient:
-    """Runs :func:`transient_deck` decks in ``workers`` spawn processes (recycled after
-    ``max_tasks_per_child`` runs: PySpice's ngspice instance grows). A context manager."""
-
-    def __init__(self, workers: int = 1, max_tasks_per_child: int = 50):
-        self.workers, self.max_tasks_per_child = workers, max_tasks_per_child
-        self._pool: cf.ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> NgspiceTransient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def _executor(self) -> cf.ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                max_tasks_per_child=self.max_tasks_per_child,
-            )
-        return self._pool
-
-    def run(
-        self,
-        circuit: Circuit,
-        capacitances: Capacitances,
-        source_V: torch.Tensor,
-        start: torch.Tensor,
-        t_stop_s: float,
-        nudge_A: torch.Tensor | None = None,
-        max_step_s: float | None = None,
-    ) -> list[NgspiceWaveform]:
-        """Transient of every sample of a batch (one deck per sample, run in the workers).
-
-        ``source_V`` ``[B, n_sources]``, ``start`` ``[B, N]``, ``nudge_A`` ``[B, n_out]`` or ``None``.
-        """
-        from analog.netlist import netlist_text
-
-        spec = circuit.spec
-        nodes = tuple(node_name(l, j).lower() for l in range(1, spec.depth + 1) for j in range(spec.layer_sizes[l]))
-        inputs = tuple(f"vin{k}#branch" for k in range(spec.n_sources))
-        biases = tuple(tuple(f"vb{l}{s}#branch" for s in ("p", "n")[: spec.n_bias]) for l in range(spec.depth))
-        names = (*nodes, *inputs, *(n for layer in biases for n in layer))
-        pool = self._executor()
-        futures = []
-        for b in range(source_V.shape[0]):
-            deck = transient_deck(
-                circuit,
-                capacitances,
-                source_V[b],
-                start[b],
-                t_stop_s,
-                None if nudge_A is None else nudge_A[b],
-                max_step_s,
-            )
-            futures.append(pool.submit(_run_tran, netlist_text(deck), names, f"sample {b}"))
-        out = []
-        for fut in futures:
-            try:
-                r = fut.result()
-            except cf.process.BrokenProcessPool as err:
-                self._pool = None
-                raise SolverError(f"ngspice .tran: a worker process died ({err})") from err
-
-            out.append(
-                NgspiceWaveform(
-                    times_s=torch.from_numpy(r["time"]),
-                    voltages=_stack(r, nodes),
-                    # ngspice's branch current flows into the source's + terminal.
-                    input_currents_A=-_stack(r, inputs),
-                    bias_currents_A=tuple(-_stack(r, layer) for layer in biases),
-                    usage=r["usage"],
-                )
-            )
-        return out

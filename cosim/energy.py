@@ -32,7 +32,8 @@ from torch import nn
 
 from analog.circuit import Circuit
 from analog.energy import Power, equilibrium_power
-from analog.settling import Capacitances, NgspiceTransient, Transient, TransientOptions, simulate_phase
+from analog.ngspice import NgspiceTransient
+from analog.settling import Capacitances, Transient, TransientOptions, simulate_phase
 from analog.solvers.base import Equilibrium, EquilibriumSolver, WrappedSolver
 from analog.solvers.newton import FastSolver
 from cosim.block import AnalogBlock

@@ -83,9 +83,8 @@ def ngspice_solver():
 
 @pytest.fixture(params=["fast", pytest.param("ngspice", marks=pytest.mark.ngspice)])
 def solver(request):
-    s = make_solver(request.param)
-    yield s
-    s.close()
+    with make_solver(request.param) as s:
+        yield s
 
 
 def log_uniform_circuit(spec: CircuitSpec, seed: int) -> Circuit:

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from analog.circuit import Circuit, CircuitSpec
-from analog.netlist import build_batch, build_operating_point, golden_circuits, netlist_text, probes
+from analog.netlist import build_batch, build_operating_point, netlist_text, probes
+from tests.golden import REGENERATE, golden_circuits
 
 ROOT = Path(__file__).resolve().parents[1]
-REGENERATE = "python -m analog.netlist --write-golden netlists"
 
 
 def _elements(text: str) -> list[list[str]]:
@@ -135,7 +135,7 @@ def _read_ascii_raw(path: Path) -> dict[str, float]:
     shutil.which("ngspice") is None, reason="the ngspice program is not installed (apt-get install ngspice)"
 )
 def test_golden_netlist_runs_in_plain_ngspice(tmp_path, ngspice_solver):
-    from analog.solvers.ngspice import ngspice_library
+    from analog.ngspice import ngspice_library
 
     if ngspice_library() is None:
         pytest.skip("libngspice is not installed (apt-get install ngspice libngspice0 libngspice0-dev)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import threading
 import time
@@ -15,8 +16,9 @@ from scipy.optimize import brentq
 
 from analog.circuit import Circuit, CircuitSpec
 from analog.devices import DiodeModel
+from analog.ngspice import fatal_messages, ngspice_library
 from analog.solvers.base import SolverError, SolverStatus
-from analog.solvers.ngspice import NgspiceSolver, _fatal, ngspice_library
+from analog.solvers.ngspice import NgspiceSolver
 
 
 def _library_problem() -> str | None:
@@ -170,13 +172,13 @@ def test_nudging_current_enters_the_output_node(solver):
 
 
 def test_stderr_classification():
-    assert not _fatal(["Note: Starting dynamic gmin stepping", "Note: Dynamic gmin stepping completed"])
-    assert not _fatal(["Warning: Dynamic gmin stepping failed", "Note: Starting true gmin stepping"])
-    assert not _fatal(["Note: Source stepping completed", "Warning: unused option"])
-    assert _fatal(["doAnalyses: iteration limit reached"]) == ["doAnalyses: iteration limit reached"]
-    assert _fatal(["run simulation(s) aborted"]) and _fatal(["Error: singular matrix"])
-    assert _fatal(["Warning: singular matrix:  check node l1_n0"])
-    assert _fatal(["something ngspice never said before"])
+    assert not fatal_messages(["Note: Starting dynamic gmin stepping", "Note: Dynamic gmin stepping completed"])
+    assert not fatal_messages(["Warning: Dynamic gmin stepping failed", "Note: Starting true gmin stepping"])
+    assert not fatal_messages(["Note: Source stepping completed", "Warning: unused option"])
+    assert fatal_messages(["doAnalyses: iteration limit reached"]) == ["doAnalyses: iteration limit reached"]
+    assert fatal_messages(["run simulation(s) aborted"]) and fatal_messages(["Error: singular matrix"])
+    assert fatal_messages(["Warning: singular matrix:  check node l1_n0"])
+    assert fatal_messages(["something ngspice never said before"])
 
 
 def test_invalid_options_are_refused():
@@ -256,7 +258,7 @@ def test_memory_stays_bounded_over_many_solves():
 
 
 def test_missing_library_gives_a_clear_error(monkeypatch):
-    monkeypatch.setattr("analog.solvers.ngspice.ngspice_library", lambda: None)
+    monkeypatch.setattr("analog.ngspice.pool.ngspice_library", lambda: None)
     solver = NgspiceSolver()
     spec = CircuitSpec(layer_sizes=(1, 1))
     with pytest.raises(SolverError, match="apt-get install ngspice libngspice0 libngspice0-dev"):
@@ -272,3 +274,32 @@ def test_history_separates_deck_building_from_ngspice_time(solver):
     assert len(eq.history["netlist_s"]) == len(eq.history["ngspice_s"]) == 3
     assert all(t > 0 for t in (*eq.history["netlist_s"], *eq.history["ngspice_s"]))
     assert eq.history["retries"] == [[], [], []]
+
+
+@pytest.mark.parametrize(
+    ("library", "said"),
+    [
+        # A diode on a resistor model: the validator checks that the model exists, ngspice its type.
+        (".model RX R (R=1)\n.subckt NRN n\nD1 n 0 RX\n.ends\n", r"incorrect model type"),
+        (".subckt NRN n\nB1 n 0 I={(v(n)*2}\n.ends\n", r"syntax error"),  # unbalanced parenthesis
+    ],
+    ids=["model-type", "expression"],
+)
+def test_a_library_ngspice_cannot_parse_is_a_parse_error(tmp_path, solver, library, said):
+    from analog.models import UserModels, load_model_library
+    from analog.ngspice import NetlistError, NgspiceTransient
+    from analog.settling import Capacitances
+
+    path = tmp_path / "bad.lib"
+    path.write_text(library)
+    spec = CircuitSpec((2, 2), user_models=UserModels(load_model_library(path), neuron_subckt="NRN"))
+    circuit = Circuit.random(spec, seed=0)
+    source_V = torch.zeros((2, spec.n_sources), dtype=torch.float64)
+    with pytest.raises(NetlistError) as info:
+        solver.solve(circuit, source_V)
+    message = str(info.value)
+    assert "cannot parse the netlist of samples 0..1" in message and re.search(said, message)
+    assert re.search(r"(?m)^\s+\S*(d1|b1) ", message), "ngspice's quote of the offending line is missing"
+    assert "converge" not in message.replace("not a convergence problem", "")
+    with NgspiceTransient() as tran, pytest.raises(NetlistError, match=said):
+        tran.run(circuit, Capacitances(), source_V, torch.zeros(2, 2), 1e-9)

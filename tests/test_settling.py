@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from analog import Circuit, CircuitSpec
-from analog.settling import Capacitances, NgspiceTransient, TransientOptions, simulate_phase
+from analog.ngspice import NgspiceTransient
+from analog.settling import Capacitances, TransientOptions, simulate_phase
 from analog.solvers import FastSolver
 from tests.conftest import log_uniform_circuit, make_solver, random_inputs
 

@@ -185,7 +185,8 @@ def test_bad_wire_resistance_is_refused(bad):
 @pytest.mark.ngspice
 def test_transient_with_wires_matches_ngspice_tran():
     # Wire nodes carry no capacitance in either simulator: they follow the free nodes instantly.
-    from analog.settling import Capacitances, NgspiceTransient, TransientOptions, simulate_phase
+    from analog.ngspice import NgspiceTransient
+    from analog.settling import Capacitances, TransientOptions, simulate_phase
 
     make_solver("ngspice")  # skips when ngspice is missing
     spec = CircuitSpec((3, 4, 2), diode_up_V=0.3, diode_down_V=-0.3, wire_ohm=300.0)

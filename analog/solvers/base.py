@@ -13,6 +13,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 import torch
 
@@ -125,8 +126,9 @@ def check_batch(
 class EquilibriumSolver(ABC):
     """One backend that finds the DC equilibrium of a circuit for a batch of samples.
 
-    A solver that holds resources (worker processes) releases them in :meth:`close`; every solver
-    is a context manager, so ``with get_solver(name) as solver:`` works for all of them.
+    Every solver can be closed, and used as a context manager that closes it: backends holding
+    processes or files (ngspice's workers) release them in :meth:`close`; the others have nothing
+    to release.
     """
 
     name: str = "abstract"
@@ -134,10 +136,10 @@ class EquilibriumSolver(ABC):
     """The equilibrium solves the Shockley diode equations, so the KCL Jacobian exists that
     implicit differentiation needs (``False`` for the ideal-diode limit)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook: only solvers with resources override it
-        """Release what the solver holds; a solver without resources has nothing to do."""
+    def close(self) -> None:  # noqa: B027 - a deliberate no-op default: most solvers hold nothing
+        """Release what the solver holds (worker processes); a later solve may start them again."""
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
