@@ -104,7 +104,7 @@ class TransientOptions:
     settle_tol: float = 1e-3
     """A sample has settled once every node is within ``settle_tol`` times the phase's largest node
     voltage change of its final value (dimensionless, in (0, 1))."""
-    rtol: float = 1e-6
+    rtol: float = 1e-7
     """Relative local error per step of the fast integrator."""
     atol_V: float = 1e-9
     """Absolute local error per step, volts (tightened automatically to 1 % of the smallest
@@ -118,8 +118,9 @@ class TransientOptions:
     def __post_init__(self) -> None:
         if not 0 < self.settle_tol < 1:
             raise ValueError(f"settle_tol: must be in (0, 1), got {self.settle_tol!r}")
-        if not (0 < self.rtol < 1 and 0 < self.atol_V < 1):
-            raise ValueError("rtol / atol_V: must be in (0, 1)")
+        for name in ("rtol", "atol_V"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be in (0, 1), got {getattr(self, name)!r}")
         if not 0 < self.t_max_s <= 1e3:
             raise ValueError(f"t_max_s: must be in (0, 1000] s, got {self.t_max_s!r}")
         if self.max_steps < 10 or self.newton_iterations < 2:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analog import Circuit, CircuitSpec
 from cosim.config import EnergyConfig, TrainConfig
-from cosim.energy import CostModel, block_counts, capacitances, simulate_block, transient_options
+from cosim.energy import CostModel, block_counts, simulate_block
 from cosim.gradients import EquilibriumPropagation
 
 
@@ -48,9 +48,9 @@ def measure(width: int, samples: int, cfg: EnergyConfig, beta: float, batch: int
     phases = [("free", None)] + [
         (name, method.nudge(circuit, grad, sign)[0]) for name, sign in (("+beta", 1.0), ("-beta", -1.0))
     ]
-    costs, caps = CostModel.from_config(cfg), capacitances(cfg)
+    costs, caps = CostModel.from_config(cfg), cfg.capacitances()
     start = time.perf_counter()
-    results = simulate_block(circuit, source_V, phases, caps, transient_options(cfg))
+    results = simulate_block(circuit, source_V, phases, caps, cfg.transient_options())
     seconds = time.perf_counter() - start
     counts = block_counts(circuit, n_nudged=2, n_measured=2, needs_input_grad=False)
     analog = sum(float(r.transient.supply_J.mean()) for r in results)

@@ -63,7 +63,7 @@ def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSo
     name = name or config.name
     if name == "fast":
         return get_solver("fast", tol_V=config.tol_V, max_iterations=config.max_iterations)
-    return get_solver("ngspice", workers=config.workers)
+    return get_solver("ngspice", workers=config.workers, timeout_s=config.timeout_s)
 
 
 def analog_block(config: RunConfig, index: int, **options) -> AnalogBlock:

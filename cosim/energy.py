@@ -45,11 +45,9 @@ __all__ = [
     "CostModel",
     "PhaseResult",
     "block_counts",
-    "capacitances",
     "digital_macs",
     "energy_report",
     "simulate_block",
-    "transient_options",
 ]
 
 
@@ -68,14 +66,6 @@ class CostModel:
             dac_J=2**cfg.dac_bits * cfg.dac_unit_F * cfg.dac_ref_V**2,
             mac_J=cfg.mac_energy_J,
         )
-
-
-def capacitances(cfg: EnergyConfig) -> Capacitances:
-    return Capacitances(node_F=cfg.node_F, crosspoint_F=cfg.crosspoint_F, diode_F=cfg.diode_F)
-
-
-def transient_options(cfg: EnergyConfig) -> TransientOptions:
-    return TransientOptions(settle_tol=cfg.settle_tol, rtol=cfg.rtol, atol_V=cfg.atol_V, t_max_s=cfg.t_max_s)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -274,7 +264,7 @@ def energy_report(
     solvers are replaced by recording fast solvers for the step and restored afterwards."""
     cfg = config.energy
     costs = CostModel.from_config(cfg)
-    caps, options = capacitances(cfg), transient_options(cfg)
+    caps, options = cfg.capacitances(), cfg.transient_options()
     blocks = model.analog_blocks()
     method = blocks[0].method
     if not isinstance(method, EquilibriumPropagation):

@@ -11,7 +11,9 @@ import time
 
 import torch
 
-from analog.solvers import FastSolver, SolverError, get_solver
+from analog.solvers import FastSolver, SolverError
+from cosim.build import build_solver
+from cosim.config import SolverConfig
 from cosim.model import FFEBM
 
 __all__ = ["EVAL_BATCH", "accuracy", "ngspice_validation", "reference_copy"]
@@ -46,11 +48,11 @@ def reference_copy(model: FFEBM) -> FFEBM:
 
 
 def ngspice_validation(
-    model: FFEBM, x: torch.Tensor, y: torch.Tensor, device, dtype, samples: int, workers: int = 1
+    model: FFEBM, x: torch.Tensor, y: torch.Tensor, device, dtype, samples: int, solver: SolverConfig
 ) -> dict:
     """Test accuracy on the first ``samples`` of ``x``, ``y`` with every analog block solved by
-    ngspice, next to the model's solver on the same samples. A solver that fails is reported under
-    ``ngspice_error``, not raised."""
+    ngspice (with the ``solver`` settings: workers, timeout), next to the model's solver on the same
+    samples. A solver that fails is reported under ``ngspice_error``, not raised."""
     n = min(samples, len(y))
     result = {
         "ngspice_samples": n,
@@ -65,8 +67,8 @@ def ngspice_validation(
     reference = reference_copy(model)
     start = time.perf_counter()
     try:
-        with get_solver("ngspice", workers=workers) as solver:
-            reference.set_solver(solver)
+        with build_solver(solver, "ngspice") as ngspice:
+            reference.set_solver(ngspice)
             result["ngspice_test_accuracy"] = accuracy(reference, x, y, "cpu", torch.float64, batch_size=n)
     except (ImportError, SolverError, OSError) as exc:
         result["ngspice_error"] = f"{type(exc).__name__}: {exc}"

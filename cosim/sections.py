@@ -6,9 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from analog.settling import Capacitances, TransientOptions
 from cosim.gradients import EquilibriumPropagation, GradientMethod, gradient_method
-from cosim.model_config import Strict
+from cosim.model_config import Strict, library_defaults
 from cosim.optim import check_optimizer_options, check_schedule_name, check_schedule_options, optimizer_class
+
+_CAPS = library_defaults(Capacitances)
+_TRANSIENT = library_defaults(TransientOptions)
 
 __all__ = [
     "DataConfig",
@@ -40,6 +44,10 @@ class SolverConfig(Strict):
     max_iterations: int = Field(100, ge=1, le=10_000)
     workers: int = Field(1, ge=1, le=64)
     """ngspice worker processes."""
+    timeout_s: float | None = Field(None, gt=0, le=86_400)
+    """Longest wait for one ngspice job before its worker is declared hung, killed and replaced,
+    seconds; ``None``: a multiple of the time measured on earlier jobs (see
+    :class:`analog.ngspice.NgspicePool`)."""
 
 
 class TrainConfig(Strict):
@@ -136,20 +144,20 @@ class EnergyConfig(Strict):
 
     samples: int = Field(8, ge=1, le=4096)
     """Test samples whose inference and training step are simulated (figures are their mean)."""
-    node_F: float = Field(10e-15, ge=0, lt=1e-3)
+    node_F: float = _CAPS["node_F"]
     """Capacitance of every free node to ground (neuron input, wiring), farads."""
-    crosspoint_F: float = Field(0.5e-15, ge=0, lt=1e-3)
+    crosspoint_F: float = _CAPS["crosspoint_F"]
     """Capacitance each crossbar or bias device adds to the line it sits on, farads."""
-    diode_F: float = Field(1e-15, ge=0, lt=1e-3)
+    diode_F: float = _CAPS["diode_F"]
     """Linear junction capacitance of each diode, farads."""
-    settle_tol: float = Field(1e-3, gt=0, lt=1)
+    settle_tol: float = _TRANSIENT["settle_tol"]
     """A phase has settled once every node is within this fraction of the phase's largest node
     voltage change from its equilibrium."""
-    rtol: float = Field(1e-7, gt=0, lt=1)
+    rtol: float = _TRANSIENT["rtol"]
     """Relative local error per step of the fast transient integrator."""
-    atol_V: float = Field(1e-9, gt=0, lt=1)
+    atol_V: float = _TRANSIENT["atol_V"]
     """Absolute local error per step of the fast transient integrator, volts."""
-    t_max_s: float = Field(1e-3, gt=0, le=1e3)
+    t_max_s: float = _TRANSIENT["t_max_s"]
     """Longest simulated time per phase, seconds."""
     adc_bits: int = Field(8, ge=1, le=24)
     adc_fom_J: float = Field(5e-15, gt=0, lt=1e-6)
@@ -169,3 +177,17 @@ class EnergyConfig(Strict):
     """Also run ngspice: DC iteration counts of every phase and ``.tran`` waveforms for the plots."""
     ngspice_samples: int = Field(1, ge=1, le=64)
     """Samples simulated by ngspice ``.tran`` (one deck per sample and phase)."""
+
+    @model_validator(mode="after")
+    def _library_types(self):
+        self.capacitances()
+        self.transient_options()
+        return self
+
+    def capacitances(self) -> Capacitances:
+        """The block capacitances of the transients (:class:`analog.settling.Capacitances`)."""
+        return Capacitances(node_F=self.node_F, crosspoint_F=self.crosspoint_F, diode_F=self.diode_F)
+
+    def transient_options(self) -> TransientOptions:
+        """Accuracy and extent of the transients (:class:`analog.settling.TransientOptions`)."""
+        return TransientOptions(settle_tol=self.settle_tol, rtol=self.rtol, atol_V=self.atol_V, t_max_s=self.t_max_s)

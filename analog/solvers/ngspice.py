@@ -149,7 +149,7 @@ class NgspiceSolver(EquilibriumSolver):
                 results[k] = r
         for (start, _), r in zip(chunks, results, strict=True):
             if isinstance(r, NotConverged):
-                ladder = ", ".join(("default", *(name for name, _ in RETRY_LADDER))[: 1 + len(RETRY_LADDER)])
+                ladder = ", ".join(("default", *(name for name, _ in RETRY_LADDER)))
                 raise SolverError(
                     f"ngspice did not converge on sample {start + r.done} of the batch (tried: {ladder}"
                     f"{', one .op per sample' if batched else ''}):\n{r.message}"
