@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -64,26 +63,40 @@ def test_bad_grid_key_is_refused_before_anything_runs(tmp_path):
     assert not out.exists()
 
 
+_KILLED_SWEEP = """
+import os, signal, sys
+import cosim.sweep
+write, rows = cosim.sweep.atomic_write_json, []
+def counting_write(path, obj):
+    write(path, obj)
+    if path.parent.name == "rows":
+        rows.append(path)
+        if len(rows) == int(os.environ["KILL_AFTER_ROWS"]):
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+cosim.sweep.atomic_write_json = counting_write
+from cosim.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
 def test_sweep_killed_midway_reruns_exactly_the_missing_rows(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(CONFIG.format(samples=256))
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "first.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(sweep_cmd(config, out), stdout=subprocess.DEVNULL, stderr=fh,
-                                start_new_session=True, env=env)  # fmt: skip
-        rows = out / "rows"
-        deadline = time.time() + 240
-        while time.time() < deadline and len(list(rows.glob("*.json"))) < 3:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "KILL_AFTER_ROWS": "3"}
+    # The sweep SIGKILLs its own process group (itself and the Dask workers) right after its third
+    # row file is written: the kill lands midway however fast the machine is.
+    first = subprocess.run(
+        [sys.executable, "-c", _KILLED_SWEEP, *sweep_cmd(config, out)[3:]],
+        capture_output=True, text=True, timeout=600, env=env, start_new_session=True,
+    )  # fmt: skip
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    rows = out / "rows"
     before = {p.name: p.stat().st_mtime_ns for p in rows.glob("*.json")}
-    assert 3 <= len(before) < 12, f"the kill should land midway, {len(before)} rows were done"
+    assert len(before) == 3, f"the kill should land after 3 rows, {len(before)} rows were done"
 
+    env.pop("KILL_AFTER_ROWS")
     rerun = subprocess.run(sweep_cmd(config, out), capture_output=True, text=True, timeout=600, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert f"12 rows, {len(before)} already done, running {12 - len(before)}" in rerun.stderr
