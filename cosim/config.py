@@ -176,6 +176,16 @@ class DataConfig(_Strict):
     """Use only the first N training samples (0: all)."""
     test_subset: int = Field(0, ge=0)
 
+    @model_validator(mode="after")
+    def _safe_root(self):
+        # Checked where every command and every checkpoint's stored config passes, so that a hostile
+        # pickle is refused before a sweep starts its workers; cosim.data reads it as safely.
+        if self.root.endswith(".pkl.gz") and Path(self.root).is_file():
+            from cosim.io import check_array_pickle
+
+            check_array_pickle(self.root)  # its ValueError names the file and what it references
+        return self
+
 
 class SolverConfig(_Strict):
     name: Literal["fast", "ngspice"] = "fast"
