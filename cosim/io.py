@@ -1,6 +1,10 @@
 """Files in and out: atomic writes (a reader, or a crash, never sees a half-written file), and
 pickled numpy arrays read without running any code the file names.
 
+Written files get the permissions a plain ``open(path, "w")`` would give them (``0666`` less the
+umask, or the directory's default ACL), so colleagues on a shared server can read run outputs; a
+file that already exists keeps its permission bits.
+
 A pickle can call any importable function while it loads. :func:`load_array_pickle` admits only
 what a pickled container of numeric numpy arrays references (numpy's array reconstructor, the
 ``ndarray`` type as its argument, ``dtype`` of a plain numeric type); :func:`check_array_pickle`
@@ -15,8 +19,8 @@ import json
 import os
 import pickle
 import pickletools
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,17 +38,36 @@ __all__ = [
 ]
 
 
+def _create_temp(folder: Path, name: str, suffix: str) -> Path:
+    """A new empty file next to the target, created with mode 0666 so that the kernel applies the
+    umask (or a default ACL) exactly as for ``open()``; ``mkstemp`` would force 0600."""
+    for _ in range(100):
+        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp{suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temporary file next to {folder / name}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces ``path`` atomically,
     on error it is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _create_temp(path.parent, path.name, path.suffix)
     try:
         yield tmp
+        try:
+            old = os.stat(path)
+        except FileNotFoundError:
+            old = None
+        if old is not None and stat.S_ISREG(old.st_mode):
+            # Overwriting in place keeps a file's mode; a user who made an output private keeps it so.
+            os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
