@@ -92,8 +92,9 @@ def atomic_save(path: str | Path, writer: Callable[[Path], None]) -> None:
 # ------------------------------------------------------------------------------------------------
 # Pickled arrays.
 
-MAX_PICKLE_BYTES = 2 * 1024**3
-"""Largest decompressed pickle read (bytes). MNIST's is 0.22 GB; a gzip bomb stops here."""
+MAX_PICKLE_BYTES = 512 * 1024**2
+"""Largest decompressed pickle read, bytes: MNIST's is 0.22 GB (a float64 copy 0.44 GB); a gzip bomb
+stops here."""
 
 
 class UnsafePickleError(ValueError):
@@ -187,24 +188,32 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 class _Bounded:
-    """A read-only stream that refuses to deliver more than ``limit`` bytes (a gzip bomb)."""
+    """A read-only stream that delivers at most ``limit`` bytes. A request past the limit is
+    refused before anything is read: the unpickler allocates an object's declared size before it
+    fills it, so a gzip bomb or a forged length never reaches memory."""
 
     def __init__(self, raw, limit: int):
         self.raw, self.limit, self.count = raw, limit, 0
 
+    def _room(self, size: int | None) -> int:
+        room = self.limit - self.count
+        if size is None or size < 0:
+            return room + 1
+        if size > room:
+            raise _Refused(f"it holds (or declares) more than {self.limit} bytes of pickled data")
+        return size
+
     def _take(self, data: bytes) -> bytes:
         self.count += len(data)
         if self.count > self.limit:
-            raise _Refused(f"it decompresses to more than {self.limit} bytes")
+            raise _Refused(f"it holds (or declares) more than {self.limit} bytes of pickled data")
         return data
 
     def read(self, size: int = -1) -> bytes:
-        room = self.limit - self.count + 1
-        return self._take(self.raw.read(room if size is None or size < 0 else min(size, room)))
+        return self._take(self.raw.read(self._room(size)))
 
     def readline(self, size: int = -1) -> bytes:
-        room = self.limit - self.count + 1
-        return self._take(self.raw.readline(room if size is None or size < 0 else min(size, room)))
+        return self._take(self.raw.readline(self._room(size)))
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
