@@ -215,6 +215,14 @@ def test_special_files_and_oversized_pickles_are_refused_at_once(tmp_path):
     with pytest.raises(UnsafePickleError, match="not a regular file"):
         load_array_pickle("/dev/zero")
     assert time.perf_counter() - start < 1.0
+    forged = tmp_path / "forged.pkl"  # protocol 4 BINBYTES8 declaring 10 GiB, then 100 bytes
+    forged.write_bytes(b"\x80\x04\x8e" + (10 * 1024**3).to_bytes(8, "little") + b"x" * 100)
+    start = time.perf_counter()
+    with pytest.raises(UnsafePickleError, match=r"holds \(or declares\) more than"):
+        load_array_pickle(forged)
+    with pytest.raises(UnsafePickleError, match=r"holds \(or declares\) more than"):
+        check_array_pickle(forged)
+    assert time.perf_counter() - start < 0.5
     bomb = _write(tmp_path / "bomb.pkl.gz", np.zeros(2_000_000, dtype=np.float32))
     assert bomb.stat().st_size < 100_000
     with pytest.raises(UnsafePickleError, match=r"holds \(or declares\) more than 1000000 bytes"):
