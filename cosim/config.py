@@ -176,15 +176,19 @@ class DataConfig(_Strict):
     """Use only the first N training samples (0: all)."""
     test_subset: int = Field(0, ge=0)
 
-    @model_validator(mode="after")
-    def _safe_root(self):
+    @field_validator("root")
+    @classmethod
+    def _safe_root(cls, root: str) -> str:
         # Checked where every command and every checkpoint's stored config passes, so that a hostile
         # pickle is refused before a sweep starts its workers; cosim.data reads it as safely.
-        if self.root.endswith(".pkl.gz") and Path(self.root).is_file():
-            from cosim.io import check_array_pickle
+        if root.endswith(".pkl.gz") and Path(root).is_file():
+            from cosim.io import UnsafePickleError, check_array_pickle
 
-            check_array_pickle(self.root)  # its ValueError names the file and what it references
-        return self
+            try:
+                check_array_pickle(root)
+            except UnsafePickleError as exc:
+                raise ValueError(f"{exc}; give the classic MNIST pickle (mnist.pkl.gz)") from None
+        return root
 
 
 class SolverConfig(_Strict):

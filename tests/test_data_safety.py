@@ -115,7 +115,7 @@ def _cosim(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def _assert_refused(proc: subprocess.CompletedProcess, data: Path, marker: Path) -> None:
     assert not marker.exists(), "the hostile pickle ran"
     assert proc.returncode == 2, proc.stderr
-    assert str(data) in proc.stderr and "nothing in it was run" in proc.stderr, proc.stderr
+    assert f"data.root: {data}" in proc.stderr and "nothing in it was run" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
