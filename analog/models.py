@@ -13,7 +13,15 @@ never reach ngspice's control language. Refused, with the file and line:
 * ``.include`` / ``.lib`` of a path outside the model file's folder (symbolic links resolved);
   included files are validated the same way and inlined;
 * identifiers, node names and values that do not parse (a value is a number with an optional SPICE
-  scale suffix, or a ``{...}`` expression of numbers, names and arithmetic).
+  scale suffix, or a ``{...}`` expression of numbers, names and arithmetic); numbers that are not
+  finite (``1e999``); resistors of zero or negative ohms; ``.model`` cards whose parentheses do not
+  balance;
+* anything but a regular file (a FIFO would block the reader, a device would never end), a file
+  larger than ``MAX_BYTES`` or a library whose files, includes counted each time, exceed
+  ``MAX_TOTAL_BYTES`` (checked on the size before reading);
+* a subcircuit that instantiates itself, directly or through others, or that flattens to more
+  than ``MAX_EXPANDED_ELEMENTS`` element lines (``A`` holding ten ``B`` holding ten ``C`` ... grows
+  tenfold a level; ngspice would build every copy). Counted on the definitions, nothing expanded.
 
 Supported statements in a ``.subckt`` body: ``R C L`` (two nodes, value), ``D`` (two nodes, model),
 ``V I`` (two nodes, ``[DC] value``), ``E G`` (four nodes, gain), ``F H`` (two nodes, controlling
@@ -22,7 +30,10 @@ source, gain), ``B`` (two nodes, ``V=`` or ``I=`` expression) and ``X`` (nodes, 
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +42,13 @@ from analog.devices import DiodeModel
 __all__ = ["ModelCard", "ModelFileError", "ModelLibrary", "SubCircuit", "UserModels", "load_model_library"]
 
 MAX_BYTES = 1_000_000
+"""Largest model file (each file of a library), bytes."""
+MAX_TOTAL_BYTES = 4_000_000
+"""Largest library, all its files together, an included file counted each time it is included
+(a file including another many times, nested, would otherwise read without end)."""
 MAX_INCLUDE_DEPTH = 8
+MAX_EXPANDED_ELEMENTS = 10_000
+"""Most element lines one subcircuit may flatten to, its nested subcircuits' copies included."""
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _NODE = re.compile(r"[A-Za-z0-9_]{1,64}\Z")
@@ -42,6 +59,8 @@ _FORBIDDEN = (
     (re.compile(r"\bshell\b", re.IGNORECASE), "the word 'shell'"),
     (re.compile(r"`"), "backquotes"),
 )
+_CONTROL = re.compile(r"[^\t\n\r\x20-\x7e]")
+"""Anything but printable ASCII, tab and line ends (the text is ASCII-decoded already)."""
 _MODEL_TYPES = {"D", "R", "C", "NPN", "PNP", "NMOS", "PMOS", "NJF", "PJF", "SW"}
 _DIODE_FAST_PARAMS = {"IS", "N"}
 """Diode card parameters the fast solver represents (:class:`~analog.devices.DiodeModel`)."""
@@ -119,31 +138,84 @@ class ModelLibrary:
         return "\n".join(parts) + "\n"
 
 
+def _instantiated(line: str) -> str:
+    """The subcircuit an ``X`` line (as re-printed by the parser) instantiates, lower case."""
+    return next(a for a in reversed(line.split()[1:]) if "=" not in a).lower()
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
 class _Parser:
     def __init__(self, root: Path):
         self.root = root.resolve()
         self.models: dict[str, ModelCard] = {}
         self.subcircuits: dict[str, SubCircuit] = {}
+        self.defined_at: dict[str, str] = {}
+        """``file:line`` of each subcircuit's ``.subckt``, by lower-case name."""
         self.stack: list[Path] = []
+        self.total_bytes = 0
 
     def fail(self, where: str, message: str):
         raise ModelFileError(f"model file {where}: {message}")
 
     def read(self, path: Path, where: str) -> str:
+        # Size and type come from stat before anything is read: a sparse 3 GB file, /dev/zero or a
+        # FIFO (which would block open() and read() forever) are refused without touching them.
         try:
-            data = path.read_bytes()
+            info = os.stat(path)
         except OSError as exc:
             self.fail(where, f"cannot read {path}: {exc.strerror or exc}")
-        if len(data) > MAX_BYTES:
-            self.fail(where, f"{path} is larger than {MAX_BYTES} bytes")
+        if not stat.S_ISREG(info.st_mode):
+            self.fail(
+                where, f"{path} is {_file_kind(info.st_mode)}, not a regular file; give a plain text model library"
+            )
+        self.check_size(where, path, info.st_size)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            self.fail(where, f"cannot read {path}: {exc.strerror or exc}")
+        with open(fd, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):  # swapped since the stat
+                self.fail(where, f"{path} is {_file_kind(mode)}, not a regular file; give a plain text model library")
+            os.set_blocking(fh.fileno(), True)
+            data = fh.read(MAX_BYTES + 1)
+        if len(data) > info.st_size:  # it grew since the stat
+            self.check_size(where, path, len(data), counted=info.st_size)
         try:
             text = data.decode("ascii")
         except UnicodeDecodeError:
             self.fail(where, f"{path} is not plain ASCII text")
-        bad = next((c for c in text if not (c.isprintable() or c in "\t\n\r")), None)
+        bad = _CONTROL.search(text)
         if bad is not None:
-            self.fail(where, f"{path} contains the control character {bad!r}")
+            self.fail(where, f"{path} contains the control character {bad.group()!r}")
         return text
+
+    def check_size(self, where: str, path: Path, size: int, counted: int = 0) -> None:
+        """Count ``size`` bytes of ``path`` (``counted`` of them already) towards the library;
+        refuse them past the limits."""
+        if size > MAX_BYTES:
+            self.fail(
+                where,
+                f"{path} is {size} bytes, more than the {MAX_BYTES} a model file may have; keep only the "
+                "models the circuit uses (vendor libraries can be cut to the needed .model/.subckt cards)",
+            )
+        self.total_bytes += size - counted
+        if self.total_bytes > MAX_TOTAL_BYTES:
+            self.fail(
+                where,
+                f"the library with its includes (each counted every time it is included) exceeds "
+                f"{MAX_TOTAL_BYTES} bytes at {path}; include each file once",
+            )
 
     def parse_file(self, path: Path, where: str) -> None:
         resolved = path.resolve()
@@ -158,9 +230,28 @@ class _Parser:
     def statements(self, text: str, source: str) -> list[tuple[str, list[str]]]:
         """``(where, tokens)`` per statement: comments dropped, ``+`` continuations joined."""
         out: list[tuple[str, list[str]]] = []
+        card_where: str | None = None
+        depth = 0
+        """Line and parenthesis depth of the open ``.model`` card (``None``: none open)."""
+
+        def close_card() -> None:
+            nonlocal card_where
+            if card_where is not None and depth:
+                self.fail(card_where, f"unbalanced parentheses in the .model card: {depth} '(' never closed")
+            card_where = None
+
+        def count_parens(where: str, line: str) -> None:
+            nonlocal depth
+            for char in line:
+                depth += {"(": 1, ")": -1}.get(char, 0)
+                if depth < 0:
+                    self.fail(where, "unbalanced parentheses in the .model card: ')' without a '(' before it")
+
+        # Searched in the whole text first: per line only when one is there, to name its line.
+        forbidden = [(pattern, what) for pattern, what in _FORBIDDEN if pattern.search(text)]
         for number_, raw in enumerate(text.splitlines(), 1):
             where = f"{source}:{number_}"
-            for pattern, what in _FORBIDDEN:
+            for pattern, what in forbidden:
                 if pattern.search(raw):
                     self.fail(where, f"{what} are not allowed in a model file")
             line = raw.split(";", 1)[0].strip()
@@ -173,12 +264,17 @@ class _Parser:
                     self.fail(where, "a continuation line (+) with nothing to continue")
                 more = line[1:]
                 if out[-1][1][0].lower() == ".model":
+                    count_parens(where, more)
                     more = more.replace("(", " ").replace(")", " ")
                 out[-1][1].extend(more.split())
                 continue
+            close_card()
             if line.lower().startswith(".model"):
+                card_where, depth = where, 0
+                count_parens(where, line)
                 line = line.replace("(", " ").replace(")", " ")
             out.append((where, line.split()))
+        close_card()
         return out
 
     def parse_text(self, text: str, source: str) -> None:
@@ -200,6 +296,7 @@ class _Parser:
                 if not body:
                     self.fail(where, f".subckt {name} is empty")
                 self.define(where, self.subcircuits, name, SubCircuit(name, tuple(pins), tuple(params), tuple(body)))
+                self.defined_at[name.lower()] = open_sub[0]
                 open_sub = None
             elif head in (".include", ".inc", ".lib"):
                 if open_sub is not None:
@@ -230,7 +327,11 @@ class _Parser:
         return token
 
     def value(self, where: str, token: str, what: str) -> str:
-        if _NUMBER.match(token) or _EXPRESSION.match(token):
+        if _NUMBER.match(token):
+            if not math.isfinite(number(token)):
+                self.fail(where, f"{what} {token!r} is not a finite number (it overflows a float); give its real value")
+            return token
+        if _EXPRESSION.match(token):
             return token
         self.fail(where, f"{what} {token!r} is not a number (e.g. 1e-14, 2.2k) or a {{expression}}")
 
@@ -284,6 +385,12 @@ class _Parser:
         if kind in "RCL":
             need(3, f"{kind}name n1 n2 value")
             out = [self.node(where, a) for a in args[:2]] + [self.value(where, args[2], f"{name} value")]
+            if kind == "R" and _NUMBER.match(args[2]) and number(args[2]) <= 0:
+                self.fail(
+                    where,
+                    f"{name}: resistance {args[2]} ohm is not positive; a resistor needs a value above 0 "
+                    "(for a short, join the nodes; a negative resistance is not a passive device)",
+                )
             out += [f"{k}={v}" for k, v in self.pairs(where, args[3:], name)]
         elif kind == "D":
             need(3, "Dname anode cathode model")
@@ -355,15 +462,56 @@ class _Parser:
                     if ref.lower() == sub.name.lower():
                         self.fail(sub.name, f"{name} instantiates {sub.name} inside itself")
 
+    def check_expansion(self) -> None:
+        """Refuse instantiation cycles and subcircuits that flatten past ``MAX_EXPANDED_ELEMENTS``.
+
+        Counts, leaves first (Kahn's order, no recursion): ``size(S)`` is the number of S's lines
+        plus ``size`` of the subcircuit of each of its ``X`` lines. The first subcircuit over the
+        cap stops the count, so the numbers stay small however deep the nesting."""
+        uses = {
+            key: [_instantiated(line) for line in sub.body if line[0] in "Xx"] for key, sub in self.subcircuits.items()
+        }
+        users: dict[str, list[str]] = {key: [] for key in uses}
+        waiting = {key: len(refs) for key, refs in uses.items()}
+        for key, refs in uses.items():
+            for ref in refs:
+                users[ref].append(key)
+        ready = [key for key, n in waiting.items() if n == 0]
+        size: dict[str, int] = {}
+        while ready:
+            key = ready.pop()
+            sub = self.subcircuits[key]
+            size[key] = len(sub.body) + sum(size[ref] for ref in uses[key])
+            if size[key] > MAX_EXPANDED_ELEMENTS:
+                self.fail(
+                    self.defined_at[key],
+                    f".subckt {sub.name} flattens to {size[key]} element lines with its nested subcircuits, "
+                    f"more than the cap of {MAX_EXPANDED_ELEMENTS} (ngspice would build every copy); nest "
+                    "fewer instances, or model the repeated part once with scaled values",
+                )
+            for user in users[key]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    ready.append(user)
+        looped = sorted(key for key in uses if key not in size)
+        if looped:
+            names = ", ".join(self.subcircuits[key].name for key in looped)
+            self.fail(
+                self.defined_at[looped[0]],
+                f"subcircuits instantiate themselves through each other (a loop among {names}); ngspice cannot "
+                "flatten them: break the loop",
+            )
+
 
 def load_model_library(path: str | Path) -> ModelLibrary:
     """Parse and validate a model library file (see the module docstring for the rules)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelFileError(f"model file {path}: not found (give a path to a SPICE model library)")
     parser = _Parser(path.parent)
     parser.parse_file(path, str(path))
     parser.check_references()
+    parser.check_expansion()
     return ModelLibrary(str(path), tuple(parser.models.values()), tuple(parser.subcircuits.values()))
 
 

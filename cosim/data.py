@@ -4,12 +4,19 @@ through torchvision or from a local copy (including the classic pickled MNIST ``
 Images are scaled to ``[0, 1]``; digits and MNIST-like sets are flattened (``[64]``, ``[784]``),
 CIFAR-10 keeps ``[3, 32, 32]``. A model maps values to source voltages (``input_gain_V``) or
 reshapes them for convolutions.
+
+No data file is unpickled with ``pickle.load``: a pickle may run any code while it loads, and a
+configuration (or a checkpoint's stored one) can name any file. ``mnist.pkl.gz`` is read by
+:func:`cosim.io.load_array_pickle`, which admits numpy arrays and plain containers only, and its
+arrays are checked (dtype, shape, value range) before use. torchvision reads MNIST and
+Fashion-MNIST from their idx files (no pickle) and opens CIFAR-10's pickled batches only after
+their MD5 matches the published ones.
 """
 
 from __future__ import annotations
 
-import gzip
-import pickle
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +24,7 @@ import numpy as np
 import torch
 
 from cosim.config import ConfigError, DataConfig
+from cosim.io import UnsafePickleError, load_array_pickle
 
 __all__ = ["Dataset", "load_dataset"]
 
@@ -61,20 +69,65 @@ def _digits(config: DataConfig, seed: int) -> Dataset:
     return Dataset("digits", x[train], y[train], x[test], y[test], 10)
 
 
+MNIST_WIDTH = 784
+_MNIST_FORM = (
+    "the classic mnist.pkl.gz is a gzip'd pickle of numpy arrays ((x, y), (x, y), (x, y)) for train, "
+    f"validation and test: images x float in [0, 1] of shape [n, {MNIST_WIDTH}], labels y integers 0..9 of "
+    "shape [n]"
+)
+
+
+def _mnist_part(path: Path, part, what: str) -> tuple[np.ndarray, np.ndarray]:
+    def refuse(problem: str):
+        raise ConfigError(f"data.root: {path}: the {what} part {problem}; {_MNIST_FORM}")
+
+    if not isinstance(part, tuple | list) or len(part) != 2:
+        refuse("is not a pair (images, labels)")
+    x, y = part
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.ndim != 2 or x.shape[1] != MNIST_WIDTH:
+        refuse(f"images are {_describe(x)}, not a float array of shape [n, {MNIST_WIDTH}]")
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.ndim != 1:
+        refuse(f"labels are {_describe(y)}, not an integer array of shape [n]")
+    if len(x) != len(y):
+        refuse(f"has {len(x)} images but {len(y)} labels")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) > 9):
+        refuse(f"labels span {int(y.min())}..{int(y.max())}, not 0..9")
+    # NaN/inf are left to Dataset.check, which names the samples; the sum finds them cheaply.
+    if len(x) and np.isfinite(x.sum(dtype=np.float64)) and (float(x.min()) < 0 or float(x.max()) > 1):
+        refuse(f"images span [{float(x.min()):g}, {float(x.max()):g}], not [0, 1]")
+    return x, y
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} of shape {list(value.shape)}"
+    return type(value).__name__
+
+
 def _mnist_pickle(path: Path) -> Dataset:
     try:
-        with gzip.open(path, "rb") as fh:
-            train, valid, test = pickle.load(fh, encoding="latin1")
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
-        raise ConfigError(f"data.root: {path} is not a pickled MNIST split (train, valid, test): {exc}") from None
-    x = np.concatenate([train[0], valid[0]])
-    y = np.concatenate([train[1], valid[1]])
+        parts = load_array_pickle(path)
+    except UnsafePickleError as exc:
+        raise ConfigError(
+            f"data.root: {path} is not a pickled MNIST split (train, valid, test) that can be read safely: "
+            f"{exc.reason}; nothing in it was run. Give the classic file ({_MNIST_FORM}); a copy re-saved "
+            "from Python 3 needs pickle protocol 3 or 4 and plain numpy arrays"
+        ) from None
+    if not isinstance(parts, tuple | list) or len(parts) != 3:
+        raise ConfigError(
+            f"data.root: {path} holds {_describe(parts)}, not a (train, valid, test) triple; {_MNIST_FORM}"
+        )
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = (
+        _mnist_part(path, part, what) for part, what in zip(parts, ("train", "validation", "test"), strict=True)
+    )
+    x = np.concatenate([train_x, valid_x])
+    y = np.concatenate([train_y, valid_y])
     return Dataset(
         "mnist",
         torch.tensor(x, dtype=torch.float32),
         torch.tensor(y, dtype=torch.int64),
-        torch.tensor(test[0], dtype=torch.float32),
-        torch.tensor(test[1], dtype=torch.int64),
+        torch.tensor(test_x, dtype=torch.float32),
+        torch.tensor(test_y, dtype=torch.int64),
         10,
     )
 
@@ -114,6 +167,11 @@ def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
         root = Path(config.root) if config.root else None
         if root is not None and not root.exists():
             raise ConfigError(f"data.root: {root} does not exist (give a local dataset file or folder)")
+        if root is not None and not (stat.S_ISREG(mode := os.stat(root).st_mode) or stat.S_ISDIR(mode)):
+            raise ConfigError(
+                f"data.root: {root} is neither a regular file nor a folder (a FIFO or device is never read as "
+                "data); give a local dataset file or folder"
+            )
         if root is not None and root.is_file():
             if config.dataset != "mnist" or not root.name.endswith(".pkl.gz"):
                 raise ConfigError(

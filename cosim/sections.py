@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from analog.settling import Capacitances, TransientOptions
 from cosim.gradients import EquilibriumPropagation, GradientMethod, gradient_method
+from cosim.io import UnsafePickleError, check_array_pickle
 from cosim.model_config import Strict, library_defaults
 from cosim.optim import check_optimizer_options, check_schedule_name, check_schedule_options, optimizer_class
 
@@ -36,6 +38,18 @@ class DataConfig(Strict):
     train_subset: int = Field(0, ge=0)
     """Use only the first N training samples (0: all)."""
     test_subset: int = Field(0, ge=0)
+
+    @field_validator("root")
+    @classmethod
+    def _safe_root(cls, root: str) -> str:
+        # Checked where every command and every checkpoint's stored config passes, so that a hostile
+        # pickle is refused before a sweep starts its workers; cosim.data reads it as safely.
+        if root.endswith(".pkl.gz") and Path(root).is_file():
+            try:
+                check_array_pickle(root)
+            except UnsafePickleError as exc:
+                raise ValueError(f"{exc}; give the classic MNIST pickle (mnist.pkl.gz)") from None
+        return root
 
 
 class SolverConfig(Strict):
