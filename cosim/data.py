@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cosim.config import ConfigError, DataConfig
-from cosim.io import UnsafePickleError, load_array_pickle
+from cosim.pickles import UnsafePickleError, load_array_pickle
 
 __all__ = ["Dataset", "load_dataset"]
 

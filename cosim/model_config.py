@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from analog.circuit import CircuitSpec
 from analog.devices import ConductanceRange, DiodeModel
-from analog.models import UserModels, load_model_library
+from analog.model_library import load_model_library
+from analog.models import UserModels
 
 __all__ = ["BLOCK_TYPES", "AnalogBlockConfig", "BlockConfig", "ModelConfig", "Strict", "library_defaults"]
 

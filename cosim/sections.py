@@ -9,9 +9,9 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from analog.settling import Capacitances, TransientOptions
 from cosim.gradients import EquilibriumPropagation, GradientMethod, gradient_method
-from cosim.io import UnsafePickleError, check_array_pickle
 from cosim.model_config import Strict, library_defaults
 from cosim.optim import check_optimizer_options, check_schedule_name, check_schedule_options, optimizer_class
+from cosim.pickles import UnsafePickleError, check_array_pickle
 
 _CAPS = library_defaults(Capacitances)
 _TRANSIENT = library_defaults(TransientOptions)

@@ -19,7 +19,7 @@ import torch
 
 from cosim.config import ConfigError, DataConfig, parse_config
 from cosim.data import load_dataset
-from cosim.io import UnsafePickleError, check_array_pickle, load_array_pickle
+from cosim.pickles import UnsafePickleError, check_array_pickle, load_array_pickle
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_PICKLE = ROOT.parent / "shared" / "data" / "mnist.pkl.gz"

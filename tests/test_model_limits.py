@@ -13,13 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from analog.models import (
-    MAX_BYTES,
-    MAX_EXPANDED_ELEMENTS,
-    MAX_TOTAL_BYTES,
-    ModelFileError,
-    load_model_library,
-)
+from analog.model_library import MAX_BYTES, MAX_EXPANDED_ELEMENTS, MAX_TOTAL_BYTES, load_model_library
+from analog.models import ModelFileError
 from cosim.cli import main
 
 

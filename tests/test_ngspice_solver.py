@@ -286,7 +286,8 @@ def test_history_separates_deck_building_from_ngspice_time(solver):
     ids=["model-type", "expression"],
 )
 def test_a_library_ngspice_cannot_parse_is_a_parse_error(tmp_path, solver, library, said):
-    from analog.models import UserModels, load_model_library
+    from analog.model_library import load_model_library
+    from analog.models import UserModels
     from analog.ngspice import NetlistError, NgspiceTransient
     from analog.settling import Capacitances
 

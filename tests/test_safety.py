@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analog.circuit import Circuit, CircuitSpec
-from analog.models import ModelFileError, UserModels, load_model_library
+from analog.model_library import load_model_library
+from analog.models import ModelFileError, UserModels
 from analog.solvers import FastSolver
 from analog.solvers.base import SolverError
 from cosim.cli import main
