@@ -63,6 +63,12 @@ def _stop_shared_ngspice():
     _SharedNgspice.shutdown()
 
 
+SHOCKLEY_SOLVERS = ("fast", "ngspice")
+"""Solvers of the Shockley diode equations: every circuit."""
+SOLVERS = ("fast", "fast-ideal", "ngspice")
+"""Every solver: circuits without diodes, where the ideal-diode limit is exact too."""
+
+
 def make_solver(name: str):
     """A solver by name; ``"ngspice"`` is the session's shared solver (its ``close()`` does nothing)."""
     if name == "ngspice":
@@ -70,9 +76,13 @@ def make_solver(name: str):
         if reason:
             pytest.skip(reason)
         return _SharedNgspice.get()
-    from analog.solvers import FastSolver
+    from analog.solvers import get_solver
 
-    return FastSolver()
+    return get_solver(name)
+
+
+def _solver_params(names):
+    return [pytest.param(n, marks=pytest.mark.ngspice) if n == "ngspice" else n for n in names]
 
 
 @pytest.fixture(scope="session")
@@ -81,10 +91,50 @@ def ngspice_solver():
     return make_solver("ngspice")
 
 
-@pytest.fixture(params=["fast", pytest.param("ngspice", marks=pytest.mark.ngspice)])
+@pytest.fixture(params=_solver_params(SHOCKLEY_SOLVERS))
 def solver(request):
+    """Each Shockley-exact solver in turn."""
     with make_solver(request.param) as s:
         yield s
+
+
+@pytest.fixture(params=_solver_params(SOLVERS))
+def any_solver(request):
+    """Each solver in turn, the ideal-diode limit included (for circuits without diodes)."""
+    with make_solver(request.param) as s:
+        yield s
+
+
+_NGSPICE_FIXTURES = {"ngspice_solver"}
+_SLOW_FIXTURES = {"trained"}
+"""Module fixtures that train or run ngspice: every test using them pays for them once."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark what needs ngspice, and what is slow, from what a test uses: the ngspice solver (a
+    fixture, a solver parameter, or a test function that names ngspice) makes it both; a subprocess
+    (a whole `cosim` command, a worker pool, Dask) or a trained-model fixture makes it slow."""
+    import inspect
+
+    for item in items:
+        try:
+            source = inspect.getsource(item.function)
+        except (OSError, TypeError):
+            source = ""
+        callspec = getattr(item, "callspec", None)
+        params = set(map(str, callspec.params.values())) if callspec else set()
+        uses_ngspice = (
+            "ngspice" in params
+            or bool(_NGSPICE_FIXTURES & set(item.fixturenames))
+            or item.get_closest_marker("ngspice") is not None
+            or "ngspice" in source.lower().replace("no-ngspice", "").replace("ngspice_eval_samples = 0", "")
+        )
+        if uses_ngspice and item.get_closest_marker("ngspice") is None:
+            item.add_marker(pytest.mark.ngspice)
+        heavy = "subprocess" in source or "cli(" in source
+        if uses_ngspice or heavy or _SLOW_FIXTURES & set(item.fixturenames):
+            if item.get_closest_marker("slow") is None:
+                item.add_marker(pytest.mark.slow)
 
 
 def log_uniform_circuit(spec: CircuitSpec, seed: int) -> Circuit:

@@ -29,6 +29,7 @@ def test_solve_both_reports_agreement_as_json():
     assert report["fast_residual_A"] <= 1e-12
 
 
+@pytest.mark.slow
 def test_gradcheck_json_and_plot(tmp_path):
     plot = tmp_path / "err.png"
     proc = cosim("gradcheck", "--config", "gradcheck-ffebm", "--betas", "0.1,0.05,0.025", "--json", "--plot", str(plot))
@@ -41,12 +42,14 @@ def test_gradcheck_json_and_plot(tmp_path):
     assert plot.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_missing_config_exits_2_without_traceback():
     proc = cosim("solve", "--config", "no-such-config.toml")
     assert proc.returncode == 2
     assert "config file not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_beta_list_exits_2():
     proc = cosim("gradcheck", "--config", "gradcheck-ffebm", "--betas", "0.1,abc")
     assert proc.returncode == 2 and "--betas" in proc.stderr

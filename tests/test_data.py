@@ -48,6 +48,7 @@ def test_digits_subsets():
     assert torch.equal(data.train_x, full.train_x[:100])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MNIST_PICKLE.is_file(), reason=f"no local MNIST copy at {MNIST_PICKLE}")
 def test_pickled_mnist_loads_from_shared_copy():
     data = load_dataset(DataConfig(dataset="mnist", root=str(MNIST_PICKLE), test_subset=1000))

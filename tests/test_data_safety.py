@@ -229,6 +229,7 @@ def test_special_files_and_oversized_pickles_are_refused_at_once(tmp_path):
         load_array_pickle(bomb, limit=1_000_000)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MNIST_PICKLE.is_file(), reason=f"no local MNIST copy at {MNIST_PICKLE}")
 def test_real_mnist_loads_identically_to_a_plain_pickle_load():
     safe = load_array_pickle(MNIST_PICKLE)
@@ -261,6 +262,7 @@ def hostile(tmp_path):
     return data, marker, swap
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["shell", "valid-data"])
 def test_cli_train_refuses_hostile_data(tmp_path, hostile, variant):
     data, marker, swap = hostile
@@ -272,6 +274,7 @@ def test_cli_train_refuses_hostile_data(tmp_path, hostile, variant):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_cli_resume_netlist_energy_sweep_gradcheck_refuse_hostile_data(tmp_path, hostile):
     data, marker, swap = hostile
     config, run = _config(tmp_path, data), tmp_path / "run"

@@ -129,6 +129,7 @@ ngspice = false
 """
 
 
+@pytest.mark.slow
 def test_cli_energy_report_and_checkpoint(tmp_path, capsys):
     from cosim.build import build_model
     from cosim.cli import main

@@ -94,6 +94,7 @@ def test_fifo_model_file_in_a_config_exits_2(tmp_path, capsys):
     assert "is a FIFO (named pipe), not a regular file" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_include_bomb_is_refused_by_the_total_size(tmp_path):
     # Every file is small and the include depth is legal, but c.lib is read 10 x 10 times.
     (tmp_path / "c.lib").write_text("* padding\n" * 20_000)

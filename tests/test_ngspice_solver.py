@@ -1,4 +1,5 @@
-"""ngspice as an equilibrium solver: analytic circuits, batching, worker failures, memory."""
+"""ngspice as an equilibrium solver: batching, worker failures, memory, parse errors (the analytic
+circuits every solver must solve are in test_analytic_circuits.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,12 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
-from scipy.optimize import brentq
 
 from analog.circuit import Circuit, CircuitSpec
-from analog.devices import DiodeModel
 from analog.ngspice import fatal_messages, ngspice_library
-from analog.solvers.base import SolverError, SolverStatus
+from analog.solvers.base import SolverError
 from analog.solvers.ngspice import NgspiceSolver
 
 
@@ -61,82 +59,6 @@ def _batch(spec: CircuitSpec, batch: int, seed: int) -> tuple[torch.Tensor, torc
     return spec.source_voltages(x), nudge
 
 
-def test_voltage_divider_and_source_current_signs(solver):
-    spec = CircuitSpec(layer_sizes=(1, 1), input_pairs=False, diode_up_V=None, diode_down_V=None)
-    g_w, g_p, g_n = 4e-5, 2e-5, 5e-5
-    circuit = _circuit(spec, [[[g_w]]], [[[g_p], [g_n]]])
-    x = torch.tensor([[0.8], [-0.9]], dtype=torch.float64)
-    eq = solver.solve(circuit, x)
-    v = (g_w * x + g_p * 1.0 - g_n * 1.0) / (g_w + g_p + g_n)
-    torch.testing.assert_close(eq.voltages[0], v, rtol=0, atol=TOL_V)
-    # The current each source delivers INTO the network (ngspice reports the opposite sign).
-    torch.testing.assert_close(eq.input_currents_A, g_w * (x - v), rtol=0, atol=1e-15)
-    bias = torch.cat([g_p * (1.0 - v), g_n * (-1.0 - v)], dim=1)
-    torch.testing.assert_close(eq.bias_currents_A[0], bias, rtol=0, atol=1e-15)
-    assert eq.input_currents_A[0, 0] > 0 > eq.input_currents_A[1, 0]
-    assert eq.status is SolverStatus.CONVERGED and eq.solver == "ngspice"
-    assert eq.iterations >= 2
-    assert eq.residual_A.shape == (2,) and eq.residual_A.max() < 1e-15
-
-
-@pytest.mark.parametrize("x", [1.0, -1.0, 0.05])
-@pytest.mark.parametrize("diode", [DiodeModel(), DiodeModel(is_A=2e-12, n=1.7, temperature_C=60.0)])
-def test_diode_clamp_matches_the_diode_equation(solver, x, diode):
-    """ngspice must use IS as given at the device temperature (TNOM = TEMP) and its own gmin."""
-    spec = CircuitSpec(
-        layer_sizes=(1, 1), input_pairs=False, bias_V=None, diode_up_V=0.2, diode_down_V=-0.1, diode=diode
-    )
-    g = 1e-4
-    circuit = _circuit(spec, [[[g]]], [[]])
-
-    def kcl(v: float) -> float:
-        up, _ = diode.current(torch.tensor(v - 0.2, dtype=torch.float64))
-        down, _ = diode.current(torch.tensor(-0.1 - v, dtype=torch.float64))
-        return g * (x - v) - up.item() + down.item()
-
-    v_ref = brentq(kcl, -1.5, 1.5, xtol=1e-15, rtol=4 * np.finfo(float).eps)
-    eq = solver.solve(circuit, torch.tensor([[x]], dtype=torch.float64))
-    assert eq.voltages[0].item() == pytest.approx(v_ref, abs=TOL_V)
-    if abs(x) == 1.0:  # really clamped: about one diode drop beyond the rail
-        assert 0.3 < abs(v_ref - (0.2 if x > 0 else -0.1)) < 1.2
-
-
-def test_amplifier_gain_and_back_current(solver):
-    """(1, 1, 1), gain A after layer 1, bias loads on both layers: a linear 2x2 system.
-
-    Layer 1: g0 (x - v1) + gp1 (1 - v1) + gn1 (-1 - v1) - I / A = 0 with I = g1 (A v1 - v2);
-    layer 2: g1 (A v1 - v2) + gp2 (1 - v2) + gn2 (-1 - v2) = 0.
-    """
-    a = 4.0
-    spec = CircuitSpec(
-        layer_sizes=(1, 1, 1), input_pairs=False, diode_up_V=None, diode_down_V=None, amplifier_gains=(a,)
-    )
-    g0, g1, gp1, gn1, gp2, gn2 = 5e-5, 3e-5, 1e-5, 2e-5, 4e-5, 1.5e-5
-    circuit = _circuit(spec, [[[g0]], [[g1]]], [[[gp1], [gn1]], [[gp2], [gn2]]])
-    x = 0.7
-    m = np.array([[g0 + gp1 + gn1 + g1, -g1 / a], [-g1 * a, g1 + gp2 + gn2]])
-    v1, v2 = np.linalg.solve(m, [g0 * x + gp1 - gn1, gp2 - gn2])
-    eq = solver.solve(circuit, torch.tensor([[x]], dtype=torch.float64))
-    assert eq.voltages[0].item() == pytest.approx(v1, abs=TOL_V)
-    assert eq.voltages[1].item() == pytest.approx(v2, abs=TOL_V)
-    assert eq.input_currents_A.item() == pytest.approx(g0 * (x - v1), abs=1e-15)
-
-
-def test_amplifier_without_load_multiplies_the_voltage(solver):
-    spec = CircuitSpec(
-        layer_sizes=(1, 1, 1),
-        input_pairs=False,
-        bias_V=None,
-        diode_up_V=None,
-        diode_down_V=None,
-        amplifier_gains=(2.5,),
-    )
-    circuit = _circuit(spec, [[[5e-5]], [[3e-5]]], [[], []])
-    eq = solver.solve(circuit, torch.tensor([[0.3], [-0.2]], dtype=torch.float64))
-    torch.testing.assert_close(eq.voltages[1], 2.5 * eq.voltages[0], rtol=0, atol=TOL_V)
-    torch.testing.assert_close(eq.voltages[0], torch.tensor([[0.3], [-0.2]], dtype=torch.float64))
-
-
 def test_batched_equals_per_op(solver):
     spec = CircuitSpec(layer_sizes=(8, 4, 3))
     circuit = Circuit.random(spec, seed=5)
@@ -161,14 +83,6 @@ def test_chunks_and_single_sample_agree(solver):
     torch.testing.assert_close(parts.all_voltages(), whole.all_voltages(), rtol=0, atol=TOL_V)
     torch.testing.assert_close(one.all_voltages(), whole.all_voltages()[5:6], rtol=0, atol=TOL_V)
     assert whole.output.shape == (11, 2) and whole.bias_currents_A[1].shape == (11, 2)
-
-
-def test_nudging_current_enters_the_output_node(solver):
-    spec = CircuitSpec(layer_sizes=(1, 1), input_pairs=False, bias_V=None, diode_up_V=None, diode_down_V=None)
-    g = 2e-5
-    circuit = _circuit(spec, [[[g]]], [[]])
-    eq = solver.solve(circuit, torch.tensor([[0.1]], dtype=torch.float64), torch.tensor([[1e-6]]).double())
-    assert eq.voltages[0].item() == pytest.approx(0.1 + 1e-6 / g, abs=TOL_V)
 
 
 def test_stderr_classification():

@@ -56,6 +56,7 @@ def test_capacitance_per_node_counts_devices_and_diodes():
     [CircuitSpec((4, 6, 3), diode_up_V=0.3, diode_down_V=-0.3), CircuitSpec((3, 4, 4, 2), amplifier_gains=(3.0, None))],
     ids=["diodes", "amplifier"],
 )
+@pytest.mark.slow
 def test_phases_settle_onto_the_equilibrium_and_energy_balances(spec):
     circuit = log_uniform_circuit(spec, 2)
     source_V = spec.source_voltages(3 * random_inputs(spec, 3, 2) - 1.5)
