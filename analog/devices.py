@@ -62,16 +62,29 @@ class ConductanceRange:
 
 @dataclass(frozen=True)
 class DiodeModel:
-    """Shockley diode as simulated by ngspice (level 1, no series resistance, no breakdown)."""
+    """Shockley diode as simulated by ngspice (level 1, no series resistance, no breakdown), with
+    ngspice's temperature model: the parameters are given at ``tnom_C`` and the saturation current
+    at the device temperature ``T`` is (``diotemp.c``; Massobrio & Antognetti, *Semiconductor Device
+    Modeling with SPICE*, 2nd ed., Sec. 1.6)
+
+        IS(T) = IS exp((T / Tnom - 1) EG / (N Vt(T)) + (XTI / N) ln(T / Tnom)),      (T)
+
+    temperatures in kelvin, so a forward-biased junction's voltage falls by about 2 mV/K."""
 
     is_A: float = 1e-14
-    """Saturation current ``IS``, amperes (> 0)."""
+    """Saturation current ``IS`` at ``tnom_C``, amperes (> 0)."""
     n: float = 1.0
     """Emission coefficient ``N`` (dimensionless, in [0.5, 10])."""
     temperature_C: float = 27.0
-    """Device temperature, degrees Celsius (ngspice's default is 27 C)."""
+    """Device temperature, degrees Celsius (ngspice's ``TEMP``, default 27 C)."""
     gmin_S: float = 1e-12
     """Conductance ngspice places across every junction, siemens (its ``gmin`` option)."""
+    tnom_C: float = 27.0
+    """Temperature at which the parameters were measured, degrees Celsius (ngspice's ``TNOM``)."""
+    xti: float = 3.0
+    """Saturation-current temperature exponent ``XTI`` (ngspice's default 3, for a pn junction)."""
+    eg_eV: float = 1.11
+    """Activation energy ``EG``, electron volts (ngspice's default 1.11, silicon)."""
 
     def __post_init__(self) -> None:
         _require(
@@ -84,16 +97,36 @@ class DiodeModel:
             "n",
             f"emission coefficient must be in [0.5, 10], got {self.n!r}",
         )
-        _require(
-            math.isfinite(self.temperature_C) and -273.15 < self.temperature_C <= 500,
-            "temperature_C",
-            f"must be in (-273.15, 500] C, got {self.temperature_C!r}",
-        )
+        for name in ("temperature_C", "tnom_C"):
+            value = getattr(self, name)
+            _require(
+                math.isfinite(value) and -273.15 < value <= 500, name, f"must be in (-273.15, 500] C, got {value!r}"
+            )
         _require(
             math.isfinite(self.gmin_S) and 0 <= self.gmin_S < 1e-6,
             "gmin_S",
             f"must be in [0, 1e-6) S, got {self.gmin_S!r}",
         )
+        _require(math.isfinite(self.xti) and 0 <= self.xti <= 50, "xti", f"must be in [0, 50], got {self.xti!r}")
+        # ngspice raises an activation energy below 0.1 eV to 0.1 eV; refuse it rather than differ.
+        _require(
+            math.isfinite(self.eg_eV) and 0.1 <= self.eg_eV <= 10,
+            "eg_eV",
+            f"must be in [0.1, 10] eV, got {self.eg_eV!r}",
+        )
+
+    def saturation_current(self, emission: torch.Tensor | None = None) -> float | torch.Tensor:
+        """``IS(T)`` of (T), amperes; with ``emission`` (a factor on ``N`` per diode) one value per
+        diode, since ``N`` enters the temperature scaling."""
+        if self.temperature_C == self.tnom_C:
+            return self.is_A
+        t = self.temperature_C + ZERO_CELSIUS_K
+        ratio = t / (self.tnom_C + ZERO_CELSIUS_K)
+        vt = thermal_voltage(self.temperature_C)
+        if emission is None:
+            return self.is_A * math.exp((ratio - 1) * self.eg_eV / (self.n * vt) + self.xti / self.n * math.log(ratio))
+        n = self.n * emission
+        return self.is_A * torch.exp((ratio - 1) * self.eg_eV / (n * vt) + self.xti / n * math.log(ratio))
 
     @property
     def vte_V(self) -> float:
@@ -114,7 +147,7 @@ class DiodeModel:
         sum minus the value at the meeting point is the piecewise model.
         """
         vte = self.vte_V if emission is None else self.vte_V * emission
-        i_s = self.is_A
+        i_s = self.saturation_current(emission)
         knee = -3.0 * vte
         k = 3.0 * vte / math.e
         e3 = math.exp(-3.0)
@@ -141,7 +174,7 @@ class DiodeModel:
     ) -> torch.Tensor:
         """``integral_0^vd I(v) dv`` in watts: the diode's term of the circuit's co-content."""
         vte = self.vte_V if emission is None else self.vte_V * emission
-        i_s = self.is_A
+        i_s = self.saturation_current(emission)
         knee = -3.0 * vte
         vd_f = torch.maximum(vd, torch.as_tensor(knee, dtype=vd.dtype, device=vd.device))
         vd_r = torch.minimum(vd, torch.as_tensor(knee, dtype=vd.dtype, device=vd.device))

@@ -48,6 +48,8 @@ MAX_EXPANDED_ELEMENTS = 10_000
 """Most element lines one subcircuit may flatten to, its nested subcircuits' copies included."""
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_]{0,63}\Z")
+"""A model or subcircuit name: SPICE lets it start with a digit (``1N4148``)."""
 _NODE = re.compile(r"[A-Za-z0-9_]{1,64}\Z")
 _EXPRESSION = re.compile(r"\{[A-Za-z0-9_+\-*/().,<>=!&|?: ^]{1,500}\}\Z")
 _FORBIDDEN = (
@@ -243,6 +245,11 @@ class _Parser:
             self.fail(where, f"{what} {token!r} is not an identifier (letters, digits, _; at most 64)")
         return token
 
+    def name(self, where: str, token: str, what: str) -> str:
+        if not _NAME.match(token):
+            self.fail(where, f"{what} {token!r} is not a model name (letters, digits, _; at most 64)")
+        return token
+
     def node(self, where: str, token: str) -> str:
         if not _NODE.match(token):
             self.fail(where, f"node name {token!r} is not valid (letters, digits, _; at most 64)")
@@ -269,7 +276,7 @@ class _Parser:
     def model(self, where: str, tokens: list[str]) -> None:
         if len(tokens) < 3:
             self.fail(where, ".model needs a name and a type, e.g. .model DFAST D (IS=1e-14 N=1.05)")
-        name = self.ident(where, tokens[1], ".model name")
+        name = self.name(where, tokens[1], ".model name")
         kind = tokens[2].upper()
         if kind not in _MODEL_TYPES:
             self.fail(where, f".model {name}: type {tokens[2]!r} is not one of {sorted(_MODEL_TYPES)}")
@@ -282,7 +289,7 @@ class _Parser:
     def subckt_head(self, where: str, tokens: list[str]):
         if len(tokens) < 3:
             self.fail(where, ".subckt needs a name and at least one pin, e.g. .subckt NEURON n")
-        name = self.ident(where, tokens[1], ".subckt name")
+        name = self.name(where, tokens[1], ".subckt name")
         rest = tokens[2:]
         cut = next((i for i, t in enumerate(rest) if t.lower() == "params:" or "=" in t), len(rest))
         pins = [self.node(where, t) for t in rest[:cut]]
@@ -316,7 +323,7 @@ class _Parser:
             out += [f"{k}={v}" for k, v in self.pairs(where, args[3:], name)]
         elif kind == "D":
             need(3, "Dname anode cathode model")
-            out = [self.node(where, a) for a in args[:2]] + [self.ident(where, args[2], f"{name} model")]
+            out = [self.node(where, a) for a in args[:2]] + [self.name(where, args[2], f"{name} model")]
             out += [f"{k}={v}" for k, v in self.pairs(where, args[3:], name)]
         elif kind in "VI":
             need(3, f"{kind}name n+ n- [DC] value")
@@ -349,7 +356,7 @@ class _Parser:
             cut = next((i for i, t in enumerate(args) if "=" in t or t.lower() == "params:"), len(args))
             if cut < 2:
                 self.fail(where, f"{name}: expected Xname nodes... subcircuit [KEY=VALUE ...]")
-            out = [self.node(where, a) for a in args[: cut - 1]] + [self.ident(where, args[cut - 1], "subcircuit")]
+            out = [self.node(where, a) for a in args[: cut - 1]] + [self.name(where, args[cut - 1], "subcircuit")]
             tail = [t for t in args[cut:] if t.lower() != "params:"]
             out += [f"{k}={v}" for k, v in self.pairs(where, tail, name)]
         else:

@@ -17,7 +17,7 @@ from analog.devices import DiodeModel
 __all__ = ["ModelCard", "ModelFileError", "ModelLibrary", "SubCircuit", "UserModels", "is_number", "number"]
 
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(meg|mil|[tgkmunpf])?\Z", re.IGNORECASE)
-_DIODE_FAST_PARAMS = {"IS", "N"}
+_DIODE_FAST_PARAMS = {"IS", "N", "TNOM", "XTI", "EG"}
 """Diode card parameters the fast solver represents (:class:`~analog.devices.DiodeModel`)."""
 _SCALE = {
     "t": 1e12,
@@ -133,17 +133,25 @@ class UserModels:
                     f"neuron node), it has {len(sub.pins)}: {' '.join(sub.pins)}"
                 )
 
-    def diode(self, temperature_C: float = 27.0) -> DiodeModel | None:
-        """The diode card as a :class:`DiodeModel` when the fast solver can represent it, else ``None``."""
+    def diode(self, temperature_C: float = 27.0, tnom_C: float = 27.0) -> DiodeModel | None:
+        """The diode card as a :class:`DiodeModel` at ``temperature_C`` when the fast solver can
+        represent it, else ``None``; a card without ``TNOM`` was measured at ``tnom_C`` (the
+        deck's ``.options TNOM``)."""
         if self.diode_model is None:
             return None
         card = self.library.model(self.diode_model)
         params = dict(card.params)
         if not set(params) <= _DIODE_FAST_PARAMS:
             return None
+        defaults = DiodeModel()
         try:
             return DiodeModel(
-                is_A=number(params.get("IS", "1e-14")), n=number(params.get("N", "1")), temperature_C=temperature_C
+                is_A=number(params["IS"]) if "IS" in params else defaults.is_A,
+                n=number(params["N"]) if "N" in params else defaults.n,
+                temperature_C=temperature_C,
+                tnom_C=number(params["TNOM"]) if "TNOM" in params else tnom_C,
+                xti=number(params["XTI"]) if "XTI" in params else defaults.xti,
+                eg_eV=number(params["EG"]) if "EG" in params else defaults.eg_eV,
             )
         except ValueError as exc:
             raise ModelFileError(f"model file {self.library.source}: .model {card.name}: {exc}") from None
@@ -160,8 +168,9 @@ class UserModels:
             card = self.library.model(self.diode_model)
             extra = sorted(k for k, _ in card.params if k not in _DIODE_FAST_PARAMS)
             return (
-                f"the fast solver cannot simulate diode model {card.name!r} from {source}: it represents IS and N "
-                f"only, the card also sets {', '.join(extra)}; use the ngspice solver (solver.name = 'ngspice')"
+                f"the fast solver cannot simulate diode model {card.name!r} from {source}: it represents "
+                f"{', '.join(sorted(_DIODE_FAST_PARAMS))} only, the card also sets {', '.join(extra)}; "
+                "use the ngspice solver (solver.name = 'ngspice')"
             )
         return None
 

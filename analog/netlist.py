@@ -119,10 +119,11 @@ def _floats(t: torch.Tensor) -> np.ndarray:
 
 
 def _deck(circuit: Circuit, net: SpiceCircuit) -> Deck:
-    temperature = float(circuit.spec.diode.temperature_C)
+    diode = circuit.spec.diode
     deck = Deck(net, pipe=False)
-    # TEMP = TNOM = the device temperature: ngspice then uses IS as given (no rescaling).
-    deck.options(TEMP=temperature, TNOM=temperature, gmin=float(circuit.spec.diode.gmin_S), **_TOLERANCES)
+    # ngspice scales IS from TNOM to TEMP itself (its level-1 temperature model, DiodeModel (T)); a
+    # user card without its own TNOM takes this one.
+    deck.options(TEMP=float(diode.temperature_C), TNOM=float(diode.tnom_C), gmin=float(diode.gmin_S), **_TOLERANCES)
     return deck
 
 

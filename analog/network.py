@@ -21,6 +21,7 @@ import numpy as np
 from PySpice.Spice.Netlist import Circuit as SpiceCircuit
 
 from analog.circuit import node_name
+from analog.devices import DiodeModel
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +33,11 @@ __all__ = ["BULK_RESISTORS", "DIODE_MODEL", "build_network", "resistor_lines"]
 DIODE_MODEL = "DNEURON"
 BULK_RESISTORS = 5000
 """Crossbars with more resistors than this are written through ``raw_spice`` (see the module doc)."""
+
+
+def _card(diode: DiodeModel, n: float) -> dict[str, float]:
+    """Parameters of the built-in neuron diode's ``.model`` card, temperature model included."""
+    return {"IS": diode.is_A, "N": n, "TNOM": diode.tnom_C, "XTI": diode.xti, "EG": diode.eg_eV}
 
 
 def _bias_nodes(layer: int) -> tuple[str, str]:
@@ -196,7 +202,7 @@ def _neurons(
     gnd = net.gnd
     diode = spec.diode
     if model == DIODE_MODEL and (spec.diode_up_V is not None or spec.diode_down_V is not None):
-        net.model(DIODE_MODEL, "D", IS=diode.is_A, N=diode.n, TNOM=diode.temperature_C)
+        net.model(DIODE_MODEL, "D", **_card(diode, diode.n))
     if spec.diode_up_V is not None:
         net.V("RAIL_UP", "RAIL_UP", gnd, float(spec.diode_up_V))
     if spec.diode_down_V is not None:
@@ -221,7 +227,7 @@ def _neurons(
                     # ngspice has no instance parameter for N: one model card per diode.
                     own = f"{DIODE_MODEL}_{side}_{node}"
                     n = diode.n * float(n_factors[row][flat])
-                    net.model(own, "D", IS=diode.is_A, N=n, TNOM=diode.temperature_C)
+                    net.model(own, "D", **_card(diode, n))
                 anode, cathode = (node, "RAIL_UP") if side == "UP" else ("RAIL_DN", node)
                 net.D(f"{side}_{node}", anode, cathode, model=own, **extra)
             flat += 1

@@ -44,8 +44,11 @@ def library_defaults(cls) -> dict[str, Any]:
 _SPEC = library_defaults(CircuitSpec)
 _DIODE = library_defaults(DiodeModel)
 _RANGE = library_defaults(ConductanceRange)
-_DIODE_KEYS = {"is_A": "diode_is_A", "n": "diode_n", "temperature_C": "temperature_C"}
-_SPICE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+_DIODE_KEYS = {"is_A": "diode_is_A", "n": "diode_n", "xti": "diode_xti", "eg_eV": "diode_eg_eV"}
+_CARD_KEYS = ("diode_is_A", "diode_n", "diode_xti", "diode_eg_eV")
+"""Keys a ``diode_model`` card replaces."""
+_SPICE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_]{0,63}$"
+"""A SPICE model or subcircuit name; it may start with a digit (``1N4148``)."""
 
 
 def _renamed(exc: ValueError, keys: dict[str, str]) -> ValueError:
@@ -71,6 +74,13 @@ class AnalogBlockConfig(Strict):
     diode_is_A: float = _DIODE["is_A"]
     diode_n: float = _DIODE["n"]
     temperature_C: float = _DIODE["temperature_C"]
+    """Device temperature, degrees Celsius (every diode, and the conductances' TC1/TC2 if set)."""
+    tnom_C: float = _DIODE["tnom_C"]
+    """Temperature at which the diode parameters were measured, degrees Celsius (SPICE ``TNOM``)."""
+    diode_xti: float = _DIODE["xti"]
+    """Saturation-current temperature exponent ``XTI`` of the neuron diodes."""
+    diode_eg_eV: float = _DIODE["eg_eV"]
+    """Activation energy ``EG`` of the neuron diodes, electron volts."""
     wire_ohm: float | None = _SPEC["wire_ohm"]
     """Resistance of every crossbar wire segment (rows and columns, one per cross-point), ohms;
     ``None``: ideal wires. Both solvers include it exactly (see :mod:`analog.wires`)."""
@@ -95,8 +105,15 @@ class AnalogBlockConfig(Strict):
         if self.model_file is None:
             if self.diode_model is not None or self.neuron_subckt is not None:
                 raise ValueError("diode_model / neuron_subckt need model_file (the library that defines them)")
-        elif self.diode_model is not None and {"diode_is_A", "diode_n"} & self.model_fields_set:
-            raise ValueError("diode_model replaces diode_is_A and diode_n: set one or the other")
+        elif self.diode_model is not None:
+            # Compared with the defaults, not with the keys given: a stored configuration (checkpoint,
+            # config.json) lists every key with its value, and must read back.
+            given = [k for k in _CARD_KEYS if getattr(self, k) != type(self).model_fields[k].default]
+            if given:
+                raise ValueError(
+                    f"diode_model replaces {', '.join(given)}: set the card's parameters in the card, "
+                    "or drop diode_model"
+                )
         return self
 
     @model_validator(mode="after")
@@ -114,11 +131,18 @@ class AnalogBlockConfig(Strict):
         """The block's :class:`CircuitSpec`; a ``ValueError`` names the key that is out of range."""
         user = self.user_models()
         try:
-            diode = DiodeModel(is_A=self.diode_is_A, n=self.diode_n, temperature_C=self.temperature_C)
+            diode = DiodeModel(
+                is_A=self.diode_is_A,
+                n=self.diode_n,
+                temperature_C=self.temperature_C,
+                tnom_C=self.tnom_C,
+                xti=self.diode_xti,
+                eg_eV=self.diode_eg_eV,
+            )
         except ValueError as exc:
             raise _renamed(exc, _DIODE_KEYS) from None
-        if user is not None and user.diode(self.temperature_C) is not None:
-            diode = user.diode(self.temperature_C)
+        if user is not None and (card := user.diode(self.temperature_C, self.tnom_C)) is not None:
+            diode = card
         try:
             conductance = ConductanceRange(self.g_min_S, self.g_max_S)
         except ValueError as exc:

@@ -59,7 +59,7 @@ def test_small_netlist_inventory():
     assert by_name["INUDGE1"][:2] == ["0", "L2_N1"]
     assert float(by_name["RW0_0_0"][2]) == pytest.approx(1 / circuit.weights[0][0, 0].item(), rel=1e-15)
     text = (ROOT / "netlists" / "golden_small.cir").read_text()
-    assert ".model DNEURON D (IS=1e-14 N=1.0 TNOM=27.0)" in text
+    assert ".model DNEURON D (EG=1.11 IS=1e-14 N=1.0 TNOM=27.0 XTI=3.0)" in text
     for option in ("TEMP = 27.0", "TNOM = 27.0", "gmin = 1e-12", "reltol = 1e-09", "bypass = 0"):
         assert f".options {option}" in text
     assert text.rstrip().endswith(".op\n.end")

@@ -55,7 +55,11 @@ class IdealDiodeSolver(EquilibriumSolver):
             circuit = system.circuit
             area = ones if circuit.diode_area is None else circuit.diode_area.to(ones)
             emission = ones if circuit.diode_emission is None else circuit.diode_emission.to(ones)
-            v_on = diode.vte_V * emission * torch.log1p(spec.conductance.g_max_S / (diode.is_A * area))
+            v_on = (
+                diode.vte_V
+                * emission
+                * torch.log1p(spec.conductance.g_max_S / (diode.saturation_current(emission) * area))
+            )
         inf = torch.full((system.n_free,), math.inf, dtype=system.dtype, device=system.device)
         lo = -inf if spec.diode_down_V is None else spec.diode_down_V - v_on[1]
         hi = inf if spec.diode_up_V is None else spec.diode_up_V + v_on[0]

@@ -116,11 +116,11 @@ def initial_guess(system: LayeredSystem) -> torch.Tensor:
         # put the node where the diode alone would carry it (never past the all-off value).
         if spec.diode_up_V is not None:
             excess = (s * current - diag * spec.diode_up_V).clamp(min=0.0)
-            on = spec.diode_up_V + diode.vte_V * torch.log1p(excess / diode.is_A)
+            on = spec.diode_up_V + diode.vte_V * torch.log1p(excess / diode.saturation_current())
             v = torch.minimum(v, on)
         if spec.diode_down_V is not None:
             excess = (diag * spec.diode_down_V - s * current).clamp(min=0.0)
-            on = spec.diode_down_V - diode.vte_V * torch.log1p(excess / diode.is_A)
+            on = spec.diode_down_V - diode.vte_V * torch.log1p(excess / diode.saturation_current())
             v = torch.maximum(v, on)
         system.layer(u, l).copy_(v / s)
         upstream = system.layer(u, l)
