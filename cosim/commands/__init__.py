@@ -5,8 +5,9 @@ its ``run(args) -> exit code``. The work is done by the library modules of :mod:
 """
 
 from cosim.commands import energy, gradcheck, netlist, solve, sweep, train
+from cosim.commands import eval as evaluate
 
-COMMANDS = (solve, gradcheck, train, energy, sweep, netlist)
+COMMANDS = (solve, gradcheck, train, evaluate, energy, sweep, netlist)
 """In the order ``cosim --help`` lists them."""
 
 __all__ = ["COMMANDS"]

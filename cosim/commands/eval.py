@@ -1,0 +1,59 @@
+"""``cosim eval``: a trained checkpoint under other conditions and device draws (corners, Monte
+Carlo), without retraining."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cosim.commands.common import check_out_dir, say
+from cosim.conditions import parse_condition
+from cosim.corners import evaluate_checkpoint
+from cosim.io import atomic_write_json
+
+__all__ = ["register", "run"]
+
+EVAL_FILE = "eval.json"
+
+
+def run(args) -> int:
+    out = check_out_dir(args.out)
+    conditions = [parse_condition(text) for text in args.set]
+    report = evaluate_checkpoint(
+        args.checkpoint, conditions, args.solver, args.draws, args.samples, say=lambda m: say(m, args.json)
+    )
+    atomic_write_json(out / EVAL_FILE, report)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    where = ", ".join(f"{k}={v}" for k, v in report["conditions"].items()) or "as trained"
+    print(f"{report['samples']} test samples, {args.solver} solver, {where}")
+    if report["draws"] > 1:
+        print(
+            f"test accuracy over {report['draws']} device draws: mean {100 * report['test_accuracy_mean']:.2f}%, "
+            f"std {100 * report['test_accuracy_std']:.2f}, min {100 * report['test_accuracy_min']:.2f}%"
+        )
+    else:
+        print(f"test accuracy {100 * report['test_accuracy']:.2f}%, loss {report['loss']:.4f}")
+    for block in report["blocks"]:
+        print(
+            f"  {block['name']}: {100 * block['diodes_conducting_fraction']:.1f}% of diodes conducting, "
+            f"output swing {block['output_swing_V']:.3f} V, KCL residual {block['max_kcl_residual_A']:.1e} A"
+        )
+    print(f"report: {out / EVAL_FILE}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a trained checkpoint under other conditions and device draws")
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a `cosim train` run")
+    p.add_argument("--solver", choices=["fast", "ngspice"], default="fast")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a condition, e.g. temperature_C=85, devices.d2d_sigma=0.1, model.blocks[0].wire_ohm=10 (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--draws", type=int, default=1, help="device realisations (mean/std/min over them)")
+    p.add_argument("--samples", type=int, default=0, help="test samples (0: all)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument("--out", type=Path, required=True, help="folder for eval.json")
+    p.set_defaults(func=run)

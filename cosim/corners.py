@@ -1,0 +1,176 @@
+"""A trained design under other conditions: corners (temperature, supplies, wires, converters,
+read noise) and Monte Carlo over device realisations, without retraining.
+
+The checkpoint holds the programmed conductances and the devices they were programmed into. With
+the devices unchanged the exact trained chip is evaluated; with ``--draws N`` or a changed
+``devices`` key the same programmed conductances go into ``N`` freshly drawn chips (device spread,
+stuck devices, diode spreads), as when one trained design is written into many dies.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from analog.solvers.base import Equilibrium
+from cosim.block import AnalogBlock
+from cosim.build import build_model, build_solver, torch_dtype
+from cosim.checkpoint import read_checkpoint
+from cosim.conditions import Conditions, apply_conditions
+from cosim.config import ConfigError, RunConfig
+from cosim.data import load_dataset
+from cosim.evaluate import EVAL_BATCH
+from cosim.losses import loss_value
+from cosim.model import FFEBM
+
+__all__ = ["DRAW_SEED_STRIDE", "evaluate_checkpoint", "operating_point"]
+
+DRAW_SEED_STRIDE = 7919
+"""Seed offset between device draws (a prime, so draws do not repeat the training seeds)."""
+_DEVICE_BUFFER = re.compile(r"\.arrays\.\d+\.(factor|offset|stuck)$|\.diode_(area|emission)$")
+CONDUCTING_FRACTION_OF_FULL_SCALE = 1e-3
+"""A diode counts as conducting when it carries more than this fraction of ``g_max * 1 V``."""
+
+
+def operating_point(block: AnalogBlock, source_V: torch.Tensor, eq: Equilibrium) -> dict:
+    """Diodes conducting and the KCL residual of one block's free phase."""
+    circuit, spec = block.circuit(), block.spec
+    v = eq.all_voltages().double()
+    threshold = CONDUCTING_FRACTION_OF_FULL_SCALE * spec.conductance.g_max_S
+    area = None if circuit.diode_area is None else circuit.diode_area.double()
+    emission = None if circuit.diode_emission is None else circuit.diode_emission.double()
+    conducting, diodes = 0, 0
+    for row, rail, sign in ((0, spec.diode_up_V, 1.0), (1, spec.diode_down_V, -1.0)):
+        if rail is None:
+            continue
+        i, _ = spec.diode.current(
+            sign * (v - rail), None if area is None else area[row], None if emission is None else emission[row]
+        )
+        conducting += int((i > threshold).sum())
+        diodes += i.numel()
+    return {
+        "name": block.name,
+        "diodes_conducting_fraction": conducting / diodes if diodes else 0.0,
+        "max_kcl_residual_A": float(eq.residual_A.max()),
+        "output_swing_V": float(eq.output.max() - eq.output.min()),
+    }
+
+
+def _draw_config(config: RunConfig, draw: int) -> RunConfig:
+    data = config.model_dump()
+    data["seed"] = config.seed + DRAW_SEED_STRIDE * (draw + 1)
+    return type(config).model_validate(data)
+
+
+def _model(config: RunConfig, state: dict, input_shape, solver, fresh_devices: bool) -> FFEBM:
+    model = build_model(config, input_shape, solver=solver)
+    if fresh_devices:
+        drawn = {k: v for k, v in model.state_dict().items() if _DEVICE_BUFFER.search(k)}
+        state = {**{k: v for k, v in state.items() if not _DEVICE_BUFFER.search(k)}, **drawn}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"--checkpoint: the model does not match its configuration: {exc}") from None
+    return model
+
+
+@torch.no_grad()
+def _evaluate(model: FFEBM, config: RunConfig, x, y, n_classes: int) -> dict:
+    model.eval()
+    blocks = model.analog_blocks()
+    captured: dict[str, torch.Tensor] = {}
+
+    def first_batch(module, args) -> None:  # a pre-hook that returns nothing leaves the input as it is
+        captured.setdefault(module.name, module.spec.source_voltages(args[0].flatten(1)))
+
+    hooks = [b.register_forward_pre_hook(first_batch) for b in blocks]
+    dtype = next(model.parameters()).dtype
+    outputs = []
+    try:
+        for start in range(0, len(y), EVAL_BATCH):
+            outputs.append(model(x[start : start + EVAL_BATCH].to(dtype)).cpu())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out = torch.cat(outputs)
+    predicted = out.argmax(1)
+    per_class = {}
+    for c in range(n_classes):
+        mask = y == c
+        if mask.any():
+            per_class[str(c)] = float((predicted[mask] == c).double().mean())
+    ops = []
+    for block in blocks:  # the operating point of the first batch, solved again by the block's solver
+        source_V = captured[block.name].to(dtype)
+        ops.append(operating_point(block, source_V, block.solver.solve(block.circuit(), source_V)))
+    return {
+        "test_accuracy": float((predicted == y).double().mean()),
+        "loss": float(loss_value(config.train.loss, out.double(), y, n_classes)),
+        "per_class_accuracy": per_class,
+        "blocks": ops,
+    }
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    conditions: list[tuple[str, object]] = (),
+    solver: str = "fast",
+    draws: int = 1,
+    samples: int = 0,
+    say: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Test accuracy, loss, per-class accuracy and operating point of a trained checkpoint under
+    ``conditions`` (``(KEY, value)``, see :mod:`cosim.conditions`), over ``draws`` device
+    realisations, on the first ``samples`` test samples (0: all), with the ``fast`` or ``ngspice``
+    solver. Everything is checked before the first solve."""
+    if draws < 1:
+        raise ConfigError(f"--draws: must be >= 1, got {draws}")
+    if samples < 0:
+        raise ConfigError(f"--samples: must be >= 0 (0: every test sample), got {samples}")
+    if solver not in ("fast", "ngspice"):
+        raise ConfigError(f"--solver: 'fast' or 'ngspice', got {solver!r}")
+    stored = read_checkpoint(checkpoint)
+    resolved = Conditions(stored.config, list(conditions))
+    config = apply_conditions(stored.config, resolved, str(checkpoint))
+    data = load_dataset(stored.config.data, stored.config.seed)  # the split the design was tested on
+    n = len(data.test_y) if samples == 0 else min(samples, len(data.test_y))
+    x, y = data.test_x[:n], data.test_y[:n]
+    fresh = draws > 1 or resolved.redraws_devices
+    results = []
+    with build_solver(config.solver, solver) as equilibrium:
+        for draw in range(draws):
+            start = time.perf_counter()
+            draw_config = _draw_config(config, draw) if fresh else config
+            model = _model(draw_config, stored.model, data.input_shape, equilibrium, fresh)
+            if solver == "ngspice":
+                model = model.to(device="cpu", dtype=torch.float64)
+            else:
+                model = model.to(dtype=torch_dtype(config))
+            result = _evaluate(model, config, x, y, data.n_classes)
+            results.append(result)
+            label = f"draw {draw + 1}/{draws}" if fresh else "trained chip"
+            say(f"{label}: test accuracy {100 * result['test_accuracy']:.2f}% ({time.perf_counter() - start:.1f} s)")
+    accuracies = [r["test_accuracy"] for r in results]
+    report = {
+        "checkpoint": str(checkpoint),
+        "solver": solver,
+        "samples": n,
+        "draws": draws,
+        "fresh_devices": fresh,
+        "conditions": resolved.as_dict(),
+        **results[0],
+        "test_accuracy": statistics.fmean(accuracies),
+    }
+    if draws > 1:
+        report.update(
+            test_accuracy_mean=statistics.fmean(accuracies),
+            test_accuracy_std=statistics.pstdev(accuracies),
+            test_accuracy_min=min(accuracies),
+            draw_accuracies=accuracies,
+        )
+    return report
