@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import version
 
 from analog.solvers.base import SolverError
 from cosim.commands import COMMANDS
@@ -25,6 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cosim", description="Circuit-level co-simulation of ff-EBMs trained with EP.")
+    parser.add_argument("--version", action="version", version=f"cosim {version('ffebm-cosim')}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS:
         command.register(sub)

@@ -139,7 +139,7 @@ def _format_errors(error: ValidationError, source: str) -> str:
             message = (
                 f"this key moved to {moved}"
                 if moved
-                else "unknown key (check its spelling; the presets in cosim/configs/ show the accepted keys)"
+                else "unknown key (check its spelling; `cosim config show digits-demo` lists every key)"
             )
         elif item["type"] == "value_error" and (match := _KEY_MESSAGE.match(message)):
             # The library names the field it refuses ("g_min_S: must be ..."): make it the key path.

@@ -1,0 +1,37 @@
+"""`cosim config`: the resolved configuration with every default reads back as the same
+configuration; the schema is JSON; `cosim --version`."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+
+from cosim.cli import main
+from cosim.commands.config import to_toml
+from cosim.config import PRESET_DIR, load_config, parse_config, preset_names
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_shown_configuration_reads_back_as_the_same(name):
+    config = load_config(PRESET_DIR / f"{name}.toml")
+    text = to_toml(config)
+    assert parse_config(tomllib.loads(text)) == config
+    assert "diode_eg_eV = 1.11" in text and "# wire_ohm = none (unset)" in text
+
+
+def test_cli_config_show_schema_presets_version(tmp_path, capsys):
+    assert main(["config", "show", "digits-demo", "--out", str(tmp_path / "shown.toml")]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (tmp_path / "shown.toml").read_text() and 'name = "digits-demo"' in printed
+    assert main(["config", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "model" in schema["required"] and "AnalogBlockConfig" in schema["$defs"]
+    assert main(["config", "presets"]) == 0
+    assert capsys.readouterr().out.split() == preset_names()
+    assert main(["config", "show"]) == 2
+    assert "name a TOML file or a preset" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("cosim ")
