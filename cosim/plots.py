@@ -249,37 +249,87 @@ def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", key)
 
 
+_UNITS = (("_ohm", "Ohm"), ("_eV", "eV"), ("_V", "V"), ("_A", "A"), ("_S", "S"), ("_F", "F"), ("_C", "C"), ("_s", "s"))
+_NULL_MEANS = (("bits", "exact"), ("wire_ohm", "ideal wires"), ("levels", "analog"), ("sigma", "none"))
+
+
+def _axis_label(key: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    unit = next((u for suffix, u in _UNITS if leaf.endswith(suffix)), None)
+    return f"{key} ({unit})" if unit else key
+
+
+def _null_label(key: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    return next((label for part, label in _NULL_MEANS if part in leaf), "null")
+
+
+def _mean_std(rows: list[dict], metric: str) -> tuple[float, float, int]:
+    values = [r["metrics"][metric] for r in rows if isinstance(r["metrics"].get(metric), int | float)]
+    return (float(np.mean(values)), float(np.std(values)), len(values)) if values else (float("nan"), 0.0, 0)
+
+
+def _sweep_panel(ax, rows: list[dict], key: str, others: list[str], metric: str) -> None:
+    """``metric`` against ``key``: one line per combination of the other keys' values, mean +/- std
+    over the seeds of each point; a ``null`` value is drawn as a dashed reference line."""
+    levels = [json.loads(v) for v in _levels(rows, key)]
+    numeric = [v for v in levels if v is not None]
+    is_numeric = bool(numeric) and _numeric(numeric)
+    combos = sorted({json.dumps([r["values"][k] for k in others]) for r in rows})
+    for n, combo in enumerate(combos):
+        color = f"C{n % 10}"
+        mine = [r for r in rows if json.dumps([r["values"][k] for k in others]) == combo]
+        label = ", ".join(
+            f"{k}={v if v is not None else _null_label(k)}" for k, v in zip(others, json.loads(combo), strict=True)
+        )
+        xs, means, stds = [], [], []
+        for value in numeric if is_numeric else levels:
+            mean, std, count = _mean_std([r for r in mine if r["values"][key] == value], metric)
+            if count:
+                xs.append(value if is_numeric else str(value))
+                means.append(mean)
+                stds.append(std)
+        style = "o-" if is_numeric else "o"  # categorical points are not joined
+        ax.errorbar(xs, means, yerr=stds, fmt=style, color=color, capsize=3, label=label or None)
+        if is_numeric and None in levels:
+            mean, _, count = _mean_std([r for r in mine if r["values"][key] is None], metric)
+            if count:
+                ax.axhline(
+                    mean, color=color, ls="--", lw=1, label=f"{_null_label(key)}" + (f" ({label})" if label else "")
+                )
+    if is_numeric and min(numeric) > 0 and max(numeric) / min(numeric) >= 100:
+        ax.set_xscale("log")
+    ax.set_xlabel(_axis_label(key))
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
 def plot_sweep(rows: list[dict], keys: list[str], out: str | Path) -> list[Path]:
-    """Each metric vs each swept key (mean +/- std over seeds and the other keys), and a heatmap of
-    each metric over the first two keys (mean over seeds); ``rows`` are the sweep's row records
-    (``values``, ``seed``, ``metrics``). Returns the files written into ``out``."""
+    """For each swept key with two or more values, each metric against it (one line per value of
+    the other keys, mean +/- std over seeds; numeric axes in numeric order, logarithmic where the
+    values span decades; ``null`` as a dashed reference named for what it means), and a heatmap of
+    each metric over the first two keys (mean over seeds). Returns the files written into ``out``."""
     plt = _pyplot()
     out = Path(out)
     if not rows:
         return []
     metrics = sorted({m for r in rows for m, v in r["metrics"].items() if isinstance(v, int | float) and m != "wall_s"})
+    seeds = len({r["seed"] for r in rows})
     paths = []
-    for key in keys:
-        levels = _levels(rows, key)
-        xs = [json.loads(v) for v in levels]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    varied = [k for k in keys if len(_levels(rows, k)) >= 2]  # a key with one value is no axis
+    for key in varied:
+        others = [k for k in varied if k != key]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
         for ax, metric in zip(axes[0], metrics, strict=True):
-            groups = [[r["metrics"][metric] for r in rows if json.dumps(r["values"][key]) == lv] for lv in levels]
-            mean = [float(np.mean(g)) for g in groups]
-            std = [float(np.std(g)) for g in groups]
-            pos = xs if _numeric(xs) and None not in xs else list(range(len(xs)))
-            ax.errorbar(pos, mean, yerr=std, marker="o", capsize=3)
-            if pos is not xs:
-                ax.set_xticks(pos, [str(x) for x in xs])
-            ax.set_xlabel(key)
-            ax.set_ylabel(metric)
-            ax.grid(alpha=0.3)
-        fig.suptitle(f"mean +/- std over seeds ({len(rows)} rows)")
+            _sweep_panel(ax, rows, key, others, metric)
+        fig.suptitle(f"mean +/- std over {seeds} seed(s) per point ({len(rows)} rows)")
         path = out / f"sweep_{_safe_name(key)}.png"
         _save(fig, path, dpi=110)
         paths.append(path)
-    if len(keys) >= 2:
-        paths += [_heatmap(rows, keys[0], keys[1], metric, out) for metric in metrics]
+    if len(varied) >= 2:
+        paths += [_heatmap(rows, varied[0], varied[1], metric, out) for metric in metrics]
     return paths
 
 
@@ -298,10 +348,10 @@ def _heatmap(rows: list[dict], kx: str, ky: str, metric: str, out: Path) -> Path
                 grid[i, j] = np.mean(vals)
     fig, ax = plt.subplots(figsize=(5, 4))
     im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(lx)), lx)
-    ax.set_yticks(range(len(ly)), ly)
-    ax.set_xlabel(kx)
-    ax.set_ylabel(ky)
+    ax.set_xticks(range(len(lx)), [_null_label(kx) if v == "null" else v for v in lx])
+    ax.set_yticks(range(len(ly)), [_null_label(ky) if v == "null" else v for v in ly])
+    ax.set_xlabel(_axis_label(kx))
+    ax.set_ylabel(_axis_label(ky))
     for i in range(len(ly)):
         for j in range(len(lx)):
             if np.isfinite(grid[i, j]):
