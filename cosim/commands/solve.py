@@ -12,6 +12,7 @@ from cosim.build import build_solver, torch_dtype
 from cosim.commands.common import CONFIG_HELP, say
 from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, resolve_config
 from cosim.data import load_dataset
+from cosim.limits import check_memory
 
 __all__ = ["register", "run"]
 
@@ -41,6 +42,7 @@ def run(args) -> int:
     config = resolve_config(args.config)
     spec = _analog_config(config, config.solve.block).circuit_spec()
     dtype = torch_dtype(config)
+    check_memory([spec], dtype, config.solve.samples, torch.device("cpu"), f"analog block {config.solve.block} sizes")
     circuit = Circuit.random(spec, seed=config.seed, dtype=dtype)
     x = _inputs(config, spec.n_inputs, dtype)
     source_V = spec.source_voltages(x)
