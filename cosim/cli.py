@@ -13,6 +13,7 @@ import sys
 from analog.solvers.base import SolverError
 from cosim.commands import COMMANDS
 from cosim.config import ConfigError
+from cosim.io import OutputPathError
 
 __all__ = ["build_parser", "main"]
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, OutputPathError) as exc:
         print(f"cosim {args.command}: {exc}", file=sys.stderr)
         return 2
     except SolverError as exc:
