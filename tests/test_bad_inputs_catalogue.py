@@ -39,8 +39,9 @@ def write_config(tmp: Path, text: str, name: str = "c.toml") -> Path:
     return path
 
 
-def train(tmp: Path, text: str, *extra: str) -> list[str]:
-    return ["train", "--config", str(write_config(tmp, text)), "--out", str(tmp / "run"), "--no-ngspice", *extra]
+def train(tmp: Path, text: str, out: Path | None = None) -> list[str]:
+    out = out or tmp / "run"
+    return ["train", "--config", str(write_config(tmp, text)), "--out", str(out), "--no-ngspice"]
 
 
 def train_named(tmp: Path, top: str) -> list[str]:
@@ -291,13 +292,13 @@ CASES = {
         "conductances must be > 0 S",
     ),
     # output paths
-    "train --out onto a file": (lambda t: train(t, config_text())[:4] + [str(a_file(t)), "--no-ngspice"], "--out: "),
+    "train --out onto a file": (lambda t: train(t, config_text(), a_file(t)), "--out: "),
     "train --out below a file": (
-        lambda t: train(t, config_text())[:4] + [str(a_file(t) / "run"), "--no-ngspice"],
+        lambda t: train(t, config_text(), a_file(t) / "run"),
         "is a file, not a folder",
     ),
     "train --out in a read-only folder": (
-        lambda t: train(t, config_text())[:4] + [str(READ_ONLY), "--no-ngspice"],
+        lambda t: train(t, config_text(), READ_ONLY),
         "--out: cannot write into /proc",
     ),
     "energy --out onto a file": (lambda t: energy(t, "--out", str(a_file(t))), "--out: "),
