@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from analog.solvers import EquilibriumSolver, get_solver
+from analog.solvers import EquilibriumSolver, SolverError, get_solver
 from cosim.block import AnalogBlock
 from cosim.config import ConfigError, RunConfig, SolverConfig, TrainConfig
 from cosim.gradients import EquilibriumPropagation, GradientMethod
@@ -170,6 +170,8 @@ def build_model(
                     x = torch.zeros(batch, block.spec.n_outputs, dtype=dtype)
                     continue
                 x = block(x)
+            except SolverError:  # a failed solve is not a shape mismatch: exit 3, with the solver's words
+                raise
             except (RuntimeError, ValueError) as exc:
                 raise ConfigError(
                     f"model.blocks[{i}] ({config.model.blocks[i].type}): does not accept the output of "

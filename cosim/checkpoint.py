@@ -110,6 +110,8 @@ def read_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         config = parse_config(json.loads(state["config"]), f"{path} (stored configuration)")
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{flag}: {path} holds no valid configuration: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{flag}: {path} holds a configuration nested too deeply to read") from None
     _check_finite(model, path, flag)
     return Checkpoint(path, config, model, state)
 

@@ -358,3 +358,26 @@ def test_refused_with_exit_2_and_nothing_written(case, tmp_path, capsys, monkeyp
     assert "Traceback" not in err
     assert snapshot(tmp_path) == before, "a refused command must not write anything"
     assert not (tmp_path.parent / "x").exists(), "name = '../../x' wrote outside runs/"
+
+
+def test_an_unphysical_equilibrium_is_a_solver_error_never_exit_0(tmp_path, capsys, monkeypatch):
+    """A solve whose KCL residual stays far above tolerance (here: forged on a converged result)
+    ends the command with exit 3 and the residual named, not with results."""
+    import dataclasses
+
+    from analog.solvers.newton import FastSolver
+
+    solve = FastSolver.solve
+
+    def unbalanced(self, circuit, source_V, *args, **kw):
+        eq = solve(self, circuit, source_V, *args, **kw)
+        if len(source_V) <= 2:  # build_model's shape check on a dummy batch of 2 stays physical
+            return eq
+        return dataclasses.replace(eq, residual_A=eq.residual_A + 1e-3)
+
+    monkeypatch.setattr(FastSolver, "solve", unbalanced)
+    code = main(train(tmp_path, config_text()))
+    out, err = capsys.readouterr()
+    assert code == 3, err
+    assert "KCL residual of 1.000e-03 A" in err and "Traceback" not in err, err
+    assert "test accuracy" not in out

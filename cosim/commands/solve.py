@@ -8,6 +8,7 @@ import time
 import torch
 
 from analog.circuit import Circuit
+from cosim.block import check_kcl
 from cosim.build import build_solver, torch_dtype
 from cosim.commands.common import CONFIG_HELP, say
 from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, resolve_config
@@ -60,6 +61,7 @@ def run(args) -> int:
             start = time.perf_counter()
             eq = solver.solve(circuit, source_V)
             elapsed = time.perf_counter() - start
+        check_kcl(eq, spec, f"analog block {config.solve.block}")
         results[name] = eq
         report[f"{name}_ms_per_sample"] = 1e3 * elapsed / x.shape[0]
         report[f"{name}_iterations"] = eq.iterations
