@@ -13,6 +13,7 @@ row files.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import csv
 import hashlib
@@ -192,16 +193,31 @@ def check_scheduler(address: str, timeout_s: float = 3.0) -> str:
         raise ConfigError(
             f"--scheduler: {address!r} is not a Dask scheduler address; give tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)"
         )
+    fix = "start the scheduler (`dask scheduler`) or give its address, or omit --scheduler for a local cluster"
     try:
         with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-            pass
+            pass  # a closed port is refused here at once; Dask's connect would retry until its timeout
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(
-            f"--scheduler: nothing answers at {parts.hostname}:{port} ({reason}, waited up to {timeout_s:g} s); "
-            "start the scheduler (`dask scheduler`) or give its address, or omit --scheduler for a local cluster"
+            f"--scheduler: nothing answers at {parts.hostname}:{port} ({reason}, waited up to {timeout_s:g} s); {fix}"
         ) from None
-    return f"{parts.scheme}://{parts.hostname}:{port}"
+    address = f"{parts.scheme}://{parts.hostname}:{port}"
+    # Something listens; only Dask's handshake tells a scheduler from a proxy or another service.
+    from distributed.comm import connect
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout_s), timeout_s)
+        await comm.close()
+
+    try:
+        asyncio.run(handshake())
+    except Exception as exc:  # a foreign service fails Dask's handshake in any way (garbage lengths included)
+        raise ConfigError(
+            f"--scheduler: {parts.hostname}:{port} accepts connections but does not answer as a Dask scheduler "
+            f"within {timeout_s:g} s ({type(exc).__name__}); {fix}"
+        ) from None
+    return address
 
 
 def collect_rows(out: Path, ids: set[str] | None = None) -> list[dict]:

@@ -157,3 +157,28 @@ def test_a_folder_resumes_only_its_own_sweep_and_force_starts_it_over(tmp_path):
     assert len(list((out / "rows").glob("*.json"))) == 1 and (out / "notes.txt").read_text() == "mine"
     with (out / "results.csv").open() as fh:
         assert [r["measurement.bits"] for r in csv.DictReader(fh)] == ["10"]
+
+
+def test_scheduler_check_tells_a_dask_scheduler_from_another_listener():
+    import socket
+    import threading
+
+    from distributed import LocalCluster
+
+    from cosim.sweep import check_scheduler
+
+    with socket.socket() as server:  # accepts, then says something that is not Dask's handshake
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer():
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4)
+
+        threading.Thread(target=answer, daemon=True).start()
+        port = server.getsockname()[1]
+        with pytest.raises(ConfigError, match="does not answer as a Dask scheduler"):
+            check_scheduler(f"127.0.0.1:{port}", timeout_s=2.0)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None, protocol="tcp") as cluster:
+        assert check_scheduler(cluster.scheduler_address) == cluster.scheduler_address
