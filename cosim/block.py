@@ -17,7 +17,31 @@ from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, Wra
 from analog.solvers.newton import FastSolver
 from cosim.gradients import EquilibriumPropagation, GradientMethod
 
-__all__ = ["AnalogBlock"]
+__all__ = ["KCL_FRACTION", "AnalogBlock", "check_kcl", "kcl_tolerance_A"]
+
+KCL_FRACTION = 1e-4
+"""Largest KCL residual a solved equilibrium may keep, as a fraction of one device's full-scale
+current ``g_max_S * input_gain_V``. Converged solves of both solvers stay below 1e-10 of it."""
+
+
+def kcl_tolerance_A(spec: CircuitSpec) -> float:
+    """The largest physical KCL residual (amperes) an equilibrium of ``spec`` may have."""
+    return KCL_FRACTION * spec.conductance.g_max_S * spec.input_gain_V
+
+
+def check_kcl(eq: Equilibrium, spec: CircuitSpec, where: str) -> None:
+    """Refuse an equilibrium whose KCL residual is above :func:`kcl_tolerance_A`: whatever the
+    solver's own stopping rule said, node currents that do not balance are no circuit's answer.
+    A residual the solver could not compute (NaN, e.g. ngspice with a user neuron) is not judged."""
+    residual = eq.residual_A.detach()
+    worst = float(residual[torch.isfinite(residual)].max()) if bool(torch.isfinite(residual).any()) else 0.0
+    tol = kcl_tolerance_A(spec)
+    if worst > tol:
+        raise SolverError(
+            f"{where}: the {eq.solver} solver's equilibrium leaves a KCL residual of {worst:.3e} A, above "
+            f"{tol:.1e} A ({KCL_FRACTION:g} of g_max_S x input_gain_V): the result is not a physical "
+            "equilibrium; tighten solver.tol_V or raise solver.max_iterations, and check the inputs"
+        )
 
 
 class _PhaseReads(WrappedSolver):
@@ -139,6 +163,7 @@ class AnalogBlock(nn.Module):
         return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), False, area, emission)
 
     def record(self, phase: str, eq: Equilibrium) -> None:
+        check_kcl(eq, self.spec, f"analog block {self.name}, {phase} phase")
         self.stats[phase] = {"iterations": float(eq.iterations), "residual_A": float(eq.residual_A.max())}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

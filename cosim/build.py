@@ -8,10 +8,11 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from analog.solvers import EquilibriumSolver, get_solver
+from analog.solvers import EquilibriumSolver, SolverError, get_solver
 from cosim.block import AnalogBlock
 from cosim.config import ConfigError, RunConfig, SolverConfig, TrainConfig
 from cosim.gradients import EquilibriumPropagation, GradientMethod
+from cosim.limits import check_memory
 from cosim.model import FFEBM
 from cosim.optim import analog_scale, build_optimizer, build_schedule
 from digital.blocks import Gain, Reshape
@@ -112,11 +113,28 @@ def _digital(block) -> nn.Module:
     return {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "flatten": nn.Flatten}[kind]()
 
 
-def build_model(config: RunConfig, input_shape: tuple[int, ...], solver: EquilibriumSolver | None = None) -> FFEBM:
+def build_model(
+    config: RunConfig,
+    input_shape: tuple[int, ...],
+    solver: EquilibriumSolver | None = None,
+    n_classes: int | None = None,
+    device: torch.device | None = None,
+) -> FFEBM:
     """The ff-EBM of ``config.model`` with seeded parameters, checked on a dummy batch of
-    ``input_shape`` (one sample's shape) so that blocks that do not chain fail here, by index."""
-    torch.manual_seed(config.seed)
+    ``input_shape`` (one sample's shape) so that blocks that do not chain fail here, by index, and
+    (given ``n_classes``) that the last block outputs one value per class. The memory the analog
+    blocks need on ``device`` (default CPU) is checked before any of them is allocated."""
     dtype = torch_dtype(config)
+    specs, keys = [], []
+    for i, block in enumerate(config.model.blocks):
+        if block.type == "analog":
+            try:
+                specs.append(block.circuit_spec())
+            except ValueError as exc:  # the model library changed on disk since the configuration was read
+                raise ConfigError(f"model.blocks[{i}]: {exc}") from None
+            keys.append(f"model.blocks[{i}].sizes")
+    check_memory(specs, dtype, config.train.batch_size, device or torch.device("cpu"), ", ".join(keys))
+    torch.manual_seed(config.seed)
     solver = solver or build_solver(config.solver)
     blocks: list[nn.Module] = []
     n_analog = 0
@@ -152,6 +170,8 @@ def build_model(config: RunConfig, input_shape: tuple[int, ...], solver: Equilib
                     x = torch.zeros(batch, block.spec.n_outputs, dtype=dtype)
                     continue
                 x = block(x)
+            except SolverError:  # a failed solve is not a shape mismatch: exit 3, with the solver's words
+                raise
             except (RuntimeError, ValueError) as exc:
                 raise ConfigError(
                     f"model.blocks[{i}] ({config.model.blocks[i].type}): does not accept the output of "
@@ -159,6 +179,13 @@ def build_model(config: RunConfig, input_shape: tuple[int, ...], solver: Equilib
                 ) from None
     for block, s in zip(model.analog_blocks(), saved, strict=True):
         block.solver = s
+    if n_classes is not None and tuple(x.shape[1:]) != (n_classes,):
+        last = len(config.model.blocks) - 1
+        raise ConfigError(
+            f"model.blocks[{last}] ({config.model.blocks[last].type}): the model outputs shape {list(x.shape[1:])} "
+            f"per sample but the data has {n_classes} classes; make the last block output {n_classes} values "
+            f"(the last of an analog block's sizes, a linear block's out_features)"
+        )
     return model
 
 

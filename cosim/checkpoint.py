@@ -17,6 +17,7 @@ file is a :class:`~cosim.config.ConfigError` naming the file, the flag it came f
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,12 +78,23 @@ def _model(state: dict, path: Path, flag: str) -> dict[str, torch.Tensor]:
     return model
 
 
+_CONDUCTANCE = re.compile(r"(^|\.)(weights\.\d+|biases\.\d+|written_\d+)$")
+"""State-dict keys of an analog block's conductances (programmed and held by the devices)."""
+
+
 def _check_finite(model: dict[str, torch.Tensor], path: Path, flag: str) -> None:
     for key, tensor in model.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ConfigError(
                 f"{flag}: {path}: model tensor {key!r} contains NaN or inf values (the run diverged before "
                 "this checkpoint; use an earlier one or train again with a lower train.lr)"
+            )
+        if _CONDUCTANCE.search(key) and tensor.is_floating_point() and tensor.numel() and float(tensor.min()) <= 0:
+            # Training clips every conductance into [g_min, g_max] with g_min > 0: this file was edited or corrupted.
+            raise ConfigError(
+                f"{flag}: {path}: model tensor {key!r} holds conductances down to {float(tensor.min()):g} S; "
+                "conductances must be > 0 S (a trained checkpoint keeps them in [g_min_S, g_max_S]; use "
+                "another checkpoint)"
             )
 
 
@@ -98,6 +110,8 @@ def read_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         config = parse_config(json.loads(state["config"]), f"{path} (stored configuration)")
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{flag}: {path} holds no valid configuration: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{flag}: {path} holds a configuration nested too deeply to read") from None
     _check_finite(model, path, flag)
     return Checkpoint(path, config, model, state)
 

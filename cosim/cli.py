@@ -14,6 +14,7 @@ from importlib.metadata import version
 from analog.solvers.base import SolverError
 from cosim.commands import COMMANDS
 from cosim.config import ConfigError
+from cosim.io import OutputPathError
 
 __all__ = ["build_parser", "main"]
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, OutputPathError) as exc:
         print(f"cosim {args.command}: {exc}", file=sys.stderr)
         return 2
     except SolverError as exc:

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from analog.devices import DeviceConfig, IOConfig
 from analog.readout import Measurement
@@ -23,6 +23,7 @@ from cosim.model_config import BLOCK_TYPES, AnalogBlockConfig, ModelConfig, Stri
 from cosim.sections import DataConfig, EnergyConfig, GradcheckConfig, SolveConfig, SolverConfig, TrainConfig
 
 __all__ = [
+    "MAX_SEED",
     "PRESET_DIR",
     "AnalogBlockConfig",
     "ConfigError",
@@ -35,6 +36,7 @@ __all__ = [
     "TrainConfig",
     "load_config",
     "parse_config",
+    "parse_toml",
     "preset_names",
     "resolve_config",
     "resolve_config_path",
@@ -59,9 +61,17 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message says where and how to fix it."""
 
 
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+MAX_SEED = 2**32 - 1
+"""Largest ``seed``: block seeds are ``seed * 1000 + index`` and must stay within torch's 64-bit
+generator seeds, and 2^32 - 1 is the bound numpy and most tools share."""
+MAX_NESTING = "nested too deeply"
+
+
 class RunConfig(Strict):
     name: str = "run"
-    seed: int = Field(0, ge=0)
+    """The run's folder name under ``runs/``: a plain name, never a path."""
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     dtype: Literal["float64", "float32"] = "float64"
     device: str = "cpu"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -78,6 +88,17 @@ class RunConfig(Strict):
     solve: SolveConfig = Field(default_factory=SolveConfig)
     gradcheck: GradcheckConfig = Field(default_factory=GradcheckConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        # The name becomes runs/<name>, which --force cleans: a path here would write or delete elsewhere.
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                f"must be a plain name of 1-100 letters, digits, '.', '_' or '-' that does not start with "
+                f"a dot (it names the folder runs/<name>), got {name[:120]!r}; to write elsewhere use --out"
+            )
+        return name
 
     @model_validator(mode="after")
     def _block_sections(self):
@@ -155,6 +176,21 @@ def parse_config(data: dict, source: str = "<dict>") -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
+    except RecursionError:
+        raise ConfigError(f"invalid configuration {source}: values are {MAX_NESTING} (flatten the arrays)") from None
+
+
+def parse_toml(text: str, source: str) -> dict:
+    """The TOML document ``text`` as a dict; a syntax error or a document nested deeper than the
+    parser's recursion limit is a :class:`ConfigError` naming ``source``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {source}: arrays or tables are {MAX_NESTING} for the TOML parser (flatten them)"
+        ) from None
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -165,10 +201,10 @@ def load_config(path: str | Path) -> RunConfig:
             f"config file not found: {path} (give a path to a .toml file or a preset name: {', '.join(preset_names())})"
         )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_config(data, str(path))
+    return parse_config(parse_toml(text, str(path)), str(path))
 
 
 def preset_names() -> list[str]:

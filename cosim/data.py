@@ -43,6 +43,19 @@ class Dataset:
         return tuple(self.train_x.shape[1:])
 
     def check(self) -> Dataset:
+        """``self`` if every part is usable: samples of at least one dimension, finite and in
+        ``[0, 1]``, one integer label in ``[0, n_classes)`` per sample; else a ``ConfigError``."""
+        for xs, ys in (("train_x", "train_y"), ("test_x", "test_y")):
+            x, y = getattr(self, xs), getattr(self, ys)
+            if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
+                raise ConfigError(
+                    f"data: {self.name} {xs} is {_describe(x)}; samples must be a float tensor [n, ...] "
+                    "(one row per sample)"
+                )
+            if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.ndim != 1:
+                raise ConfigError(f"data: {self.name} {ys} is {_describe(y)}; labels must be integers of shape [n]")
+            if len(x) != len(y):
+                raise ConfigError(f"data: {self.name} has {len(x)} samples in {xs} but {len(y)} labels in {ys}")
         for part in ("train_x", "test_x"):
             x = getattr(self, part)
             if x.numel() == 0:
@@ -50,6 +63,12 @@ class Dataset:
             if not torch.isfinite(x).all():
                 rows = (~torch.isfinite(x.flatten(1))).any(1).nonzero().flatten().tolist()
                 raise ConfigError(f"data: {self.name} {part} has NaN/inf values in samples {rows[:10]}")
+            if float(x.min()) < 0 or float(x.max()) > 1:
+                # The models map [0, 1] to source voltages (input_gain_V); 1e30 would be 1e30 V.
+                raise ConfigError(
+                    f"data: {self.name} {part} spans [{float(x.min()):g}, {float(x.max()):g}]; scale the samples "
+                    "to [0, 1] (input_gain_V sets the volts of 1.0)"
+                )
         for part in ("train_y", "test_y"):
             y = getattr(self, part)
             if y.min() < 0 or y.max() >= self.n_classes:
@@ -99,7 +118,7 @@ def _mnist_part(path: Path, part, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _describe(value) -> str:
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray | torch.Tensor):
         return f"{value.dtype} of shape {list(value.shape)}"
     return type(value).__name__
 

@@ -26,7 +26,7 @@ from cosim.build import analog_block, build_model
 from cosim.checkpoint import read_checkpoint
 from cosim.config import ConfigError, RunConfig
 from cosim.data import load_dataset
-from cosim.io import atomic_write_text
+from cosim.io import atomic_write_text, check_output_dir
 
 __all__ = ["export_netlists"]
 
@@ -123,6 +123,7 @@ def _readme(config: RunConfig, entries: list[tuple[str, Circuit, int]], sample: 
 
 def export_netlists(checkpoint: str | Path, out: str | Path, sample: int | None = None) -> list[Path]:
     """Write ``analog{k}.cir`` per analog block and ``README.md`` into ``out``; returns the paths."""
+    out = check_output_dir(out, "--out")
     stored = read_checkpoint(checkpoint)
     config, model = stored.config, stored.model
     blocks = _blocks(config, model, str(checkpoint))
@@ -137,9 +138,6 @@ def export_netlists(checkpoint: str | Path, out: str | Path, sample: int | None 
         file = f"{block.name}.cir"
         texts[file] = netlist_text(build_export(circuit, source_V))
         entries.append((file, circuit, index))
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} exists and is not a directory")
     texts["README.md"] = _readme(config, entries, sample, str(checkpoint))
     written = []
     for name, text in texts.items():

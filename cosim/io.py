@@ -15,7 +15,61 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_save", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "OutputPathError",
+    "atomic_path",
+    "atomic_save",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_output_dir",
+    "check_output_file",
+]
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written; the message says why and what to give instead."""
+
+
+def _probe(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: tried, not asked. ``os.access`` answers yes to
+    root for a read-only folder, and knows nothing of read-only mounts or full quotas."""
+    try:
+        tmp = _create_temp(folder, "write-probe", "")
+    except OSError:
+        return False
+    tmp.unlink()
+    return True
+
+
+def check_output_dir(path: str | Path, flag: str) -> Path:
+    """``path`` as an output folder that exists or can be created, and written: checked before any
+    work is done, so that a long computation does not fail at its end. Creates nothing that stays."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag}: {path} exists and is not a directory; give a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputPathError(f"{flag}: {path} cannot be created: {existing} is a file, not a folder")
+    if not _probe(existing):
+        raise OutputPathError(f"{flag}: cannot write into {existing}; choose a folder you can write to")
+    return path
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """``path`` as a file to write: not a folder, in a folder that exists and can be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{flag}: {path} is a directory; give a file name such as {path / 'plot.png'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputPathError(
+            f"{flag}: the folder {parent} of {path.name} does not exist; create it or give another path"
+        )
+    if not _probe(parent):
+        raise OutputPathError(f"{flag}: cannot write into {parent}; choose a folder you can write to")
+    return path
 
 
 def _create_temp(folder: Path, name: str, suffix: str) -> Path:

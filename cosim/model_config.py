@@ -211,8 +211,9 @@ class ConverterConfig(Strict):
     type: Literal["dac", "adc"]
     bits: int | None = Field(None, ge=1, le=24)
     """Resolution; omit for an ideal converter."""
-    lo: float = -1.0
-    hi: float = 1.0
+    lo: float = Field(-1.0, allow_inf_nan=False)
+    """Lowest value converted, in the block's units (volts for a DAC's output, an ADC's input)."""
+    hi: float = Field(1.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _range(self):

@@ -37,6 +37,11 @@ _UNSUPPORTED_SCHEDULES = {
     "rate; onecycle scales with each parameter group",
 }
 _OWN_KEY = "set it with its own key train.{key}"
+_COUNTS = {"step_size": 1, "T_max": 1, "T_0": 1, "T_mult": 1, "total_iters": 1}
+"""Scheduler arguments that count batches (or a period factor) and their least value: torch takes
+fractional and negative ones silently and divides by zero on 0 at the first step."""
+_DECAYS = {"StepLR", "MultiStepLR", "ExponentialLR"}
+"""Schedulers whose ``gamma`` multiplies the rate: it must lie in (0, 1] to decay it."""
 _GRADIENT_SCALED = {"SGD", "ASGD"}
 """Optimizers whose step is proportional to the gradient (units 1/S for a conductance)."""
 
@@ -110,7 +115,59 @@ def check_schedule_options(name: str, options: dict) -> None:
     }
     for key in ("max_lr", "total_steps", "epochs", "steps_per_epoch"):
         reserved[key] = "set from train.lr and the run's length"
-    _check_options(_schedule_class(name), options, reserved)
+    cls = _schedule_class(name)
+    _check_options(cls, options, reserved)
+    _check_schedule_values(cls, options)
+    # What only the constructor or the first steps find (torch's own checks), on a throw-away optimizer.
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = build_schedule(name, optimizer, 10, options)
+    try:
+        for _ in range(3):
+            optimizer.step()
+            schedule.step()
+    except (ValueError, ZeroDivisionError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"train.schedule {cls.__name__} fails at its first steps with {options}: {exc}") from None
+
+
+def _is_count(value, least: int) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and float(value).is_integer() and value >= least
+
+
+def _check_schedule_values(cls: type, options: dict) -> None:
+    for key, least in _COUNTS.items():
+        if key in options and not _is_count(options[key], least):
+            raise ValueError(f"{key}: must be an integer >= {least} (periods count batches), got {options[key]!r}")
+    if "milestones" in options:
+        milestones = options["milestones"]
+        if (
+            not isinstance(milestones, list)
+            or not milestones
+            or not all(_is_count(m, 1) for m in milestones)
+            or sorted(milestones) != milestones
+            or len(set(milestones)) != len(milestones)
+        ):
+            raise ValueError(f"milestones: must be increasing positive integers (batches), got {milestones!r}")
+    if cls.__name__ in _DECAYS and "gamma" in options:
+        gamma = options["gamma"]
+        if isinstance(gamma, bool | list) or not 0 < gamma <= 1:
+            raise ValueError(f"gamma: must be in (0, 1] (the factor the rate decays by), got {gamma!r}")
+
+
+def _schedule_kwargs(options: dict) -> dict:
+    """``options`` as the constructor takes them: counts as ints (TOML floats such as 500.0 pass
+    validation as numbers), other lists as tuples."""
+    out = {}
+    for key, value in options.items():
+        if key in _COUNTS and not isinstance(value, bool):
+            value = int(value)
+        elif key == "milestones" and isinstance(value, list):
+            value = [int(v) for v in value]
+        elif isinstance(value, list):
+            value = tuple(value)
+        out[key] = value
+    return out
 
 
 def schedule_spans_run(name: str) -> bool:
@@ -145,11 +202,11 @@ def build_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int
     if name.lower() == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     cls = _schedule_class(name)
-    kwargs = {k: tuple(v) if isinstance(v, list) and k != "milestones" else v for k, v in options.items()}
+    kwargs = _schedule_kwargs(options)
     if cls is torch.optim.lr_scheduler.OneCycleLR:
         kwargs["total_steps"] = max(1, total_steps)
         kwargs["max_lr"] = [g["lr"] for g in optimizer.param_groups]  # each group peaks at its own rate
     try:
         return cls(optimizer, **kwargs)
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
         raise ValueError(f"train.schedule {cls.__name__} refused its options {options}: {exc}") from None

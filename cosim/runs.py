@@ -25,10 +25,11 @@ from cosim.build import build_model, build_solver, make_optimizer, make_schedule
 from cosim.checkpoint import CHECKPOINT_FILE, Checkpoint, read_checkpoint, save_checkpoint
 from cosim.config import ConfigError, RunConfig, parse_config, resolve_config
 from cosim.data import Dataset, load_dataset
-from cosim.io import atomic_write_json, atomic_write_text
+from cosim.io import atomic_write_json, atomic_write_text, check_output_dir
 from cosim.metrics import METRICS_FILE, metrics_text
 from cosim.model import FFEBM
 from cosim.optim import schedule_spans_run
+from cosim.run_lock import LOCK_FILE, RunLock, lock_run_dir
 
 __all__ = [
     "ARTIFACTS",
@@ -65,6 +66,8 @@ class TrainingRun:
     run_dir: Path
     rows: list[dict] = field(default_factory=list)
     """Metric rows of the epochs done so far (restored from the checkpoint on resume)."""
+    lock: RunLock | None = None
+    """The run directory's lock, held from :func:`start_run` to :meth:`close`."""
 
     @property
     def epochs_done(self) -> int:
@@ -75,8 +78,12 @@ class TrainingRun:
         return math.ceil(len(self.data.train_y) / self.config.train.batch_size)
 
     def close(self) -> None:
-        """Release the solver (ngspice workers)."""
-        self.solver.close()
+        """Release the solver (ngspice workers) and the run directory."""
+        try:
+            self.solver.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def _override(config: RunConfig, source: str, section: str, **values) -> RunConfig:
@@ -98,9 +105,9 @@ def _resumed_config(run_dir: Path, config_name: str | None) -> Checkpoint:
 
 def _new_run_dir(config: RunConfig, out: str | Path | None, force: bool) -> Path:
     run_dir = Path(out) if out is not None else Path("runs") / config.name
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out: {run_dir} exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
+    check_output_dir(run_dir, "--out" if out is not None else f"name ({config.name!r} gives runs/{config.name})")
+    # A lock file alone is what a refused or killed start leaves: the folder holds no run.
+    if run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()) and not force:
         raise ConfigError(
             f"run directory {run_dir} exists and is not empty; continue it with --resume {run_dir}, "
             "overwrite it with --force, or choose another with --out"
@@ -157,7 +164,7 @@ def build_run(config: RunConfig, run_dir: Path, checkpoint: Checkpoint | None = 
     dtype = torch_dtype(config)
     data = load_dataset(config.data, config.seed)
     solver = build_solver(config.solver)
-    model = build_model(config, data.input_shape, solver=solver).to(device)
+    model = build_model(config, data.input_shape, solver=solver, n_classes=data.n_classes, device=device).to(device)
     optimizer = make_optimizer(model, config.train)
     steps = math.ceil(len(data.train_y) / config.train.batch_size)
     scheduler = make_schedule(optimizer, config.train, config.train.epochs * steps)
@@ -182,8 +189,10 @@ def build_run(config: RunConfig, run_dir: Path, checkpoint: Checkpoint | None = 
 
 def start_run(run: TrainingRun, fresh: bool) -> None:
     """Create the run directory (``fresh``: remove a previous run's artifacts, which only
-    ``--force`` lets exist) and write the effective configuration and the metrics so far."""
+    ``--force`` lets exist) and write the effective configuration and the metrics so far. The run
+    directory's lock is taken first: a second writer is refused before anything is changed."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
+    run.lock = lock_run_dir(run.run_dir)
     if fresh:
         for name in ARTIFACTS:
             (run.run_dir / name).unlink(missing_ok=True)

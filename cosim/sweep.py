@@ -13,6 +13,7 @@ row files.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import csv
 import hashlib
@@ -20,24 +21,35 @@ import io
 import itertools
 import json
 import re
+import socket
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from tqdm import tqdm
 
 from cosim.build import build_model
-from cosim.config import ConfigError, RunConfig, parse_config
+from cosim.config import ConfigError, RunConfig, parse_config, parse_toml
 from cosim.data import load_dataset
 from cosim.gradcheck import gradcheck
-from cosim.io import atomic_write_json, atomic_write_text
+from cosim.io import atomic_write_json, atomic_write_text, check_output_dir
 from cosim.losses import make_loss
 from cosim.plots import plot_sweep
+from cosim.sweep_folder import RESULTS_FILE, ROWS_DIR, check_identity, clear_sweep, sweep_identity, write_identity
 from cosim.training import train_config
 
-__all__ = ["Sweep", "SweepError", "collect_rows", "parse_grid", "run_sweep", "set_path", "write_table"]
+__all__ = [
+    "Sweep",
+    "SweepError",
+    "check_scheduler",
+    "collect_rows",
+    "parse_grid",
+    "run_sweep",
+    "set_path",
+    "write_table",
+]
 
 METRICS = ("gradcheck", "train")
 _PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)$")
@@ -71,8 +83,14 @@ def set_path(data: dict, key: str, value) -> None:
         name, indices = match.group(1), [int(i) for i in re.findall(r"\[(\d+)\]", match.group(2))]
         last = n == len(parts) - 1 and not indices
         if last:
+            if not isinstance(node, dict):
+                where = ".".join(parts[:n])
+                raise ConfigError(f"--grid {key}: {where} is a value, not a table, so it has no key {name!r}")
             node[name] = value
             return
+        if not isinstance(node, dict):
+            where = ".".join(parts[:n])
+            raise ConfigError(f"--grid {key}: {where} is a value, not a table, so it has no key {name!r}")
         if name not in node:
             if indices:
                 raise ConfigError(f"--grid {key}: the configuration has no list {name!r}")
@@ -103,15 +121,19 @@ class Sweep:
         keys = [k for k, _ in grid]
         if len(set(keys)) != len(keys):
             raise ConfigError(f"--grid: a key is given twice ({keys})")
-        try:
-            base = tomllib.loads(base_text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {base_source} is not valid TOML: {exc}") from None
-        parse_config(base, base_source)
+        base = parse_toml(base_text, base_source)
+        base_config = parse_config(base, base_source)
+        if "seed" in keys and seeds != 1:
+            raise ConfigError(
+                f"--seeds: the grid sweeps seed itself, so each point runs once; give --seeds 1 (got {seeds})"
+            )
+        if "seed" in keys and not all(isinstance(v, int) and not isinstance(v, bool) for v in dict(grid)["seed"]):
+            raise ConfigError(f"--grid seed: seeds must be integers, got {dict(grid)['seed']}")
         self.keys, self.metric, self.points = keys, metric, []
+        self.identity = sweep_identity(base_config, metric, grid)
         for combo in itertools.product(*[values for _, values in grid]):
             values = dict(zip(keys, combo, strict=True))
-            for seed in range(seeds):
+            for seed in [values["seed"]] if "seed" in values else range(seeds):
                 data = copy.deepcopy(base)
                 for key, value in values.items():
                     set_path(data, key, value)
@@ -133,7 +155,7 @@ def run_point(config_data: dict, metric: str) -> dict:
 
 def _gradcheck_metric(config: RunConfig) -> dict:
     data = load_dataset(config.data, config.seed)
-    model = build_model(config, data.input_shape)
+    model = build_model(config, data.input_shape, n_classes=data.n_classes)
     n = config.gradcheck.samples
     x = data.train_x[:n].to(next(model.parameters()).dtype)
     loss_fn = make_loss(config.train.loss, data.train_y[:n], data.n_classes)
@@ -158,15 +180,57 @@ def _client(scheduler: str | None, workers: int):
     return Client(cluster), cluster
 
 
-def collect_rows(out: Path) -> list[dict]:
+def check_scheduler(address: str, timeout_s: float = 3.0) -> str:
+    """``address`` of a Dask scheduler (``tcp://HOST:PORT`` or ``HOST:PORT``), checked for its form
+    and that something listens there, within ``timeout_s``; refused before anything is written."""
+    text = address.strip()
+    parts = urlsplit(text if "://" in text else f"tcp://{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ConfigError(
+            f"--scheduler: {address!r} is not a Dask scheduler address; give tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)"
+        )
+    fix = "start the scheduler (`dask scheduler`) or give its address, or omit --scheduler for a local cluster"
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            pass  # a closed port is refused here at once; Dask's connect would retry until its timeout
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"--scheduler: nothing answers at {parts.hostname}:{port} ({reason}, waited up to {timeout_s:g} s); {fix}"
+        ) from None
+    address = f"{parts.scheme}://{parts.hostname}:{port}"
+    # Something listens; only Dask's handshake tells a scheduler from a proxy or another service.
+    from distributed.comm import connect
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout_s), timeout_s)
+        await comm.close()
+
+    try:
+        asyncio.run(handshake())
+    except Exception as exc:  # a foreign service fails Dask's handshake in any way (garbage lengths included)
+        raise ConfigError(
+            f"--scheduler: {parts.hostname}:{port} accepts connections but does not answer as a Dask scheduler "
+            f"within {timeout_s:g} s ({type(exc).__name__}); {fix}"
+        ) from None
+    return address
+
+
+def collect_rows(out: Path, ids: set[str] | None = None) -> list[dict]:
+    """The row files of ``out`` (only those in ``ids`` when given)."""
     rows = []
-    for path in sorted((out / "rows").glob("*.json")):
-        rows.append(json.loads(path.read_text()))
+    for path in sorted((out / ROWS_DIR).glob("*.json")):
+        if ids is None or path.stem in ids:
+            rows.append(json.loads(path.read_text()))
     return rows
 
 
-def write_table(out: Path, keys: list[str]) -> Path:
-    rows = collect_rows(out)
+def write_table(out: Path, keys: list[str], ids: set[str] | None = None) -> Path:
+    rows = collect_rows(out, ids)
     metric_cols = sorted({k for r in rows for k in r["metrics"]})
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -175,7 +239,7 @@ def write_table(out: Path, keys: list[str]) -> Path:
         writer.writerow(
             [r["id"], *[r["values"].get(k) for k in keys], r["seed"], *[r["metrics"].get(m) for m in metric_cols]]
         )
-    path = out / "results.csv"
+    path = out / RESULTS_FILE
     atomic_write_text(path, buf.getvalue())
     return path
 
@@ -186,13 +250,23 @@ def run_sweep(
     scheduler: str | None = None,
     workers: int = 2,
     say: Callable[[str], None] = print,
+    force: bool = False,
 ) -> list[str]:
-    """Run the missing rows; returns the ids run now."""
+    """Run the missing rows; returns the ids run now. ``out`` must hold nothing or this very sweep
+    (``force``: start it over); everything is checked before the first file is written."""
     from distributed import as_completed
 
-    rows_dir = out / "rows"
+    out = Path(out)
+    check_output_dir(out, "--out")
+    if scheduler:
+        scheduler = check_scheduler(scheduler)
+    if not force:
+        check_identity(out, sweep.identity)
+    elif out.is_dir():
+        clear_sweep(out)
+    rows_dir = out / ROWS_DIR
     rows_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "sweep.json", {"keys": sweep.keys, "metric": sweep.metric, "points": len(sweep.points)})
+    write_identity(out, sweep.identity, sweep.keys, len(sweep.points))
     done = {p.stem for p in rows_dir.glob("*.json")}
     todo = [p for p in sweep.points if p["id"] not in done]
     say(f"sweep: {len(sweep.points)} rows, {len(sweep.points) - len(todo)} already done, running {len(todo)}")
@@ -218,8 +292,10 @@ def run_sweep(
             client.close()
             if cluster is not None:
                 cluster.close()
-    table = write_table(out, sweep.keys)
-    plots = plot_sweep(collect_rows(out), sweep.keys, out)
+    # Rows of earlier runs with more seeds stay on disk but are not this sweep's points.
+    ids = {p["id"] for p in sweep.points}
+    table = write_table(out, sweep.keys, ids)
+    plots = plot_sweep(collect_rows(out, ids), sweep.keys, out)
     say(f"sweep: table {table}; plots {', '.join(str(p) for p in plots)}")
     if failures:
         raise SweepError(

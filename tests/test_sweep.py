@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cosim.config import ConfigError
-from cosim.sweep import parse_grid, set_path
+from cosim.sweep import Sweep, parse_grid, set_path
+from cosim.sweep_folder import check_identity, write_identity
 
 CONFIG = """
 [[model.blocks]]
@@ -112,3 +113,72 @@ def test_sweep_killed_midway_reruns_exactly_the_missing_rows(tmp_path):
     assert all(0 < float(r["wall_s"]) and -1 <= float(r["cosine"]) <= 1 for r in table)
     assert (out / "heatmap_cosine.png").stat().st_size > 1000
     assert (out / "sweep_devices.d2d_sigma.png").exists()
+
+
+def test_seed_on_the_grid_is_the_rows_seed():
+    sweep = Sweep(CONFIG.format(samples=8), "c.toml", [("seed", [5, 6])], 1, "gradcheck")
+    assert [(p["seed"], p["config"]["seed"]) for p in sweep.points] == [(5, 5), (6, 6)]
+    with pytest.raises(ConfigError, match="--seeds: the grid sweeps seed itself"):
+        Sweep(CONFIG.format(samples=8), "c.toml", [("seed", [5, 6])], 3, "gradcheck")
+
+
+def test_identity_ignores_comments_and_names_each_difference(tmp_path):
+    base = Sweep(CONFIG.format(samples=8), "c.toml", [("measurement.bits", [8])], 1, "gradcheck")
+    commented = Sweep("# a note\n" + CONFIG.format(samples=8), "c.toml", [("measurement.bits", [8])], 1, "gradcheck")
+    assert base.identity == commented.identity
+    write_identity(tmp_path, base.identity, base.keys, len(base.points))
+    check_identity(tmp_path, commented.identity)
+    other = Sweep(CONFIG.format(samples=9), "c.toml", [("measurement.bits", [8, 12])], 1, "train")
+    with pytest.raises(ConfigError) as info:
+        check_identity(tmp_path, other.identity)
+    message = str(info.value)
+    assert "base configuration differs" in message and "--metric is train" in message and "--grid is" in message
+
+
+def _sweep(config: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "cosim.cli", "sweep", "--config", str(config), "--seeds", "1", "--workers", "1"]
+    return subprocess.run([*cmd, "--out", str(out), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_a_folder_resumes_only_its_own_sweep_and_force_starts_it_over(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(samples=8))
+    out = tmp_path / "out"
+    first = _sweep(config, out, "--grid", "measurement.bits=[8,12]")
+    assert first.returncode == 0, first.stderr
+    rows = {p.name: p.stat().st_mtime_ns for p in (out / "rows").glob("*.json")}
+    assert len(rows) == 2
+    refused = _sweep(config, out, "--grid", "measurement.bits=[8,12]", "--metric", "train")
+    assert refused.returncode == 2 and "--metric is train, the folder holds gradcheck rows" in refused.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "rows").glob("*.json")} == rows
+    (out / "notes.txt").write_text("mine")
+    again = _sweep(config, out, "--grid", "measurement.bits=[10]", "--force")
+    assert again.returncode == 0, again.stderr
+    assert len(list((out / "rows").glob("*.json"))) == 1 and (out / "notes.txt").read_text() == "mine"
+    with (out / "results.csv").open() as fh:
+        assert [r["measurement.bits"] for r in csv.DictReader(fh)] == ["10"]
+
+
+def test_scheduler_check_tells_a_dask_scheduler_from_another_listener():
+    import socket
+    import threading
+
+    from distributed import LocalCluster
+
+    from cosim.sweep import check_scheduler
+
+    with socket.socket() as server:  # accepts, then says something that is not Dask's handshake
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer():
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4)
+
+        threading.Thread(target=answer, daemon=True).start()
+        port = server.getsockname()[1]
+        with pytest.raises(ConfigError, match="does not answer as a Dask scheduler"):
+            check_scheduler(f"127.0.0.1:{port}", timeout_s=2.0)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None, protocol="tcp") as cluster:
+        assert check_scheduler(cluster.scheduler_address) == cluster.scheduler_address

@@ -14,6 +14,7 @@ import torch
 
 from cosim.cli import main
 from cosim.metrics import read_metrics
+from cosim.run_lock import LOCK_FILE
 from cosim.runs import ARTIFACTS
 from tests.conftest import ngspice_available
 
@@ -78,7 +79,8 @@ def cli(*args: str) -> subprocess.Popen:
 def test_two_epochs_write_every_output(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", str(tiny_config(tmp_path)), "--out", str(out), "--no-ngspice"]) == 0
-    assert {p.name for p in out.iterdir()} == set(ARTIFACTS)
+    # The lock file stays: deleting it would let a second writer lock a new file while a third holds the old one.
+    assert {p.name for p in out.iterdir()} == {*ARTIFACTS, LOCK_FILE}
     rows = read_metrics(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2]
     for row in rows:

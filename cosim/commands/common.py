@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-from cosim.config import ConfigError
+from cosim.io import check_output_dir, check_output_file
 
-__all__ = ["CONFIG_HELP", "check_out_dir", "say"]
+__all__ = ["CONFIG_HELP", "check_out_dir", "check_out_file", "say"]
 
 CONFIG_HELP = "TOML file or preset name (see cosim/configs/, e.g. digits-demo)"
 
@@ -22,12 +21,9 @@ def say(message: str, quiet: bool = False) -> None:
 def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     """``path`` as an output folder that can be created or written, checked before any work is
     done (so a long computation does not fail at its end); creates nothing."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag}: {path} exists and is not a directory; give a folder")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag}: cannot write into {existing}; choose a folder you can write to")
-    return path
+    return check_output_dir(path, flag)
+
+
+def check_out_file(path: str | Path, flag: str) -> Path:
+    """``path`` as an output file in a folder that exists and can be written; creates nothing."""
+    return check_output_file(path, flag)

@@ -71,7 +71,7 @@ def run(args) -> int:
     config = resolve_config(args.config)
     out = check_out_dir(args.out)
     data = load_dataset(config.data, config.seed)
-    model = build_model(config, data.input_shape, solver=build_solver(config.solver, "fast"))
+    model = build_model(config, data.input_shape, solver=build_solver(config.solver, "fast"), n_classes=data.n_classes)
     if args.checkpoint is not None:
         try:
             model.load_state_dict(model_state(Path(args.checkpoint)))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from cosim.build import build_model, build_solver
-from cosim.commands.common import CONFIG_HELP, say
+from cosim.commands.common import CONFIG_HELP, check_out_file, say
 from cosim.config import resolve_config
 from cosim.data import load_dataset
 from cosim.gradcheck import gradcheck
@@ -19,9 +19,11 @@ __all__ = ["register", "run"]
 
 def run(args) -> int:
     config = resolve_config(args.config)
+    if args.plot is not None:
+        check_out_file(args.plot, "--plot")
     data = load_dataset(config.data, config.seed)
     with build_solver(config.solver, args.solver) as solver:
-        model = build_model(config, data.input_shape, solver=solver)
+        model = build_model(config, data.input_shape, solver=solver, n_classes=data.n_classes)
         n = config.gradcheck.samples
         x = data.train_x[:n].to(next(model.parameters()).dtype)
         loss_fn = make_loss(config.train.loss, data.train_y[:n], data.n_classes)

@@ -8,10 +8,12 @@ import time
 import torch
 
 from analog.circuit import Circuit
+from cosim.block import check_kcl
 from cosim.build import build_solver, torch_dtype
 from cosim.commands.common import CONFIG_HELP, say
 from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, resolve_config
 from cosim.data import load_dataset
+from cosim.limits import check_memory
 
 __all__ = ["register", "run"]
 
@@ -41,6 +43,7 @@ def run(args) -> int:
     config = resolve_config(args.config)
     spec = _analog_config(config, config.solve.block).circuit_spec()
     dtype = torch_dtype(config)
+    check_memory([spec], dtype, config.solve.samples, torch.device("cpu"), f"analog block {config.solve.block} sizes")
     circuit = Circuit.random(spec, seed=config.seed, dtype=dtype)
     x = _inputs(config, spec.n_inputs, dtype)
     source_V = spec.source_voltages(x)
@@ -58,6 +61,7 @@ def run(args) -> int:
             start = time.perf_counter()
             eq = solver.solve(circuit, source_V)
             elapsed = time.perf_counter() - start
+        check_kcl(eq, spec, f"analog block {config.solve.block}")
         results[name] = eq
         report[f"{name}_ms_per_sample"] = 1e3 * elapsed / x.shape[0]
         report[f"{name}_iterations"] = eq.iterations

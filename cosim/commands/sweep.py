@@ -21,7 +21,7 @@ def run(args) -> int:
     grid = [parse_grid(g) for g in args.grid]
     sweep = Sweep(path.read_text(encoding="utf-8"), str(path), grid, args.seeds, args.metric)
     try:
-        ran = run_sweep(sweep, args.out, args.scheduler, args.workers, say=say)
+        ran = run_sweep(sweep, args.out, args.scheduler, args.workers, say=say, force=args.force)
     except SweepError as exc:
         print(f"cosim sweep: {exc}", file=sys.stderr)
         return 3
@@ -38,4 +38,7 @@ def register(sub) -> None:
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
     p.add_argument("--out", type=Path, required=True, help="output folder (rerun to resume)")
+    p.add_argument(
+        "--force", action="store_true", help="start the folder over: remove its rows, results and plots first"
+    )
     p.set_defaults(func=run)

@@ -14,7 +14,11 @@ __all__ = ["register", "run"]
 
 def run(args) -> int:
     run = open_run(args.config, args.resume, args.out, args.force, args.epochs, args.device, args.solver)
-    start_run(run, fresh=args.resume is None)
+    try:
+        start_run(run, fresh=args.resume is None)
+    except BaseException:
+        run.close()
+        raise
     config, data = run.config, run.data
     say(
         f"{'resuming' if run.rows else 'training'} {config.name} in {run.run_dir}: {data.name} "
