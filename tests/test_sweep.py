@@ -140,6 +140,7 @@ def _sweep(config: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, "--out", str(out), *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_folder_resumes_only_its_own_sweep_and_force_starts_it_over(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(CONFIG.format(samples=8))
@@ -159,6 +160,7 @@ def test_a_folder_resumes_only_its_own_sweep_and_force_starts_it_over(tmp_path):
         assert [r["measurement.bits"] for r in csv.DictReader(fh)] == ["10"]
 
 
+@pytest.mark.slow
 def test_scheduler_check_tells_a_dask_scheduler_from_another_listener():
     import socket
     import threading
