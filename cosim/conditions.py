@@ -21,8 +21,8 @@ import json
 import re
 
 from cosim.config import ConfigError, RunConfig, parse_config
+from cosim.keys import set_path
 from cosim.model_config import AnalogBlockConfig, ConverterConfig
-from cosim.sweep import set_path
 
 __all__ = ["ANALOG_KEYS", "Conditions", "apply_conditions", "parse_condition"]
 
@@ -111,5 +111,5 @@ def apply_conditions(config: RunConfig, conditions: Conditions, source: str) -> 
     """``config`` with the conditions set, validated again like a file."""
     data = json.loads(config.model_dump_json())
     for path, value in conditions.paths.items():
-        set_path(data, path, value)
+        set_path(data, path, value, flag="--set")
     return parse_config(data, f"{source} with --set")

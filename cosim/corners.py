@@ -123,11 +123,15 @@ def evaluate_checkpoint(
     draws: int = 1,
     samples: int = 0,
     say: Callable[[str], None] = lambda _: None,
+    first_draw: int = 0,
+    fresh_devices: bool | None = None,
 ) -> dict:
     """Test accuracy, loss, per-class accuracy and operating point of a trained checkpoint under
     ``conditions`` (``(KEY, value)``, see :mod:`cosim.conditions`), over ``draws`` device
     realisations, on the first ``samples`` test samples (0: all), with the ``fast`` or ``ngspice``
-    solver. Everything is checked before the first solve."""
+    solver. ``first_draw`` numbers the draws (a sweep's seed); ``fresh_devices`` forces fresh draws
+    (``None``: fresh when ``draws > 1`` or a ``devices`` key changed). Everything is checked before
+    the first solve."""
     if draws < 1:
         raise ConfigError(f"--draws: must be >= 1, got {draws}")
     if samples < 0:
@@ -140,12 +144,12 @@ def evaluate_checkpoint(
     data = load_dataset(stored.config.data, stored.config.seed)  # the split the design was tested on
     n = len(data.test_y) if samples == 0 else min(samples, len(data.test_y))
     x, y = data.test_x[:n], data.test_y[:n]
-    fresh = draws > 1 or resolved.redraws_devices
+    fresh = draws > 1 or resolved.redraws_devices if fresh_devices is None else fresh_devices
     results = []
     with build_solver(config.solver, solver) as equilibrium:
         for draw in range(draws):
             start = time.perf_counter()
-            draw_config = _draw_config(config, draw) if fresh else config
+            draw_config = _draw_config(config, first_draw + draw) if fresh else config
             model = _model(draw_config, stored.model, data.input_shape, equilibrium, fresh)
             if solver == "ngspice":
                 model = model.to(device="cpu", dtype=torch.float64)

@@ -20,7 +20,6 @@ import hashlib
 import io
 import itertools
 import json
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -31,13 +30,25 @@ import torch
 from tqdm import tqdm
 
 from cosim.build import build_model
+from cosim.checkpoint import read_checkpoint
+from cosim.conditions import Conditions, apply_conditions
 from cosim.config import ConfigError, RunConfig, parse_config, parse_toml
+from cosim.corners import evaluate_checkpoint
 from cosim.data import load_dataset
 from cosim.gradcheck import gradcheck
 from cosim.io import atomic_write_json, atomic_write_text, check_output_dir
+from cosim.keys import set_path
 from cosim.losses import make_loss
 from cosim.plots import plot_sweep
-from cosim.sweep_folder import RESULTS_FILE, ROWS_DIR, check_identity, clear_sweep, sweep_identity, write_identity
+from cosim.sweep_folder import (
+    RESULTS_FILE,
+    ROWS_DIR,
+    RUNS_DIR,
+    check_identity,
+    clear_sweep,
+    sweep_identity,
+    write_identity,
+)
 from cosim.training import train_config
 
 __all__ = [
@@ -51,8 +62,7 @@ __all__ = [
     "write_table",
 ]
 
-METRICS = ("gradcheck", "train")
-_PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)$")
+METRICS = ("gradcheck", "train", "eval")
 
 
 def parse_grid(text: str) -> tuple[str, list]:
@@ -72,48 +82,28 @@ def parse_grid(text: str) -> tuple[str, list]:
     return key, values
 
 
-def set_path(data: dict, key: str, value) -> None:
-    """Set ``key`` (dotted, with ``[i]`` indices) in a nested dict/list, creating tables as needed."""
-    node = data
-    parts = key.split(".")
-    for n, part in enumerate(parts):
-        match = _PATH_PART.match(part)
-        if not match:
-            raise ConfigError(f"--grid {key}: {part!r} is not a key name")
-        name, indices = match.group(1), [int(i) for i in re.findall(r"\[(\d+)\]", match.group(2))]
-        last = n == len(parts) - 1 and not indices
-        if last:
-            if not isinstance(node, dict):
-                where = ".".join(parts[:n])
-                raise ConfigError(f"--grid {key}: {where} is a value, not a table, so it has no key {name!r}")
-            node[name] = value
-            return
-        if not isinstance(node, dict):
-            where = ".".join(parts[:n])
-            raise ConfigError(f"--grid {key}: {where} is a value, not a table, so it has no key {name!r}")
-        if name not in node:
-            if indices:
-                raise ConfigError(f"--grid {key}: the configuration has no list {name!r}")
-            node[name] = {}
-        node = node[name]
-        for i, index in enumerate(indices):
-            if not isinstance(node, list) or index >= len(node):
-                raise ConfigError(f"--grid {key}: index [{index}] is out of range")
-            if n == len(parts) - 1 and i == len(indices) - 1:
-                node[index] = value
-                return
-            node = node[index]
-
-
 def _row_id(values: dict, seed: int) -> str:
     text = json.dumps({"values": values, "seed": seed}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 class Sweep:
-    """The points of a sweep, validated before anything runs."""
+    """The points of a sweep, validated before anything runs.
 
-    def __init__(self, base_text: str, base_source: str, grid: list[tuple[str, list]], seeds: int, metric: str):
+    ``metric`` ``gradcheck`` and ``train`` vary the configuration ``base_text`` (TOML); ``eval``
+    varies the conditions (:mod:`cosim.conditions`) under which the trained ``checkpoint`` is
+    evaluated, each seed a device draw (the trained chip itself with one seed and no ``devices`` key).
+    """
+
+    def __init__(
+        self,
+        base_text: str | None,
+        base_source: str,
+        grid: list[tuple[str, list]],
+        seeds: int,
+        metric: str,
+        checkpoint: str | Path | None = None,
+    ):
         if metric not in METRICS:
             raise ConfigError(f"--metric: must be one of {', '.join(METRICS)}, got {metric!r}")
         if seeds < 1:
@@ -121,6 +111,10 @@ class Sweep:
         keys = [k for k, _ in grid]
         if len(set(keys)) != len(keys):
             raise ConfigError(f"--grid: a key is given twice ({keys})")
+        self.keys, self.metric, self.points = keys, metric, []
+        if metric == "eval":
+            self._eval_points(checkpoint, grid, seeds)
+            return
         base = parse_toml(base_text, base_source)
         base_config = parse_config(base, base_source)
         if "seed" in keys and seeds != 1:
@@ -129,7 +123,6 @@ class Sweep:
             )
         if "seed" in keys and not all(isinstance(v, int) and not isinstance(v, bool) for v in dict(grid)["seed"]):
             raise ConfigError(f"--grid seed: seeds must be integers, got {dict(grid)['seed']}")
-        self.keys, self.metric, self.points = keys, metric, []
         self.identity = sweep_identity(base_config, metric, grid)
         for combo in itertools.product(*[values for _, values in grid]):
             values = dict(zip(keys, combo, strict=True))
@@ -142,14 +135,43 @@ class Sweep:
                 parse_config(data, f"{base_source} with {label}, seed {seed}")
                 self.points.append({"id": _row_id(values, seed), "values": values, "seed": seed, "config": data})
 
+    def _eval_points(self, checkpoint, grid, seeds: int) -> None:
+        if checkpoint is None:
+            raise ConfigError("--checkpoint: --metric eval evaluates a trained checkpoint; give its checkpoint.pt")
+        if "seed" in self.keys:
+            raise ConfigError("--grid seed: in an evaluation sweep the seeds are device draws; use --seeds N")
+        stored = read_checkpoint(checkpoint)
+        self.identity = sweep_identity(stored.config, "eval", grid, checkpoint=checkpoint)
+        for combo in itertools.product(*[values for _, values in grid]):
+            values = dict(zip(self.keys, combo, strict=True))
+            conditions = Conditions(stored.config, list(values.items()))
+            apply_conditions(stored.config, conditions, str(checkpoint))  # every point is checked now
+            fresh = seeds > 1 or conditions.redraws_devices
+            for seed in range(seeds):
+                task = {"checkpoint": str(checkpoint), "conditions": list(values.items()), "draw": seed, "fresh": fresh}
+                self.points.append({"id": _row_id(values, seed), "values": values, "seed": seed, "config": task})
 
-def run_point(config_data: dict, metric: str) -> dict:
+
+def run_point(config_data: dict, metric: str, run_dir: str | None = None) -> dict:
     """One task: build, measure, return the metrics. Runs inside a Dask worker."""
     torch.set_num_threads(1)
-    config = parse_config(config_data)
     start = time.perf_counter()
-    metrics = _gradcheck_metric(config) if metric == "gradcheck" else _train_metric(config)
+    if metric == "eval":
+        metrics = _eval_metric(config_data)
+    else:
+        config = parse_config(config_data)
+        metrics = _gradcheck_metric(config) if metric == "gradcheck" else _train_metric(config, run_dir)
     metrics["wall_s"] = time.perf_counter() - start
+    return metrics
+
+
+def _eval_metric(task: dict) -> dict:
+    report = evaluate_checkpoint(
+        task["checkpoint"], [tuple(c) for c in task["conditions"]], first_draw=task["draw"], fresh_devices=task["fresh"]
+    )
+    metrics = {"test_accuracy": report["test_accuracy"], "loss": report["loss"]}
+    for block in report["blocks"]:
+        metrics[f"{block['name']}.diodes_conducting_fraction"] = block["diodes_conducting_fraction"]
     return metrics
 
 
@@ -166,8 +188,8 @@ def _gradcheck_metric(config: RunConfig) -> dict:
     return {"cosine": row["cosine"], "rel_error": row["rel_error"]}
 
 
-def _train_metric(config: RunConfig) -> dict:
-    summary = train_config(config)
+def _train_metric(config: RunConfig, run_dir: str | None) -> dict:
+    summary = train_config(config, run_dir)
     return {k: summary[k] for k in ("test_accuracy", "train_accuracy", "final_loss") if k in summary}
 
 
@@ -275,7 +297,9 @@ def run_sweep(
     if todo:
         client, cluster = _client(scheduler, workers)
         try:
-            futures = {client.submit(run_point, p["config"], sweep.metric, pure=False): p for p in todo}
+            # A training row keeps its run (checkpoint, metrics, plots) under the sweep folder.
+            runs = {p["id"]: str(out / RUNS_DIR / p["id"]) if sweep.metric == "train" else None for p in todo}
+            futures = {client.submit(run_point, p["config"], sweep.metric, runs[p["id"]], pure=False): p for p in todo}
             with tqdm(total=len(todo), desc="sweep", unit="row", disable=None) as bar:
                 for future in as_completed(futures):
                     point = futures[future]

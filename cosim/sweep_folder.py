@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from cosim.config import ConfigError, RunConfig
@@ -19,10 +20,12 @@ from cosim.io import atomic_write_json
 __all__ = [
     "RESULTS_FILE",
     "ROWS_DIR",
+    "RUNS_DIR",
     "SWEEP_FILE",
     "check_identity",
     "clear_sweep",
     "config_hash",
+    "file_hash",
     "sweep_identity",
     "write_identity",
 ]
@@ -30,6 +33,8 @@ __all__ = [
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.csv"
 ROWS_DIR = "rows"
+RUNS_DIR = "runs"
+"""A training sweep keeps each row's run (checkpoint, metrics, plots) in ``runs/<row id>/``."""
 _PLOTS = ("sweep_*.png", "heatmap_*.png")
 """What :func:`cosim.plots.plot_sweep` writes."""
 
@@ -39,9 +44,24 @@ def config_hash(config: RunConfig) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
 
 
-def sweep_identity(base: RunConfig, metric: str, grid: list[tuple[str, list]]) -> dict:
-    """What a sweep folder's rows depend on besides their own values and seed."""
-    return {"config_sha256": config_hash(base), "metric": metric, "grid": {k: v for k, v in grid}}
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (a checkpoint an evaluation sweep runs on)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sweep_identity(
+    base: RunConfig, metric: str, grid: list[tuple[str, list]], checkpoint: str | Path | None = None
+) -> dict:
+    """What a sweep folder's rows depend on besides their own values and seed (for an evaluation
+    sweep also the checkpoint's content)."""
+    identity = {"config_sha256": config_hash(base), "metric": metric, "grid": {k: v for k, v in grid}}
+    if checkpoint is not None:
+        identity["checkpoint_sha256"] = file_hash(checkpoint)
+    return identity
 
 
 def _differences(stored: dict, identity: dict) -> list[str]:
@@ -53,6 +73,8 @@ def _differences(stored: dict, identity: dict) -> list[str]:
         )
     if stored.get("metric") != identity["metric"]:
         out.append(f"--metric is {identity['metric']}, the folder holds {stored.get('metric')} rows")
+    if stored.get("checkpoint_sha256") != identity.get("checkpoint_sha256"):
+        out.append("--checkpoint holds another trained model than the one the folder's rows evaluated")
     if stored.get("grid") != identity["grid"]:
         out.append(f"--grid is {json.dumps(identity['grid'])}, the folder's is {json.dumps(stored.get('grid'))}")
     return out
@@ -83,11 +105,13 @@ def check_identity(out: Path, identity: dict) -> None:
 
 
 def clear_sweep(out: Path) -> None:
-    """Remove a sweep's own files from ``out`` (rows, results, plots, ``sweep.json``)."""
+    """Remove a sweep's own files from ``out`` (rows, training runs, results, plots, ``sweep.json``)."""
     rows = out / ROWS_DIR
     if rows.is_dir():
         for row in rows.glob("*.json"):
             row.unlink()
+    if (out / RUNS_DIR).is_dir():
+        shutil.rmtree(out / RUNS_DIR)
     for pattern in (RESULTS_FILE, SWEEP_FILE, *_PLOTS):
         for path in out.glob(pattern):
             if path.is_file():

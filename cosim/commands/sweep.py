@@ -13,13 +13,22 @@ __all__ = ["register", "run"]
 
 
 def run(args) -> int:
-    path = resolve_config_path(args.config)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     grid = [parse_grid(g) for g in args.grid]
-    sweep = Sweep(path.read_text(encoding="utf-8"), str(path), grid, args.seeds, args.metric)
+    if args.metric == "eval":
+        if args.config is not None:
+            raise ConfigError("--config: an evaluation sweep takes its configuration from --checkpoint; omit --config")
+        sweep = Sweep(None, str(args.checkpoint), grid, args.seeds, args.metric, checkpoint=args.checkpoint)
+    else:
+        if args.config is None or args.checkpoint is not None:
+            raise ConfigError(
+                f"--config: --metric {args.metric} sweeps a configuration (give --config, not --checkpoint)"
+            )
+        path = resolve_config_path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        sweep = Sweep(path.read_text(encoding="utf-8"), str(path), grid, args.seeds, args.metric)
     try:
         ran = run_sweep(sweep, args.out, args.scheduler, args.workers, say=say, force=args.force)
     except SweepError as exc:
@@ -31,8 +40,15 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="Monte Carlo sweep of config values x seeds on Dask (resumable)")
-    p.add_argument("--config", required=True, help=f"base configuration: {CONFIG_HELP}")
-    p.add_argument("--grid", action="append", required=True, metavar="KEY=[v1,v2,...]", help="swept key (repeatable)")
+    p.add_argument("--config", default=None, help=f"base configuration (gradcheck, train): {CONFIG_HELP}")
+    p.add_argument("--checkpoint", type=Path, default=None, help="trained checkpoint.pt (--metric eval)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=[v1,v2,...]",
+        help="swept key (repeatable); with --metric eval a condition (see cosim eval --set)",
+    )
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--metric", choices=list(METRICS), default="gradcheck")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
