@@ -112,7 +112,10 @@ class AnalogBlock(nn.Module):
         name: str = "analog",
         devices: DeviceConfig | None = None,
         io: IOConfig | None = None,
+        device_seed: int | None = None,
     ):
+        """``seed`` draws the initial conductances and, unless ``device_seed`` is given, then the
+        devices from the same stream; ``device_seed`` draws the devices on their own."""
         super().__init__()
         self.spec = spec
         self.devices = devices if devices is not None else DeviceConfig()
@@ -122,6 +125,8 @@ class AnalogBlock(nn.Module):
         self.name = name
         gen = torch.Generator().manual_seed(seed)
         w, b = spec.random_conductances(gen, dtype)
+        if device_seed is not None:
+            gen = torch.Generator().manual_seed(device_seed)
         self.arrays = nn.ModuleList(DeviceArray(self.devices, spec.conductance, t.shape, gen) for t in (*w, *b))
         # Diode-to-diode spread of Is, fixed per diode (ngspice's instance area factor), and of N,
         # kept within ngspice's range for N. Buffers, so that a checkpoint holds these very diodes.

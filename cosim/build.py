@@ -41,6 +41,14 @@ def block_seed(seed: int, index: int) -> int:
     return seed * 1000 + index
 
 
+def _device_seed(config: RunConfig, index: int) -> int | None:
+    """The devices' own seed when it differs from the initialisation's (equal seeds keep one
+    stream, so results of earlier versions reproduce)."""
+    if config.seed.devices == config.seed.init:
+        return None
+    return block_seed(config.seed.devices, index)
+
+
 def resolve_device(name: str) -> torch.device:
     """A torch device for ``cpu`` / ``cuda`` / ``cuda:N``; a CUDA device must be present."""
     try:
@@ -134,7 +142,7 @@ def build_model(
                 raise ConfigError(f"model.blocks[{i}]: {exc}") from None
             keys.append(f"model.blocks[{i}].sizes")
     check_memory(specs, dtype, config.train.batch_size, device or torch.device("cpu"), ", ".join(keys))
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed.init)
     solver = solver or build_solver(config.solver)
     blocks: list[nn.Module] = []
     n_analog = 0
@@ -145,7 +153,8 @@ def build_model(
                 i,
                 solver=solver,
                 method=block_method(config, i),
-                seed=block_seed(config.seed, i),
+                seed=block_seed(config.seed.init, i),
+                device_seed=_device_seed(config, i),
                 dtype=dtype,
                 name=f"analog{n_analog}",
             )

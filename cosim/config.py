@@ -20,7 +20,16 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator, model
 from analog.devices import DeviceConfig, IOConfig
 from analog.readout import Measurement
 from cosim.model_config import BLOCK_TYPES, AnalogBlockConfig, ModelConfig, Strict
-from cosim.sections import DataConfig, EnergyConfig, GradcheckConfig, SolveConfig, SolverConfig, TrainConfig
+from cosim.sections import (
+    MAX_SEED,
+    DataConfig,
+    EnergyConfig,
+    GradcheckConfig,
+    SeedConfig,
+    SolveConfig,
+    SolverConfig,
+    TrainConfig,
+)
 
 __all__ = [
     "MAX_SEED",
@@ -62,16 +71,14 @@ class ConfigError(ValueError):
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
-MAX_SEED = 2**32 - 1
-"""Largest ``seed``: block seeds are ``seed * 1000 + index`` and must stay within torch's 64-bit
-generator seeds, and 2^32 - 1 is the bound numpy and most tools share."""
 MAX_NESTING = "nested too deeply"
 
 
 class RunConfig(Strict):
     name: str = "run"
     """The run's folder name under ``runs/``: a plain name, never a path."""
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: SeedConfig = Field(default_factory=SeedConfig)
+    """``seed = N`` (all draws), or ``[seed] data = .. init = .. devices = ..`` (see :class:`SeedConfig`)."""
     dtype: Literal["float64", "float32"] = "float64"
     device: str = "cpu"
     data: DataConfig = Field(default_factory=DataConfig)

@@ -22,7 +22,7 @@ from cosim.block import AnalogBlock
 from cosim.build import build_model, build_solver, torch_dtype
 from cosim.checkpoint import read_checkpoint
 from cosim.conditions import Conditions, apply_conditions
-from cosim.config import ConfigError, RunConfig
+from cosim.config import MAX_SEED, ConfigError, RunConfig
 from cosim.data import load_dataset
 from cosim.evaluate import EVAL_BATCH
 from cosim.losses import loss_value
@@ -63,7 +63,8 @@ def operating_point(block: AnalogBlock, source_V: torch.Tensor, eq: Equilibrium)
 
 def _draw_config(config: RunConfig, draw: int) -> RunConfig:
     data = config.model_dump()
-    data["seed"] = config.seed + DRAW_SEED_STRIDE * (draw + 1)
+    devices = (config.seed.devices + DRAW_SEED_STRIDE * (draw + 1)) % (MAX_SEED + 1)
+    data["seed"] = {**data["seed"], "devices": devices}
     return type(config).model_validate(data)
 
 
@@ -141,7 +142,7 @@ def evaluate_checkpoint(
     stored = read_checkpoint(checkpoint)
     resolved = Conditions(stored.config, list(conditions))
     config = apply_conditions(stored.config, resolved, str(checkpoint))
-    data = load_dataset(stored.config.data, stored.config.seed)  # the split the design was tested on
+    data = load_dataset(stored.config.data, stored.config.seed.data)  # the split the design was tested on
     n = len(data.test_y) if samples == 0 else min(samples, len(data.test_y))
     x, y = data.test_x[:n], data.test_y[:n]
     fresh = draws > 1 or resolved.redraws_devices if fresh_devices is None else fresh_devices

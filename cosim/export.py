@@ -55,7 +55,7 @@ def _blocks(config: RunConfig, model: dict[str, torch.Tensor], source: str) -> l
 
 def _sample_inputs(config: RunConfig, model: dict, blocks, sample: int) -> list[torch.Tensor]:
     """Source voltages ``[n_sources]`` of every analog block for test sample ``sample``."""
-    data = load_dataset(config.data, config.seed)
+    data = load_dataset(config.data, config.seed.data)
     if not 0 <= sample < len(data.test_y):
         raise ConfigError(f"--sample: must be in [0, {len(data.test_y) - 1}] (test samples), got {sample}")
     full = build_model(config, data.input_shape, solver=FastSolver()).to(torch.float64)

@@ -162,13 +162,13 @@ def build_run(config: RunConfig, run_dir: Path, checkpoint: Checkpoint | None = 
     """Data, model, optimizer and schedule of ``config`` (restored from ``checkpoint``); writes nothing."""
     device = resolve_device(config.device)
     dtype = torch_dtype(config)
-    data = load_dataset(config.data, config.seed)
+    data = load_dataset(config.data, config.seed.data)
     solver = build_solver(config.solver)
     model = build_model(config, data.input_shape, solver=solver, n_classes=data.n_classes, device=device).to(device)
     optimizer = make_optimizer(model, config.train)
     steps = math.ceil(len(data.train_y) / config.train.batch_size)
     scheduler = make_schedule(optimizer, config.train, config.train.epochs * steps)
-    shuffle = torch.Generator().manual_seed(config.seed)
+    shuffle = torch.Generator().manual_seed(config.seed.init)
     run = TrainingRun(config, data, model, solver, optimizer, scheduler, shuffle, device, dtype, run_dir)
     if checkpoint is not None:
         state = checkpoint.state

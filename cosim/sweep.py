@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 METRICS = ("gradcheck", "train", "eval")
+SEED_KINDS = ("devices", "init", "data", "all")
 
 
 def parse_grid(text: str) -> tuple[str, list]:
@@ -93,6 +94,8 @@ class Sweep:
     ``metric`` ``gradcheck`` and ``train`` vary the configuration ``base_text`` (TOML); ``eval``
     varies the conditions (:mod:`cosim.conditions`) under which the trained ``checkpoint`` is
     evaluated, each seed a device draw (the trained chip itself with one seed and no ``devices`` key).
+    ``vary`` names the seed the ``seeds`` runs differ in (``devices``, ``init``, ``data`` or ``all``),
+    so that a variability sweep does not also change the data split and the initialisation.
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class Sweep:
         seeds: int,
         metric: str,
         checkpoint: str | Path | None = None,
+        vary: str = "devices",
     ):
         if metric not in METRICS:
             raise ConfigError(f"--metric: must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -111,6 +115,8 @@ class Sweep:
         keys = [k for k, _ in grid]
         if len(set(keys)) != len(keys):
             raise ConfigError(f"--grid: a key is given twice ({keys})")
+        if vary not in SEED_KINDS:
+            raise ConfigError(f"--vary: one of {', '.join(SEED_KINDS)}, got {vary!r}")
         self.keys, self.metric, self.points = keys, metric, []
         if metric == "eval":
             self._eval_points(checkpoint, grid, seeds)
@@ -123,14 +129,16 @@ class Sweep:
             )
         if "seed" in keys and not all(isinstance(v, int) and not isinstance(v, bool) for v in dict(grid)["seed"]):
             raise ConfigError(f"--grid seed: seeds must be integers, got {dict(grid)['seed']}")
-        self.identity = sweep_identity(base_config, metric, grid)
+        self.identity = {**sweep_identity(base_config, metric, grid), "seeds_vary": vary}
+        base["seed"] = base_config.seed.model_dump()  # a table, so that seed.KIND can be set
         for combo in itertools.product(*[values for _, values in grid]):
             values = dict(zip(keys, combo, strict=True))
             for seed in [values["seed"]] if "seed" in values else range(seeds):
                 data = copy.deepcopy(base)
+                if "seed" not in values:
+                    data["seed"] = seed if vary == "all" else {**data["seed"], vary: data["seed"][vary] + seed}
                 for key, value in values.items():
                     set_path(data, key, value)
-                data["seed"] = seed
                 label = ", ".join(f"{k}={v}" for k, v in values.items())
                 parse_config(data, f"{base_source} with {label}, seed {seed}")
                 self.points.append({"id": _row_id(values, seed), "values": values, "seed": seed, "config": data})
@@ -176,7 +184,7 @@ def _eval_metric(task: dict) -> dict:
 
 
 def _gradcheck_metric(config: RunConfig) -> dict:
-    data = load_dataset(config.data, config.seed)
+    data = load_dataset(config.data, config.seed.data)
     model = build_model(config, data.input_shape, n_classes=data.n_classes)
     n = config.gradcheck.samples
     x = data.train_x[:n].to(next(model.parameters()).dtype)

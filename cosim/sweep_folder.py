@@ -75,6 +75,8 @@ def _differences(stored: dict, identity: dict) -> list[str]:
         out.append(f"--metric is {identity['metric']}, the folder holds {stored.get('metric')} rows")
     if stored.get("checkpoint_sha256") != identity.get("checkpoint_sha256"):
         out.append("--checkpoint holds another trained model than the one the folder's rows evaluated")
+    if stored.get("seeds_vary") != identity.get("seeds_vary"):
+        out.append(f"--vary is {identity.get('seeds_vary')}, the folder's rows vary {stored.get('seeds_vary')}")
     if stored.get("grid") != identity["grid"]:
         out.append(f"--grid is {json.dumps(identity['grid'])}, the folder's is {json.dumps(stored.get('grid'))}")
     return out

@@ -231,7 +231,7 @@ CASES = {
         "model.blocks[0].measurement.range_A",
     ),
     # seeds, nesting, names
-    "seed 2^63 - 1": (lambda t: train(t, config_text(top=f"seed = {2**63 - 1}")), "seed: Input should be less"),
+    "seed 2^63 - 1": (lambda t: train(t, config_text(top=f"seed = {2**63 - 1}")), "seed: must be an integer in [0,"),
     "50,000-deep nested array": (
         lambda t: train(t, config_text(top="x = " + "[" * 50_000 + "]" * 50_000)),
         "nested too deeply",

@@ -78,7 +78,7 @@ def _fast_outputs(checkpoint: Path, sample: int) -> list[torch.Tensor]:
 
     stored = read_checkpoint(checkpoint)
     config, state = stored.config, stored.model
-    data = load_dataset(config.data, config.seed)
+    data = load_dataset(config.data, config.seed.data)
     model = build_model(config, data.input_shape, solver=FastSolver(tol_V=1e-13)).to(torch.float64)
     model.load_state_dict(state)
     outputs = []

@@ -70,7 +70,7 @@ def report_text(report: dict) -> str:
 def run(args) -> int:
     config = resolve_config(args.config)
     out = check_out_dir(args.out)
-    data = load_dataset(config.data, config.seed)
+    data = load_dataset(config.data, config.seed.data)
     model = build_model(config, data.input_shape, solver=build_solver(config.solver, "fast"), n_classes=data.n_classes)
     if args.checkpoint is not None:
         try:

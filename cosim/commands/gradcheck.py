@@ -21,7 +21,7 @@ def run(args) -> int:
     config = resolve_config(args.config)
     if args.plot is not None:
         check_out_file(args.plot, "--plot")
-    data = load_dataset(config.data, config.seed)
+    data = load_dataset(config.data, config.seed.data)
     with build_solver(config.solver, args.solver) as solver:
         model = build_model(config, data.input_shape, solver=solver, n_classes=data.n_classes)
         n = config.gradcheck.samples

@@ -28,8 +28,8 @@ def _analog_config(config: RunConfig, index: int) -> AnalogBlockConfig:
 def _inputs(config: RunConfig, n_inputs: int, dtype: torch.dtype) -> torch.Tensor:
     n = config.solve.samples
     if config.solve.inputs == "random":
-        return torch.rand(n, n_inputs, generator=torch.Generator().manual_seed(config.seed), dtype=dtype)
-    data = load_dataset(config.data, config.seed)
+        return torch.rand(n, n_inputs, generator=torch.Generator().manual_seed(config.seed.init), dtype=dtype)
+    data = load_dataset(config.data, config.seed.data)
     x = data.test_x[:n].flatten(1).to(dtype)
     if x.shape[1] != n_inputs:
         raise ConfigError(
@@ -44,7 +44,7 @@ def run(args) -> int:
     spec = _analog_config(config, config.solve.block).circuit_spec()
     dtype = torch_dtype(config)
     check_memory([spec], dtype, config.solve.samples, torch.device("cpu"), f"analog block {config.solve.block} sizes")
-    circuit = Circuit.random(spec, seed=config.seed, dtype=dtype)
+    circuit = Circuit.random(spec, seed=config.seed.init, dtype=dtype)
     x = _inputs(config, spec.n_inputs, dtype)
     source_V = spec.source_voltages(x)
     names = ["fast", "ngspice"] if args.solver == "both" else [args.solver]

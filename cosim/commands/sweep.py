@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cosim.commands.common import CONFIG_HELP, say
 from cosim.config import ConfigError, resolve_config_path
-from cosim.sweep import METRICS, Sweep, SweepError, parse_grid, run_sweep
+from cosim.sweep import METRICS, SEED_KINDS, Sweep, SweepError, parse_grid, run_sweep
 
 __all__ = ["register", "run"]
 
@@ -28,7 +28,7 @@ def run(args) -> int:
         path = resolve_config_path(args.config)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        sweep = Sweep(path.read_text(encoding="utf-8"), str(path), grid, args.seeds, args.metric)
+        sweep = Sweep(path.read_text(encoding="utf-8"), str(path), grid, args.seeds, args.metric, vary=args.vary)
     try:
         ran = run_sweep(sweep, args.out, args.scheduler, args.workers, say=say, force=args.force)
     except SweepError as exc:
@@ -49,7 +49,11 @@ def register(sub) -> None:
         metavar="KEY=[v1,v2,...]",
         help="swept key (repeatable); with --metric eval a condition (see cosim eval --set)",
     )
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="runs per grid point, differing in the --vary seed")
+    p.add_argument(
+        "--vary", choices=list(SEED_KINDS), default="devices",
+        help="which seed the --seeds runs differ in: device draws (default), initialisation, data split, or all",
+    )  # fmt: skip
     p.add_argument("--metric", choices=list(METRICS), default="gradcheck")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
