@@ -73,3 +73,11 @@ def test_a_diode_card_still_refuses_a_parameter_it_replaces(tmp_path, capsys, ke
     extra = f'model_file = "{ROOT / "netlists" / "user_models.lib"}"\ndiode_model = "DFAST"\n{key}'
     assert main(["train", "--config", str(_config(tmp_path, extra=extra)), "--out", str(tmp_path / "r")]) == 2
     assert f"diode_model replaces {key.split()[0]}" in capsys.readouterr().err
+
+
+def test_solve_writes_its_report_with_out(tmp_path, capsys):
+    out = tmp_path / "solve"
+    assert main(["solve", "--config", "solve-64-32-10", "--solver", "fast", "--json", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((out / "solve.json").read_text())
+    assert main(["solve", "--config", "solve-64-32-10", "--solver", "fast", "--out", "/proc/version/x"]) == 2
+    assert "--out" in capsys.readouterr().err

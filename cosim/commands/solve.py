@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import torch
 
 from analog.circuit import Circuit
 from cosim.block import check_kcl
 from cosim.build import build_solver, torch_dtype
-from cosim.commands.common import CONFIG_HELP, say
+from cosim.commands.common import CONFIG_HELP, check_out_dir, say
 from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, resolve_config
 from cosim.data import load_dataset
+from cosim.io import atomic_write_json
 from cosim.limits import check_memory
 
 __all__ = ["register", "run"]
+
+SOLVE_FILE = "solve.json"
 
 
 def _analog_config(config: RunConfig, index: int) -> AnalogBlockConfig:
@@ -41,6 +45,7 @@ def _inputs(config: RunConfig, n_inputs: int, dtype: torch.dtype) -> torch.Tenso
 
 def run(args) -> int:
     config = resolve_config(args.config)
+    out = check_out_dir(args.out) if args.out is not None else None
     spec = _analog_config(config, config.solve.block).circuit_spec()
     dtype = torch_dtype(config)
     check_memory([spec], dtype, config.solve.samples, torch.device("cpu"), f"analog block {config.solve.block} sizes")
@@ -80,11 +85,14 @@ def run(args) -> int:
             f"agreement: max |V_fast - V_ngspice| = {report['max_abs_diff_V']:.3e} V over {diff.numel()} node voltages",
             args.json,
         )
+    if out is not None:
+        atomic_write_json(out / SOLVE_FILE, report)
+        say(f"report: {out / SOLVE_FILE}", args.json)
     if args.json:
         print(json.dumps(report))
     else:
-        out = results[names[0]].output
-        say(f"output voltages of sample 0: {[round(v, 6) for v in out[0].tolist()]}")
+        output = results[names[0]].output
+        say(f"output voltages of sample 0: {[round(v, 6) for v in output[0].tolist()]}")
     return 0
 
 
@@ -93,4 +101,5 @@ def register(sub) -> None:
     p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--solver", choices=["fast", "ngspice", "both"], default="both")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--out", type=Path, default=None, help="folder for solve.json (the report)")
     p.set_defaults(func=run)
