@@ -43,15 +43,6 @@ def solver(ngspice_solver):
     return ngspice_solver
 
 
-def _circuit(spec: CircuitSpec, weights, biases) -> Circuit:
-    def t(rows):
-        return torch.tensor(rows, dtype=torch.float64)
-
-    shapes = spec.bias_shapes()
-    biases = tuple(t(b).reshape(s) for b, s in zip(biases, shapes, strict=True))
-    return Circuit(spec, tuple(t(w) for w in weights), biases)
-
-
 def _batch(spec: CircuitSpec, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     x = 2 * torch.rand((batch, spec.n_inputs), generator=gen, dtype=torch.float64) - 1
