@@ -26,7 +26,15 @@ import torch
 from cosim.config import ConfigError, RunConfig, parse_config
 from cosim.io import atomic_save
 
-__all__ = ["CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "Checkpoint", "model_state", "read_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT",
+    "MODELS_DIR",
+    "Checkpoint",
+    "model_state",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2
@@ -98,6 +106,23 @@ def _check_finite(model: dict[str, torch.Tensor], path: Path, flag: str) -> None
             )
 
 
+MODELS_DIR = "models"
+"""Where a run keeps copies of its model libraries (``models/block{i}.lib``)."""
+
+
+def _with_run_libraries(data, path: Path):
+    """A stored configuration whose model libraries point at the run's own copies when the stored
+    path no longer exists (the run folder moved, the original library was changed or deleted)."""
+    blocks = data.get("model", {}).get("blocks", []) if isinstance(data, dict) else []
+    for block in blocks if isinstance(blocks, list) else []:
+        model_file = block.get("model_file") if isinstance(block, dict) else None
+        if isinstance(model_file, str) and not Path(model_file).is_file():
+            copy = path.parent / MODELS_DIR / Path(model_file).name
+            if copy.is_file():
+                block["model_file"] = str(copy)
+    return data
+
+
 def read_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
     """The validated checkpoint at ``path``: format, model tensors (all finite) and a stored
     configuration that passes today's validation. ``flag`` names the option in error messages."""
@@ -107,7 +132,7 @@ def read_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         raise ConfigError(f"{flag}: {path} is not a `cosim train` checkpoint of format {CHECKPOINT_FORMAT}")
     model = _model(state, path, flag)
     try:
-        config = parse_config(json.loads(state["config"]), f"{path} (stored configuration)")
+        config = parse_config(_with_run_libraries(json.loads(state["config"]), path), f"{path} (stored configuration)")
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{flag}: {path} holds no valid configuration: {exc}") from None
     except RecursionError:

@@ -22,8 +22,8 @@ import torch
 
 from analog.solvers.base import EquilibriumSolver
 from cosim.build import build_model, build_solver, make_optimizer, make_schedule, resolve_device, torch_dtype
-from cosim.checkpoint import CHECKPOINT_FILE, Checkpoint, read_checkpoint, save_checkpoint
-from cosim.config import ConfigError, RunConfig, parse_config, resolve_config
+from cosim.checkpoint import CHECKPOINT_FILE, MODELS_DIR, Checkpoint, read_checkpoint, save_checkpoint
+from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, parse_config, resolve_config
 from cosim.data import Dataset, load_dataset
 from cosim.io import atomic_write_json, atomic_write_text, check_output_dir
 from cosim.metrics import METRICS_FILE, metrics_text
@@ -187,6 +187,22 @@ def build_run(config: RunConfig, run_dir: Path, checkpoint: Checkpoint | None = 
     return run
 
 
+def _keep_model_libraries(config: RunConfig, run_dir: Path) -> RunConfig:
+    """``config`` with every model library copied into ``run_dir/models/`` (as validated and
+    re-printed) and pointing there, so the run does not depend on the user's file any more."""
+    data = json.loads(config.model_dump_json())
+    changed = False
+    for i, block in enumerate(config.model.blocks):
+        user = block.user_models() if isinstance(block, AnalogBlockConfig) else None
+        if user is None:
+            continue
+        copy = run_dir / MODELS_DIR / f"block{i}.lib"
+        atomic_write_text(copy, user.spice())
+        data["model"]["blocks"][i]["model_file"] = str(copy.resolve())
+        changed = True
+    return parse_config(data, f"{run_dir / CONFIG_FILE}") if changed else config
+
+
 def start_run(run: TrainingRun, fresh: bool) -> None:
     """Create the run directory (``fresh``: remove a previous run's artifacts, which only
     ``--force`` lets exist) and write the effective configuration and the metrics so far. The run
@@ -196,6 +212,7 @@ def start_run(run: TrainingRun, fresh: bool) -> None:
     if fresh:
         for name in ARTIFACTS:
             (run.run_dir / name).unlink(missing_ok=True)
+        run.config = _keep_model_libraries(run.config, run.run_dir)
     atomic_write_json(run.run_dir / CONFIG_FILE, json.loads(run.config.model_dump_json()))
     if run.rows:
         atomic_write_text(run.run_dir / METRICS_FILE, metrics_text(run.rows))

@@ -259,13 +259,17 @@ def collect_rows(out: Path, ids: set[str] | None = None) -> list[dict]:
     return rows
 
 
-def write_table(out: Path, keys: list[str], ids: set[str] | None = None) -> Path:
-    rows = collect_rows(out, ids)
+def write_table(out: Path, keys: list[str], ids: list[str] | None = None) -> Path:
+    """``results.csv``: one row per point and seed, in the order of ``ids`` (the sweep's grid order;
+    otherwise by row id); numbers stay numbers, ``null`` is an empty cell."""
+    rows = collect_rows(out, None if ids is None else set(ids))
+    order = {row_id: n for n, row_id in enumerate(ids or [])}
+    rows.sort(key=lambda r: (order.get(r["id"], len(order)), r["id"]))
     metric_cols = sorted({k for r in rows for k in r["metrics"]})
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["id", *keys, "seed", *metric_cols])
-    for r in sorted(rows, key=lambda r: (json.dumps([r["values"].get(k) for k in keys]), r["seed"])):
+    for r in rows:
         writer.writerow(
             [r["id"], *[r["values"].get(k) for k in keys], r["seed"], *[r["metrics"].get(m) for m in metric_cols]]
         )
@@ -325,9 +329,9 @@ def run_sweep(
             if cluster is not None:
                 cluster.close()
     # Rows of earlier runs with more seeds stay on disk but are not this sweep's points.
-    ids = {p["id"] for p in sweep.points}
+    ids = [p["id"] for p in sweep.points]
     table = write_table(out, sweep.keys, ids)
-    plots = plot_sweep(collect_rows(out, ids), sweep.keys, out)
+    plots = plot_sweep(collect_rows(out, set(ids)), sweep.keys, out)
     say(f"sweep: table {table}; plots {', '.join(str(p) for p in plots)}")
     if failures:
         raise SweepError(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cosim.cli import main
+from cosim.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +53,10 @@ def test_training_with_ngspice_validates_in_ngspice(tmp_path, capsys):
     assert summary["ngspice_samples"] == 8 and summary["ngspice_test_accuracy"] is not None
     assert summary["ngspice_test_accuracy"] == summary["fast_test_accuracy_same_samples"]
     assert "Traceback" not in capsys.readouterr().err
+    # The KCL residual of ngspice's phases is measured from its node voltages (it used to read 0 or nan).
+    (row,) = read_metrics(out / "metrics.csv")
+    for phase in ("free", "positive", "negative"):
+        assert 0 < row[f"analog0.{phase}.residual_A_max"] < 1e-9
 
 
 def test_a_run_with_a_diode_card_resumes_and_exports(tmp_path, capsys):
@@ -81,3 +86,23 @@ def test_solve_writes_its_report_with_out(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == json.loads((out / "solve.json").read_text())
     assert main(["solve", "--config", "solve-64-32-10", "--solver", "fast", "--out", "/proc/version/x"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_a_run_keeps_its_model_library_and_survives_the_originals_loss(tmp_path, capsys):
+    """The library used to be stored by path: deleting or moving it broke resume and export."""
+    import shutil
+
+    library = tmp_path / "mine.lib"
+    library.write_text((ROOT / "netlists" / "user_models.lib").read_text())
+    extra = f'model_file = "{library}"\ndiode_model = "DFAST"'
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(_config(tmp_path, extra=extra)), "--out", str(out), "--no-ngspice"]) == 0
+    kept = out / "models" / "block0.lib"
+    assert ".model DFAST D (IS=2e-14 N=1.05)" in kept.read_text()
+    assert json.loads((out / "config.json").read_text())["model"]["blocks"][0]["model_file"] == str(kept.resolve())
+    library.unlink()
+    moved = tmp_path / "elsewhere"
+    shutil.move(out, moved)
+    assert main(["train", "--resume", str(moved), "--epochs", "2", "--no-ngspice"]) == 0
+    assert main(["netlist", "--checkpoint", str(moved / "checkpoint.pt"), "--out", str(tmp_path / "net")]) == 0
+    capsys.readouterr()
