@@ -20,8 +20,7 @@ from __future__ import annotations
 import json
 import re
 
-from cosim.config import ConfigError, RunConfig, parse_config
-from cosim.keys import set_path
+from cosim.config import ConfigError, RunConfig, parse_config, parse_override, set_path
 from cosim.model_config import AnalogBlockConfig, ConverterConfig
 
 __all__ = ["ANALOG_KEYS", "Conditions", "apply_conditions", "parse_condition"]
@@ -44,16 +43,8 @@ _BLOCK_KEY = re.compile(r"^model\.blocks\[(\d+)\]\.(.+)$")
 
 
 def parse_condition(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` -> ``(KEY, value)``; the value is JSON (``null``, numbers, ``true``) or text."""
-    key, sep, raw = text.partition("=")
-    key, raw = key.strip(), raw.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. temperature_C=85 or devices.d2d_sigma=0.1")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key, value
+    """``KEY=VALUE`` -> ``(KEY, value)`` (see :func:`cosim.config.parse_override`)."""
+    return parse_override(text)
 
 
 class Conditions:

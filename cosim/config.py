@@ -10,6 +10,7 @@ allowed range and, where it helps, the fix. Presets ship in ``cosim/configs/``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -45,10 +46,12 @@ __all__ = [
     "TrainConfig",
     "load_config",
     "parse_config",
+    "parse_override",
     "parse_toml",
     "preset_names",
     "resolve_config",
     "resolve_config_path",
+    "set_path",
 ]
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
@@ -200,8 +203,9 @@ def parse_toml(text: str, source: str) -> dict:
         ) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML configuration file."""
+def load_config(path: str | Path, overrides: list[tuple[str, object]] = ()) -> RunConfig:
+    """Read and validate a TOML configuration file, with ``overrides`` (``(KEY, value)``, dotted
+    keys as ``--set`` gives them) applied before validation."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -211,7 +215,24 @@ def load_config(path: str | Path) -> RunConfig:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_config(parse_toml(text, str(path)), str(path))
+    data = parse_toml(text, str(path))
+    for key, value in overrides:
+        set_path(data, key, value, flag="--set")
+    source = str(path) + (" with --set " + ", ".join(f"{k}={v}" for k, v in overrides) if overrides else "")
+    return parse_config(data, source)
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(KEY, value)``; the value is JSON (``null``, numbers, ``true``, lists) or text."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=5 or devices.d2d_sigma=0.1")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
 
 
 def preset_names() -> list[str]:
@@ -229,6 +250,44 @@ def resolve_config_path(name: str | Path) -> Path:
     return path
 
 
-def resolve_config(name: str | Path) -> RunConfig:
-    """The validated configuration of a TOML file or a preset name (see :func:`resolve_config_path`)."""
-    return load_config(resolve_config_path(name))
+def resolve_config(name: str | Path, overrides: list[tuple[str, object]] = ()) -> RunConfig:
+    """The validated configuration of a TOML file or a preset name (see :func:`resolve_config_path`),
+    with ``overrides`` (see :func:`load_config`)."""
+    return load_config(resolve_config_path(name), overrides)
+
+
+_PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)$")
+
+
+def set_path(data: dict, key: str, value, flag: str = "--grid") -> None:
+    """Set ``key`` (dotted, with ``[i]`` indices) in a nested dict/list, creating tables as needed;
+    errors name ``flag``."""
+    node = data
+    parts = key.split(".")
+    for n, part in enumerate(parts):
+        match = _PATH_PART.match(part)
+        if not match:
+            raise ConfigError(f"{flag} {key}: {part!r} is not a key name")
+        name, indices = match.group(1), [int(i) for i in re.findall(r"\[(\d+)\]", match.group(2))]
+        last = n == len(parts) - 1 and not indices
+        if last:
+            if not isinstance(node, dict):
+                where = ".".join(parts[:n])
+                raise ConfigError(f"{flag} {key}: {where} is a value, not a table, so it has no key {name!r}")
+            node[name] = value
+            return
+        if not isinstance(node, dict):
+            where = ".".join(parts[:n])
+            raise ConfigError(f"{flag} {key}: {where} is a value, not a table, so it has no key {name!r}")
+        if name not in node:
+            if indices:
+                raise ConfigError(f"{flag} {key}: the configuration has no list {name!r}")
+            node[name] = {}
+        node = node[name]
+        for i, index in enumerate(indices):
+            if not isinstance(node, list) or index >= len(node):
+                raise ConfigError(f"{flag} {key}: index [{index}] is out of range")
+            if n == len(parts) - 1 and i == len(indices) - 1:
+                node[index] = value
+                return
+            node = node[index]

@@ -123,21 +123,25 @@ def open_run(
     epochs: int | None = None,
     device: str | None = None,
     solver: str | None = None,
+    overrides: list[tuple[str, object]] = (),
 ) -> TrainingRun:
     """A new run of ``config_name`` (a TOML file or preset) in ``out`` (default
     ``runs/<config name>``), or the run in ``resume`` continued from its checkpoint, with the
-    command-line overrides ``epochs``, ``device``, ``solver``. Validates everything; writes nothing."""
+    command-line overrides ``epochs``, ``device``, ``solver`` and ``overrides`` (``--set``, new runs
+    only). Validates everything; writes nothing."""
     checkpoint = None
     if resume is not None:
         run_dir = Path(resume)
         if out is not None and Path(out).resolve() != run_dir.resolve():
             raise ConfigError("--out: a resumed run stays in its directory; give --resume RUN_DIR only")
+        if overrides:
+            raise ConfigError("--set: a resumed run keeps the configuration it was started with; omit --set")
         checkpoint = _resumed_config(run_dir, config_name)
         config, source = checkpoint.config, f"{checkpoint.path} (stored configuration)"
     else:
         if config_name is None:
             raise ConfigError("--config: required (a TOML file or a preset name such as digits-demo)")
-        config, source = resolve_config(config_name), config_name
+        config, source = resolve_config(config_name, overrides), config_name
         run_dir = _new_run_dir(config, out, force)
     if epochs is not None and epochs != config.train.epochs:
         if checkpoint is not None and schedule_spans_run(config.train.schedule):

@@ -32,12 +32,11 @@ from tqdm import tqdm
 from cosim.build import build_model
 from cosim.checkpoint import read_checkpoint
 from cosim.conditions import Conditions, apply_conditions
-from cosim.config import ConfigError, RunConfig, parse_config, parse_toml
+from cosim.config import ConfigError, RunConfig, parse_config, parse_toml, set_path
 from cosim.corners import evaluate_checkpoint
 from cosim.data import load_dataset
 from cosim.gradcheck import gradcheck
 from cosim.io import atomic_write_json, atomic_write_text, check_output_dir
-from cosim.keys import set_path
 from cosim.losses import make_loss
 from cosim.plots import plot_sweep
 from cosim.sweep_folder import (
@@ -107,6 +106,7 @@ class Sweep:
         metric: str,
         checkpoint: str | Path | None = None,
         vary: str = "devices",
+        overrides: list[tuple[str, object]] = (),
     ):
         if metric not in METRICS:
             raise ConfigError(f"--metric: must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -122,6 +122,8 @@ class Sweep:
             self._eval_points(checkpoint, grid, seeds)
             return
         base = parse_toml(base_text, base_source)
+        for key, value in overrides:  # --set: part of the base, so part of the folder's identity
+            set_path(base, key, value, flag="--set")
         base_config = parse_config(base, base_source)
         if "seed" in keys and seeds != 1:
             raise ConfigError(

@@ -35,3 +35,22 @@ def test_cli_config_show_schema_presets_version(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("cosim ")
+
+
+def test_set_overrides_a_key_on_every_command(tmp_path, capsys):
+    assert main(["config", "show", "digits-demo", "--set", "train.epochs=3", "--set", "devices.d2d_sigma=0.05"]) == 0
+    shown = tomllib.loads(capsys.readouterr().out)
+    assert shown["train"]["epochs"] == 3 and shown["devices"]["d2d_sigma"] == 0.05
+    assert main(["solve", "--config", "solve-64-32-10", "--solver", "fast", "--set", "solve.samples=4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 4
+    out = tmp_path / "run"
+    args = ["train", "--config", "digits-demo", "--out", str(out), "--no-ngspice"]
+    sets = ["--set", "train.epochs=1", "--set", "data.train_subset=32", "--set", "data.test_subset=16"]
+    assert main([*args, *sets]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1
+    assert main(["train", "--resume", str(out), "--set", "train.epochs=2"]) == 2
+    assert "a resumed run keeps the configuration" in capsys.readouterr().err
+    assert main(["solve", "--config", "solve-64-32-10", "--set", "solve.sampels=4"]) == 2
+    assert "solve.sampels: unknown key" in capsys.readouterr().err
+    assert main(["solve", "--config", "solve-64-32-10", "--set", "solve.samples.x=4"]) == 2
+    assert "--set solve.samples.x" in capsys.readouterr().err

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cosim.config import ConfigError
-from cosim.keys import set_path
+from cosim.config import ConfigError, set_path
 from cosim.sweep import Sweep, parse_grid
 from cosim.sweep_folder import check_identity, write_identity
 

@@ -7,7 +7,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from cosim.commands.common import CONFIG_HELP, check_out_dir
+from cosim.commands.common import CONFIG_HELP, add_set_argument, check_out_dir, overrides
 from cosim.config import ConfigError, RunConfig, preset_names, resolve_config
 from cosim.io import atomic_write_text
 
@@ -49,7 +49,7 @@ def run(args) -> int:
     if args.action == "show":
         if args.config is None:
             raise ConfigError("config show: name a TOML file or a preset, e.g. cosim config show digits-demo")
-        text = to_toml(resolve_config(args.config))
+        text = to_toml(resolve_config(args.config, overrides(args)))
         if args.out:
             check_out_dir(Path(args.out).parent)
             atomic_write_text(args.out, text)
@@ -71,4 +71,5 @@ def register(sub) -> None:
     p.add_argument("action", choices=["show", "schema", "presets"])
     p.add_argument("config", nargs="?", default=None, help=f"with show: {CONFIG_HELP}")
     p.add_argument("--out", type=Path, default=None, help="also write the output to this file")
+    add_set_argument(p)
     p.set_defaults(func=run)

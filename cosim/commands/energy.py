@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cosim.build import build_model, build_solver, torch_dtype
 from cosim.checkpoint import model_state
-from cosim.commands.common import CONFIG_HELP, check_out_dir, say
+from cosim.commands.common import CONFIG_HELP, add_set_argument, check_out_dir, overrides, say
 from cosim.config import ConfigError, resolve_config
 from cosim.data import load_dataset
 from cosim.energy import energy_report
@@ -68,7 +68,7 @@ def report_text(report: dict) -> str:
 
 
 def run(args) -> int:
-    config = resolve_config(args.config)
+    config = resolve_config(args.config, overrides(args))
     out = check_out_dir(args.out)
     data = load_dataset(config.data, config.seed.data)
     model = build_model(config, data.input_shape, solver=build_solver(config.solver, "fast"), n_classes=data.n_classes)
@@ -101,6 +101,7 @@ def register(sub) -> None:
         "energy", help="static power, settling time and energy per phase, per inference and per training step"
     )
     p.add_argument("--config", required=True, help=CONFIG_HELP)
+    add_set_argument(p)
     p.add_argument("--checkpoint", default=None, help="checkpoint.pt of `cosim train` or a saved state dict")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     p.add_argument("--out", type=Path, required=True, help="folder for energy.json, energy.txt and the PNGs")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from cosim.build import build_model, build_solver
-from cosim.commands.common import CONFIG_HELP, check_out_file, say
+from cosim.commands.common import CONFIG_HELP, add_set_argument, check_out_file, overrides, say
 from cosim.config import resolve_config
 from cosim.data import load_dataset
 from cosim.gradcheck import gradcheck
@@ -18,7 +18,7 @@ __all__ = ["register", "run"]
 
 
 def run(args) -> int:
-    config = resolve_config(args.config)
+    config = resolve_config(args.config, overrides(args))
     if args.plot is not None:
         check_out_file(args.plot, "--plot")
     data = load_dataset(config.data, config.seed.data)
@@ -64,6 +64,7 @@ def _positive_floats(text: str) -> list[float]:
 def register(sub) -> None:
     p = sub.add_parser("gradcheck", help="compare EP gradients with the exact gradient, per parameter and beta")
     p.add_argument("--config", required=True, help=CONFIG_HELP)
+    add_set_argument(p)
     p.add_argument("--solver", choices=["fast", "ngspice"], default="fast")
     p.add_argument("--betas", type=_positive_floats, default=None, help="e.g. '0.2,0.1,0.05'")
     p.add_argument("--json", action="store_true")

@@ -11,7 +11,7 @@ import torch
 from analog.circuit import Circuit
 from cosim.block import check_kcl
 from cosim.build import build_solver, torch_dtype
-from cosim.commands.common import CONFIG_HELP, check_out_dir, say
+from cosim.commands.common import CONFIG_HELP, add_set_argument, check_out_dir, overrides, say
 from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, resolve_config
 from cosim.data import load_dataset
 from cosim.io import atomic_write_json
@@ -44,7 +44,7 @@ def _inputs(config: RunConfig, n_inputs: int, dtype: torch.dtype) -> torch.Tenso
 
 
 def run(args) -> int:
-    config = resolve_config(args.config)
+    config = resolve_config(args.config, overrides(args))
     out = check_out_dir(args.out) if args.out is not None else None
     spec = _analog_config(config, config.solve.block).circuit_spec()
     dtype = torch_dtype(config)
@@ -99,6 +99,7 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("solve", help="solve a batch of one analog block with the fast solver, ngspice or both")
     p.add_argument("--config", required=True, help=CONFIG_HELP)
+    add_set_argument(p)
     p.add_argument("--solver", choices=["fast", "ngspice", "both"], default="both")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", type=Path, default=None, help="folder for solve.json (the report)")

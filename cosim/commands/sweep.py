@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cosim.commands.common import CONFIG_HELP, say
+from cosim.commands.common import CONFIG_HELP, add_set_argument, overrides, say
 from cosim.config import ConfigError, resolve_config_path
 from cosim.sweep import METRICS, SEED_KINDS, Sweep, SweepError, parse_grid, run_sweep
 
@@ -19,6 +19,8 @@ def run(args) -> int:
     if args.metric == "eval":
         if args.config is not None:
             raise ConfigError("--config: an evaluation sweep takes its configuration from --checkpoint; omit --config")
+        if args.set:
+            raise ConfigError("--set: an evaluation sweep's conditions are its --grid keys; move them there")
         sweep = Sweep(None, str(args.checkpoint), grid, args.seeds, args.metric, checkpoint=args.checkpoint)
     else:
         if args.config is None or args.checkpoint is not None:
@@ -28,7 +30,10 @@ def run(args) -> int:
         path = resolve_config_path(args.config)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        sweep = Sweep(path.read_text(encoding="utf-8"), str(path), grid, args.seeds, args.metric, vary=args.vary)
+        sweep = Sweep(
+            path.read_text(encoding="utf-8"), str(path), grid, args.seeds, args.metric, vary=args.vary,
+            overrides=overrides(args),
+        )  # fmt: skip
     try:
         ran = run_sweep(sweep, args.out, args.scheduler, args.workers, say=say, force=args.force)
     except SweepError as exc:
@@ -42,6 +47,7 @@ def register(sub) -> None:
     p = sub.add_parser("sweep", help="Monte Carlo sweep of config values x seeds on Dask (resumable)")
     p.add_argument("--config", default=None, help=f"base configuration (gradcheck, train): {CONFIG_HELP}")
     p.add_argument("--checkpoint", type=Path, default=None, help="trained checkpoint.pt (--metric eval)")
+    add_set_argument(p)
     p.add_argument(
         "--grid",
         action="append",

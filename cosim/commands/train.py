@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cosim.checkpoint import CHECKPOINT_FILE
-from cosim.commands.common import CONFIG_HELP, say
+from cosim.commands.common import CONFIG_HELP, add_set_argument, overrides, say
 from cosim.runs import CURVES_PLOT, SOLVER_PLOT, SUMMARY_FILE, open_run, start_run
 from cosim.training import finish, train
 
@@ -13,7 +13,9 @@ __all__ = ["register", "run"]
 
 
 def run(args) -> int:
-    run = open_run(args.config, args.resume, args.out, args.force, args.epochs, args.device, args.solver)
+    run = open_run(
+        args.config, args.resume, args.out, args.force, args.epochs, args.device, args.solver, overrides(args)
+    )
     try:
         start_run(run, fresh=args.resume is None)
     except BaseException:
@@ -49,6 +51,7 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("train", help="train an ff-EBM (EP in analog blocks), then validate it in ngspice")
     p.add_argument("--config", default=None, help=CONFIG_HELP)
+    add_set_argument(p)
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--force", action="store_true", help="overwrite the outputs of a run already in the directory")
