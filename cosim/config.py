@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from analog.devices import DeviceConfig, IOConfig
+from analog.presets import preset
 from analog.readout import Measurement
 from cosim.model_config import BLOCK_TYPES, AnalogBlockConfig, ModelConfig, Strict
 from cosim.sections import DataConfig, EnergyConfig, GradcheckConfig, SolveConfig, SolverConfig, TrainConfig
@@ -59,6 +60,49 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message says where and how to fix it."""
 
 
+def _apply_presets(data: dict) -> dict:
+    """``data`` with each ``devices.preset`` expanded (:mod:`analog.presets`): the preset's values
+    under the keys written in ``[devices]``, under a block's own ``devices`` keys; and its conductance
+    range in every analog block that does not write ``g_min_S`` / ``g_max_S``. Applied to the file's
+    dictionary before validation, so that what is stored (checkpoints, ``config show``) lists the
+    expanded values and reads back as the same configuration."""
+    top = data.get("devices")
+    model = data.get("model")
+    blocks = model.get("blocks") if isinstance(model, dict) else None
+    if not isinstance(top, dict):
+        top = {}
+    top_name = top.get("preset")
+    data = dict(data)
+    if top_name is not None:
+        try:
+            data["devices"] = {**preset(top_name).devices, **top}
+        except ValueError as exc:
+            raise ValueError(f"devices.{exc}") from None
+    if not isinstance(blocks, list):
+        return data
+    expanded = []
+    for index, block in enumerate(blocks):
+        if not (isinstance(block, dict) and block.get("type") == "analog"):
+            expanded.append(block)
+            continue
+        own = block.get("devices") if isinstance(block.get("devices"), dict) else {}
+        name = own.get("preset", top_name)
+        block = dict(block)
+        if name is not None:
+            try:
+                chosen = preset(name)
+            except ValueError as exc:
+                raise ValueError(f"model.blocks[{index}].devices.{exc}") from None
+            if "preset" in own:
+                written = {k: v for k, v in top.items() if k != "preset"}
+                block["devices"] = {**chosen.devices, **written, **own}
+            block.setdefault("g_min_S", chosen.g_min_S)
+            block.setdefault("g_max_S", chosen.g_max_S)
+        expanded.append(block)
+    data["model"] = {**model, "blocks": expanded}
+    return data
+
+
 class RunConfig(Strict):
     name: str = "run"
     seed: int = Field(0, ge=0)
@@ -69,7 +113,8 @@ class RunConfig(Strict):
     solver: SolverConfig = Field(default_factory=SolverConfig)
     devices: DeviceConfig = Field(default_factory=DeviceConfig)
     """Device model of every analog block (:class:`analog.devices.DeviceConfig`); a block's own
-    ``devices`` table overrides single keys."""
+    ``devices`` table overrides single keys. ``preset = "rram"`` (or ``pcm``, ``ecram``) starts from
+    a published device and its conductance range (:mod:`analog.presets`); written keys win."""
     io: IOConfig = Field(default_factory=IOConfig)
     """How every analog block's devices are read in each phase (:class:`analog.devices.IOConfig`)."""
     measurement: Measurement = Field(default_factory=Measurement)
@@ -78,6 +123,11 @@ class RunConfig(Strict):
     solve: SolveConfig = Field(default_factory=SolveConfig)
     gradcheck: GradcheckConfig = Field(default_factory=GradcheckConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _device_presets(cls, data):
+        return _apply_presets(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _block_sections(self):
