@@ -94,8 +94,10 @@ def _apply_presets(data: dict) -> dict:
             except ValueError as exc:
                 raise ValueError(f"model.blocks[{index}].devices.{exc}") from None
             if "preset" in own:
+                # Every key, so that the top-level preset's values do not show through where this
+                # preset leaves a default, and so that the stored block reads back the same.
                 written = {k: v for k, v in top.items() if k != "preset"}
-                block["devices"] = {**chosen.devices, **written, **own}
+                block["devices"] = {**dataclasses.asdict(DeviceConfig()), **chosen.devices, **written, **own}
             block.setdefault("g_min_S", chosen.g_min_S)
             block.setdefault("g_max_S", chosen.g_max_S)
         expanded.append(block)
