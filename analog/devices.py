@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from analog.presets import preset as device_preset
+
 BOLTZMANN_J_PER_K = 1.38064852e-23
 ELECTRON_CHARGE_C = 1.6021766208e-19
 ZERO_CELSIUS_K = 273.15
@@ -195,10 +197,14 @@ class DeviceConfig:
 
     Named after aihwkit's ``PulsedDevice`` where they overlap; how the devices are read is
     :class:`IOConfig`, how EP's quantities are measured :class:`analog.readout.Measurement`. All
-    defaults are ideal. Variability and faults are drawn once per device (seeded); write noise at
-    every update.
+    defaults are ideal. Variability, faults and drift exponents are drawn once per device (seeded);
+    write noise at every update. :meth:`from_preset` starts from a published device
+    (:mod:`analog.presets`).
     """
 
+    preset: str | None = None
+    """The :mod:`analog.presets` entry these values started from (a record: the fields below are
+    what is simulated; a configuration file fills them from the preset, see :meth:`from_preset`)."""
     levels: int | None = None
     """Programmable conductance levels, evenly spaced over ``[g_min, g_max]`` (``None``: analog)."""
     stochastic_rounding: bool = False
@@ -213,6 +219,10 @@ class DeviceConfig:
     """``proportional`` (multiplicative spread) or ``absolute`` (additive, ``sigma (g_max - g_min) z``)."""
     write_noise_sigma: float = 0.0
     """Cycle-to-cycle write noise: std of the written update as a fraction of its size."""
+    pulse_noise_sigma: float = 0.0
+    """Cycle-to-cycle spread of each programming pulse's step, as a fraction of the step
+    ``(g_max - g_min) / (levels - 1)`` (aihwkit's ``dw_min_std``): an update of ``n = |delta| /
+    step`` pulses gets a std of ``sigma step sqrt(n)``. Needs ``levels``."""
     nonlinearity: float = 0.0
     """Soft bounds in [0, 1]: an increase is scaled by ``1 - nl (g - g_min)/(g_max - g_min)``, a
     decrease by ``1 - nl (g_max - g)/(g_max - g_min)`` (0: linear updates, 1: full soft bounds)."""
@@ -228,8 +238,23 @@ class DeviceConfig:
     diode_n_sigma: float = 0.0
     """Device-to-device spread of the neuron diodes' emission coefficient: each diode's ``N`` is
     multiplied by ``exp(sigma z)``, drawn once per diode and kept within ngspice's [0.5, 10]."""
+    drift_nu: float = 0.0
+    """Conductance drift exponent: a device read ``t`` seconds after programming (``io.drift_time_s``)
+    presents ``G0 ((t + t0) / t0)^-nu`` (the power law of PCM, aihwkit's ``PCMLikeNoiseModel``
+    convention: ``t`` counts from programming, ``G0`` is the state verified at ``t0``)."""
+    drift_nu_sigma: float = 0.0
+    """Device-to-device spread of ``nu``: each device draws ``|nu + sigma z|`` once."""
+    drift_t0_s: float = 1.0
+    """Reference time ``t0`` of the drift law, seconds (> 0)."""
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> DeviceConfig:
+        """The devices of preset ``name`` (:mod:`analog.presets`) with ``overrides`` on top."""
+        return cls(**{"preset": name, **device_preset(name).devices, **overrides})
 
     def __post_init__(self) -> None:
+        if self.preset is not None:
+            device_preset(self.preset)
         if self.levels is not None:
             _require(
                 isinstance(self.levels, int) and not isinstance(self.levels, bool) and 2 <= self.levels <= 2**20,
@@ -241,6 +266,9 @@ class DeviceConfig:
             ("write_noise_sigma", 10.0),
             ("diode_is_sigma", 5.0),
             ("diode_n_sigma", 1.0),
+            ("pulse_noise_sigma", 100.0),
+            ("drift_nu", 1.0),
+            ("drift_nu_sigma", 1.0),
         ):
             value = getattr(self, name)
             _require(math.isfinite(value) and 0 <= value <= hi, name, f"must be in [0, {hi}], got {value!r}")
@@ -264,6 +292,16 @@ class DeviceConfig:
             "stuck_at_max_fraction",
             "stuck_at_min_fraction + stuck_at_max_fraction must not exceed 1",
         )
+        _require(
+            not self.pulse_noise_sigma or self.levels is not None,
+            "pulse_noise_sigma",
+            "needs levels (the pulse step is the level spacing)",
+        )
+        _require(
+            math.isfinite(self.drift_t0_s) and 0 < self.drift_t0_s <= 1e9,
+            "drift_t0_s",
+            f"must be in (0, 1e9] s, got {self.drift_t0_s!r}",
+        )
 
     @property
     def ideal(self) -> bool:
@@ -277,14 +315,19 @@ class IOConfig:
 
     read_noise_sigma: float = 0.0
     """Conductance read noise per phase, fraction of each conductance (fresh draw every phase)."""
+    drift_time_s: float = 0.0
+    """Time since the devices were programmed, seconds (0: just programmed); the devices present
+    their drifted conductance (``DeviceConfig.drift_nu``). An inference condition:
+    ``cosim eval --set io.drift_time_s=86400`` reads the chip one day later."""
 
     def __post_init__(self) -> None:
-        value = self.read_noise_sigma
-        _require(
-            isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1,
-            "read_noise_sigma",
-            f"must be in [0, 1], got {value!r}",
-        )
+        for name, hi in (("read_noise_sigma", 1.0), ("drift_time_s", 1e10)):
+            value = getattr(self, name)
+            _require(
+                isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= hi,
+                name,
+                f"must be in [0, {hi:g}], got {value!r}",
+            )
 
     @property
     def ideal(self) -> bool:
@@ -296,8 +339,9 @@ class DeviceArray(nn.Module):
 
     ``read(target)`` is what the circuit sees; ``write(previous, requested)`` is what a device
     becomes when an optimizer asks to move it from ``previous`` to ``requested``. The per-device
-    draws are buffers (``factor``, ``offset``: device-to-device spread; ``stuck``: faults), so a
-    module's ``state_dict`` holds the exact devices and ``.to(device)`` moves them.
+    draws are buffers (``factor``, ``offset``: device-to-device spread; ``stuck``: faults;
+    ``drift_nu``: drift exponents, ``None`` without drift), so a module's ``state_dict`` holds the
+    exact devices and ``.to(device)`` moves them.
     """
 
     STUCK_NONE, STUCK_MIN, STUCK_MAX = 0, 1, 2
@@ -326,6 +370,16 @@ class DeviceArray(nn.Module):
         """Additive device-to-device offset of each device's conductance, siemens."""
         self.register_buffer("stuck", stuck)
         """``STUCK_NONE``, ``STUCK_MIN`` or ``STUCK_MAX`` per device."""
+        nu = None
+        if config.drift_nu or config.drift_nu_sigma:
+            # Drawn after the older draws, and only with drift, so that devices without drift keep
+            # the draws (and checkpoints) they had before drift existed.
+            nu = torch.full(shape, config.drift_nu, dtype=torch.float64)
+            if config.drift_nu_sigma:
+                z = torch.randn(shape, generator=generator, dtype=torch.float64)
+                nu = (nu + config.drift_nu_sigma * z).abs()  # aihwkit's |mu + sigma z|
+        self.register_buffer("drift_nu", nu)
+        """Drift exponent of each device (``None``: no drift)."""
 
     def _pin(self, g: torch.Tensor) -> torch.Tensor:
         if not self.stuck.any():
@@ -338,10 +392,13 @@ class DeviceArray(nn.Module):
         self, target: torch.Tensor, io: IOConfig | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Conductance each device presents (S) for programmed ``target``, read as ``io`` says
-        (read noise: a fresh draw from ``generator``, else torch's global RNG). Never below
-        ``1e-3 g_min``."""
+        (drift after ``io.drift_time_s``; read noise: a fresh draw from ``generator``, else torch's
+        global RNG). Never below ``1e-3 g_min``."""
         g = target * self.factor.to(target) + self.offset.to(target)
         g = self._pin(g)
+        if io is not None and io.drift_time_s and self.drift_nu is not None:
+            t0 = self.config.drift_t0_s
+            g = g * torch.pow((io.drift_time_s + t0) / t0, -self.drift_nu.to(g))
         if io is not None and io.read_noise_sigma:
             noise = torch.randn(g.shape, generator=generator, dtype=torch.float64).to(g)
             g = g * (1.0 + io.read_noise_sigma * noise)
@@ -378,5 +435,10 @@ class DeviceArray(nn.Module):
         if cfg.write_noise_sigma:
             noise = torch.randn(delta.shape, generator=generator, dtype=torch.float64).to(delta)
             delta = delta * (1.0 + cfg.write_noise_sigma * noise)
+        if cfg.pulse_noise_sigma:
+            # n independent pulses of std sigma*step each: the update's std is sigma*step*sqrt(n).
+            step = (hi - lo) / (cfg.levels - 1)
+            noise = torch.randn(delta.shape, generator=generator, dtype=torch.float64).to(delta)
+            delta = delta + cfg.pulse_noise_sigma * torch.sqrt(step * delta.abs()) * noise
         g = self.quantize((previous + delta).clamp(lo, hi), generator)
         return self._pin(g)

@@ -7,7 +7,8 @@ Allowed (``i`` indexes ``model.blocks``; a key without an index applies to every
   ``diode_eg_eV``, and supplies ``bias_V``, ``diode_up_V``, ``diode_down_V``;
 * the crossbar wires: ``wire_ohm``;
 * the devices and their reads: ``devices.KEY``, ``io.KEY`` (top level or ``model.blocks[i].``);
-  a changed ``devices`` key gives the trained conductances to freshly drawn devices;
+  a changed ``devices`` key gives the trained conductances to freshly drawn devices; the time since
+  programming ``io.drift_time_s`` reads the trained chip's own devices after drift;
 * converters at the boundary: ``model.blocks[i].bits``, ``.lo``, ``.hi`` of a ``dac``/``adc`` block;
 * the solver: ``solver.KEY``.
 
@@ -61,6 +62,14 @@ class Conditions:
                 self.paths[path] = value
 
     def _paths(self, config: RunConfig, analog: list[int], key: str) -> list[str]:
+        if key == "devices.preset" or key.endswith(".devices.preset"):
+            # A stored configuration lists every device key, which would win over the preset's
+            # values, and the preset's conductance range is the trained design: refuse, do not
+            # pretend to switch technology.
+            raise ConfigError(
+                f"--set {key}: a trained chip cannot change device technology (the preset sets the "
+                "conductance range the conductances were trained in); set single devices.KEY values instead"
+            )
         head = key.split(".", 1)[0]
         if head == "solver":
             return [key]

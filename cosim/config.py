@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from analog.devices import DeviceConfig, IOConfig
+from analog.presets import preset
 from analog.readout import Measurement
 from cosim.model_config import BLOCK_TYPES, AnalogBlockConfig, ModelConfig, Strict
 from cosim.sections import (
@@ -77,6 +78,51 @@ _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 MAX_NESTING = "nested too deeply"
 
 
+def _apply_presets(data: dict) -> dict:
+    """``data`` with each ``devices.preset`` expanded (:mod:`analog.presets`): the preset's values
+    under the keys written in ``[devices]``, under a block's own ``devices`` keys; and its conductance
+    range in every analog block that does not write ``g_min_S`` / ``g_max_S``. Applied to the file's
+    dictionary before validation, so that what is stored (checkpoints, ``config show``) lists the
+    expanded values and reads back as the same configuration."""
+    top = data.get("devices")
+    model = data.get("model")
+    blocks = model.get("blocks") if isinstance(model, dict) else None
+    if not isinstance(top, dict):
+        top = {}
+    top_name = top.get("preset")
+    data = dict(data)
+    if top_name is not None:
+        try:
+            data["devices"] = {**preset(top_name).devices, **top}
+        except ValueError as exc:
+            raise ValueError(f"devices.{exc}") from None
+    if not isinstance(blocks, list):
+        return data
+    expanded = []
+    for index, block in enumerate(blocks):
+        if not (isinstance(block, dict) and block.get("type") == "analog"):
+            expanded.append(block)
+            continue
+        own = block.get("devices") if isinstance(block.get("devices"), dict) else {}
+        name = own.get("preset", top_name)
+        block = dict(block)
+        if name is not None:
+            try:
+                chosen = preset(name)
+            except ValueError as exc:
+                raise ValueError(f"model.blocks[{index}].devices.{exc}") from None
+            if "preset" in own:
+                # Every key, so that the top-level preset's values do not show through where this
+                # preset leaves a default, and so that the stored block reads back the same.
+                written = {k: v for k, v in top.items() if k != "preset"}
+                block["devices"] = {**dataclasses.asdict(DeviceConfig()), **chosen.devices, **written, **own}
+            block.setdefault("g_min_S", chosen.g_min_S)
+            block.setdefault("g_max_S", chosen.g_max_S)
+        expanded.append(block)
+    data["model"] = {**model, "blocks": expanded}
+    return data
+
+
 class RunConfig(Strict):
     name: str = "run"
     """The run's folder name under ``runs/``: a plain name, never a path."""
@@ -89,7 +135,8 @@ class RunConfig(Strict):
     solver: SolverConfig = Field(default_factory=SolverConfig)
     devices: DeviceConfig = Field(default_factory=DeviceConfig)
     """Device model of every analog block (:class:`analog.devices.DeviceConfig`); a block's own
-    ``devices`` table overrides single keys."""
+    ``devices`` table overrides single keys. ``preset = "rram"`` (or ``pcm``, ``ecram``) starts from
+    a published device and its conductance range (:mod:`analog.presets`); written keys win."""
     io: IOConfig = Field(default_factory=IOConfig)
     """How every analog block's devices are read in each phase (:class:`analog.devices.IOConfig`)."""
     measurement: Measurement = Field(default_factory=Measurement)
@@ -109,6 +156,11 @@ class RunConfig(Strict):
                 f"a dot (it names the folder runs/<name>), got {name[:120]!r}; to write elsewhere use --out"
             )
         return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _device_presets(cls, data):
+        return _apply_presets(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _block_sections(self):

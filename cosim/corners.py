@@ -32,7 +32,7 @@ __all__ = ["DRAW_SEED_STRIDE", "evaluate_checkpoint", "operating_point"]
 
 DRAW_SEED_STRIDE = 7919
 """Seed offset between device draws (a prime, so draws do not repeat the training seeds)."""
-_DEVICE_BUFFER = re.compile(r"\.arrays\.\d+\.(factor|offset|stuck)$|\.diode_(area|emission)$")
+_DEVICE_BUFFER = re.compile(r"\.arrays\.\d+\.(factor|offset|stuck|drift_nu)$|\.diode_(area|emission)$")
 CONDUCTING_FRACTION_OF_FULL_SCALE = 1e-3
 """A diode counts as conducting when it carries more than this fraction of ``g_max * 1 V``."""
 

@@ -30,12 +30,12 @@ symmetric KCL Jacobian) and uses ``dL/dtheta = -lam . d^2E/du dtheta``:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from analog.circuit import Circuit
-from analog.readout import Measurement
+from analog.readout import Measurement, Reading
 from analog.solvers.base import Equilibrium, EquilibriumSolver
 from analog.solvers.newton import adjoint
 
@@ -46,6 +46,8 @@ __all__ = [
     "GradientMethod",
     "ImplicitDifferentiation",
     "gradient_method",
+    "nudge_response",
+    "recommend_beta",
 ]
 
 
@@ -124,55 +126,108 @@ class EquilibriumPropagation(GradientMethod):
         unit = grad_output / torch.where(gamma > 0, gamma, torch.ones_like(gamma)).unsqueeze(1)
         return -sign * self.beta * full_scale_A * unit, gamma
 
-    def __call__(self, solver, circuit, source_V, free, grad_output) -> BlockGradients:
-        if self.beta == 0:
-            raise ValueError("beta: EP needs beta > 0 to measure a gradient (beta = 0 is the free phase)")
+    def solve_phases(self, solver, circuit, source_V, free, grad_output):
+        """The nudged phases ``{name: Equilibrium}`` and ``gamma_b`` ``[B]`` of (N)."""
         phases: dict[str, Equilibrium] = {}
         gamma = None
         for name, sign in (("positive", 1.0), ("negative", -1.0)):
             if self.variant in ("centered", name):
                 nudge, gamma = self.nudge(circuit, grad_output, sign)
                 phases[name] = solver.solve(circuit, source_V, nudge_A=nudge, init=free)
-        a = self.measurement.read(phases.get("positive", free))
-        b = self.measurement.read(phases.get("negative", free))
+        return phases, gamma
+
+    def __call__(self, solver, circuit, source_V, free, grad_output) -> BlockGradients:
+        if self.beta == 0:
+            raise ValueError("beta: EP needs beta > 0 to measure a gradient (beta = 0 is the free phase)")
+        phases, gamma = self.solve_phases(solver, circuit, source_V, free, grad_output)
+        # Phase b is the one held (the -beta phase, or the free phase for +beta vs free); a - b is
+        # what the differential readout measures.
+        reading = self.measurement.read_pair(phases.get("positive", free), phases.get("negative", free))
         full_scale_A = circuit.spec.conductance.g_max_S
         kappa = gamma / (self.beta * full_scale_A * (2.0 if self.variant == "centered" else 1.0))
-        return ep_estimates(circuit, source_V, a, b, kappa, phases)
+        return ep_estimates(circuit, source_V, reading, kappa, phases)
+
+
+def nudge_response(
+    method: EquilibriumPropagation, solver: EquilibriumSolver, circuit: Circuit, source_V, grad_output
+) -> tuple[tuple[float, ...], float]:
+    """The largest change ``|v(a) - v(b)|`` over the nodes of each free layer and every sample
+    (volts, one value per layer) and ``|I(a) - I(b)|`` over every input source (amperes) that
+    ``method``'s nudge causes, read exactly: what the differential readout must span
+    (:meth:`analog.readout.Measurement.sized_for` turns it into gains)."""
+    free = solver.solve(circuit, source_V)
+    phases, _ = method.solve_phases(solver, circuit, source_V, free, grad_output)
+    a, b = phases.get("positive", free), phases.get("negative", free)
+    dv = tuple(float((va - vb).abs().max()) for va, vb in zip(a.voltages, b.voltages, strict=True))
+    return dv, float((a.input_currents_A - b.input_currents_A).abs().max())
+
+
+def recommend_beta(
+    method: EquilibriumPropagation,
+    solver: EquilibriumSolver,
+    circuit: Circuit,
+    source_V,
+    grad_output,
+    fraction: float = 0.5,
+    beta_max: float = 0.5,
+) -> float:
+    """The ``beta`` whose nudge response (:func:`nudge_response`) fills ``fraction`` of the
+    differential ADC's voltage range at ``method.measurement``'s gains (in the layer that comes
+    closest to clipping).
+
+    The response is linear in ``beta`` while the nudge is small, so ``beta`` is rescaled by
+    ``target / response`` and measured again (twice, which absorbs the diodes' curvature); capped
+    at ``beta_max``, since EP's bias grows as ``beta^2``. Raising ``diff_gain`` instead of ``beta``
+    keeps that bias small: :meth:`analog.readout.Measurement.sized_for`."""
+    m = method.measurement
+    beta = method.beta
+    for _ in range(3):
+        response, _ = nudge_response(replace(method, beta=beta), solver, circuit, source_V, grad_output)
+        swing = max(g * r for g, r in zip(m.layer_gains(len(response)), response, strict=True))
+        if swing <= 0:
+            raise ValueError("the nudge moves no node: is grad_output zero?")
+        beta = min(beta_max, beta * fraction * m.diff_range_V / swing)
+    return beta
 
 
 def ep_estimates(
     circuit: Circuit,
     source_V: torch.Tensor,
-    a: Equilibrium,
-    b: Equilibrium,
+    reading: Reading,
     kappa: torch.Tensor,
     phases: dict[str, Equilibrium],
 ) -> BlockGradients:
-    """(EP-g) and (EP-x) from two measured phases; ``kappa`` ``[B]`` as in the module docstring."""
+    """(EP-g) and (EP-x) from node-level readings; ``kappa`` ``[B]`` as in the module docstring.
+
+    Only the held phase ``b`` (absolute) and the changes ``D = a - b`` (differential) enter, never
+    a per-device reading: a device between terminals ``x`` and ``y`` has
+    ``dV(a)^2 - dV(b)^2 = (D_x - D_y)(2 (x_b - y_b) + D_x - D_y)``, which :func:`pair_products`
+    sums over the batch as matrix products. With resistive wires the drops are the wire network's
+    linear map of the terminal readings (:func:`device_drops`), applied to ``b`` and to ``D``."""
     spec = circuit.spec
     s = spec.scales()
     s_out2 = s[-1] ** 2
     k = kappa.unsqueeze(1)
+    held, delta = reading.held.voltages, reading.delta_V
     weights, biases = [], []
     bias_V = spec.bias_voltages(source_V.dtype, source_V.device)
-    grad_source = s_out2 * k * (a.input_currents_A - b.input_currents_A)
+    grad_source = s_out2 * k * reading.delta_input_A
     if circuit.crossbar_wires() is not None:
-        # Resistive wires: the drop across each device comes from the wire node voltages.
         for l in range(spec.depth):
-            drop_a, drop_b = (device_drops(circuit, l, source_V, p.voltages) for p in (a, b))
-            grad = (0.5 * s_out2 / s[l] ** 2) * torch.einsum("b,bij->ij", kappa, drop_a.square() - drop_b.square())
+            drop_b = device_drops(circuit, l, source_V, held)
+            d_drop = device_drops(circuit, l, None, delta, bias_on=False)  # sources do not move
+            grad = (0.5 * s_out2 / s[l] ** 2) * torch.einsum("b,bij->ij", kappa, d_drop * (2.0 * drop_b + d_drop))
             weights.append(grad[: grad.shape[0] - spec.n_bias])
             biases.append(grad[grad.shape[0] - spec.n_bias :])
         return BlockGradients(grad_source, tuple(weights), tuple(biases), phases)
     for l in range(spec.depth):
         factor = 0.5 * s_out2 / s[l] ** 2  # s[l] is s_{l+1} (free layers are 1-based)
-        ya, yb = a.voltages[l], b.voltages[l]
-        dy, sy = k * (ya - yb), ya + yb
+        dy, sy = k * delta[l], 2.0 * held[l] + delta[l]
         if l == 0:
             dx, sx = None, 2.0 * source_V
         else:
-            xa, xb = _upstream(circuit, l, a.voltages, None), _upstream(circuit, l, b.voltages, None)
-            dx, sx = k * (xa - xb), xa + xb
+            xd = _upstream(circuit, l, delta, None)
+            dx, sx = k * xd, 2.0 * _upstream(circuit, l, held, None) + xd
         weights.append(factor * pair_products(dx, dy, sx, sy))
         if spec.n_bias:
             sb = 2.0 * bias_V.expand(source_V.shape[0], -1)
