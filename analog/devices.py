@@ -64,8 +64,8 @@ class ConductanceRange:
 
 @dataclass(frozen=True)
 class DiodeModel:
-    """Shockley diode as simulated by ngspice (level 1, no series resistance, no breakdown), with
-    ngspice's temperature model: the parameters are given at ``tnom_C`` and the saturation current
+    """Shockley diode as simulated by ngspice (level 1, with series resistance ``RS``, no
+    breakdown), with ngspice's temperature model: the parameters are given at ``tnom_C`` and the saturation current
     at the device temperature ``T`` is (``diotemp.c``; Massobrio & Antognetti, *Semiconductor Device
     Modeling with SPICE*, 2nd ed., Sec. 1.6)
 
@@ -87,6 +87,9 @@ class DiodeModel:
     """Saturation-current temperature exponent ``XTI`` (ngspice's default 3, for a pn junction)."""
     eg_eV: float = 1.11
     """Activation energy ``EG``, electron volts (ngspice's default 1.11, silicon)."""
+    rs_ohm: float = 0.0
+    """Series resistance ``RS``, ohms, divided by the instance area as in ngspice (0: none). The
+    junction voltage is then implicit; :meth:`current` solves it per diode (see (RS))."""
 
     def __post_init__(self) -> None:
         _require(
@@ -108,6 +111,11 @@ class DiodeModel:
             math.isfinite(self.gmin_S) and 0 <= self.gmin_S < 1e-6,
             "gmin_S",
             f"must be in [0, 1e-6) S, got {self.gmin_S!r}",
+        )
+        _require(
+            math.isfinite(self.rs_ohm) and 0 <= self.rs_ohm <= 1e6,
+            "rs_ohm",
+            f"must be in [0, 1e6] ohm, got {self.rs_ohm!r}",
         )
         _require(math.isfinite(self.xti) and 0 <= self.xti <= 50, "xti", f"must be in [0, 50], got {self.xti!r}")
         # ngspice raises an activation energy below 0.1 eV to 0.1 eV; refuse it rather than differ.
@@ -138,7 +146,51 @@ class DiodeModel:
     def current(
         self, vd: torch.Tensor, area: torch.Tensor | None = None, emission: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Junction current ``I(vd)`` (A, anode to cathode) and its conductance ``dI/dvd`` (S).
+        """Diode current ``I(vd)`` (A, anode to cathode) and its conductance ``dI/dvd`` (S) for the
+        voltage ``vd`` across the whole diode. With a series resistance ``R = RS / area`` the
+        junction sits at the ``u`` that solves
+
+            I_j(u) = (vd - u) / R,       I = (vd - u) / R,       dI/dvd = g_j / (1 + R g_j),   (RS)
+
+        ``I_j`` being the junction's current (:meth:`junction_current`, ``gmin`` across the
+        junction as in ngspice); ``u`` is found by safeguarded Newton per diode (the left side
+        rises, the right falls: one root, bracketed by 0 and ``vd``)."""
+        if not self.rs_ohm:
+            return self.junction_current(vd, area, emission)
+        r = self.rs_ohm if area is None else self.rs_ohm / area
+        u = self.junction_voltage(vd, area, emission)
+        _, g = self.junction_current(u, area, emission)
+        return (vd - u) / r, g / (1.0 + r * g)
+
+    def junction_voltage(
+        self, vd: torch.Tensor, area: torch.Tensor | None = None, emission: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The junction voltage ``u`` of (RS) for the diode voltage ``vd``, to rounding."""
+        r = self.rs_ohm if area is None else self.rs_ohm / area
+        vd = vd.detach() if vd.requires_grad else vd
+        lo, hi = torch.minimum(vd, torch.zeros_like(vd)), torch.maximum(vd, torch.zeros_like(vd))
+        # Forward: the junction carries at most vd / R, so it sits below n Vt ln(1 + vd / (R Is)).
+        vte = self.vte_V if emission is None else self.vte_V * emission
+        i_s = self.saturation_current(emission) * (1.0 if area is None else area)
+        hi = torch.minimum(hi, vte * torch.log1p(hi / (r * i_s)))
+        u = torch.where(vd > 0, hi, vd)  # h is convex where forward: Newton from above is monotone
+        for _ in range(200):
+            i, g = self.junction_current(u, area, emission)
+            h = i + (u - vd) / r
+            lo = torch.where(h <= 0, u, lo)
+            hi = torch.where(h >= 0, u, hi)
+            new = u - h / (g + 1.0 / r)
+            new = torch.where((new < lo) | (new > hi), 0.5 * (lo + hi), new)
+            if bool(((new - u).abs() <= 1e-15 * (1.0 + u.abs())).all()):
+                return new
+            u = new
+        raise FloatingPointError("diode series resistance: the junction voltage did not converge in 200 steps")
+
+    def junction_current(
+        self, vd: torch.Tensor, area: torch.Tensor | None = None, emission: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Junction current ``I(vd)`` (A, anode to cathode) and its conductance ``dI/dvd`` (S),
+        without the series resistance.
 
         ``area`` (broadcast against ``vd``): ngspice's instance area factor, multiplying ``Is``
         (not ``gmin``); ``emission``: a factor multiplying ``N`` per diode (each such diode has
@@ -174,7 +226,19 @@ class DiodeModel:
     def cocontent(
         self, vd: torch.Tensor, area: torch.Tensor | None = None, emission: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``integral_0^vd I(v) dv`` in watts: the diode's term of the circuit's co-content."""
+        """``integral_0^vd I(v) dv`` in watts: the diode's term of the circuit's co-content. With
+        a series resistance it is the junction's co-content at ``u`` plus ``R I^2 / 2`` (since
+        ``dvd = du + R dI`` along (RS))."""
+        if self.rs_ohm:
+            r = self.rs_ohm if area is None else self.rs_ohm / area
+            u = self.junction_voltage(vd, area, emission)
+            current = (vd - u) / r
+            return self._junction_cocontent(u, area, emission) + 0.5 * r * current**2
+        return self._junction_cocontent(vd, area, emission)
+
+    def _junction_cocontent(
+        self, vd: torch.Tensor, area: torch.Tensor | None = None, emission: torch.Tensor | None = None
+    ) -> torch.Tensor:
         vte = self.vte_V if emission is None else self.vte_V * emission
         i_s = self.saturation_current(emission)
         knee = -3.0 * vte

@@ -17,7 +17,10 @@ from analog.devices import DiodeModel
 __all__ = ["ModelCard", "ModelFileError", "ModelLibrary", "SubCircuit", "UserModels", "is_number", "number"]
 
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(meg|mil|[tgkmunpf])?\Z", re.IGNORECASE)
-_DIODE_FAST_PARAMS = {"IS", "N", "TNOM", "XTI", "EG"}
+_DIODE_FAST_PARAMS = {"IS", "N", "TNOM", "XTI", "EG", "RS"}
+_DIODE_CHARGE_PARAMS = {"CJO", "CJ0", "VJ", "M", "FC", "TT"}
+"""Charge-storage parameters: no effect on a DC solution (the fast DC solver accepts them); the fast
+transient does not model them (:meth:`UserModels.charge_refusal`)."""
 """Diode card parameters the fast solver represents (:class:`~analog.devices.DiodeModel`)."""
 _SCALE = {
     "t": 1e12,
@@ -141,7 +144,7 @@ class UserModels:
             return None
         card = self.library.model(self.diode_model)
         params = dict(card.params)
-        if not set(params) <= _DIODE_FAST_PARAMS:
+        if not set(params) <= _DIODE_FAST_PARAMS | _DIODE_CHARGE_PARAMS:
             return None
         defaults = DiodeModel()
         try:
@@ -152,6 +155,7 @@ class UserModels:
                 tnom_C=number(params["TNOM"]) if "TNOM" in params else tnom_C,
                 xti=number(params["XTI"]) if "XTI" in params else defaults.xti,
                 eg_eV=number(params["EG"]) if "EG" in params else defaults.eg_eV,
+                rs_ohm=number(params["RS"]) if "RS" in params else defaults.rs_ohm,
             )
         except ValueError as exc:
             raise ModelFileError(f"model file {self.library.source}: .model {card.name}: {exc}") from None
@@ -166,13 +170,27 @@ class UserModels:
             )
         if self.diode_model is not None and self.diode() is None:
             card = self.library.model(self.diode_model)
-            extra = sorted(k for k, _ in card.params if k not in _DIODE_FAST_PARAMS)
+            extra = sorted(k for k, _ in card.params if k not in _DIODE_FAST_PARAMS | _DIODE_CHARGE_PARAMS)
             return (
                 f"the fast solver cannot simulate diode model {card.name!r} from {source}: it represents "
-                f"{', '.join(sorted(_DIODE_FAST_PARAMS))} only, the card also sets {', '.join(extra)}; "
+                f"{', '.join(sorted(_DIODE_FAST_PARAMS))} (and accepts {', '.join(sorted(_DIODE_CHARGE_PARAMS))}, "
+                f"which do not change a DC solution) only, the card also sets {', '.join(extra)}; "
                 "use the ngspice solver (solver.name = 'ngspice')"
             )
         return None
+
+    def charge_refusal(self) -> str | None:
+        """Why the fast transient cannot simulate these models' charge storage (``None``: it can)."""
+        if self.diode_model is None:
+            return None
+        card = self.library.model(self.diode_model)
+        charge = sorted(k for k, v in card.params if k in _DIODE_CHARGE_PARAMS and number(v) != 0)
+        if not charge:
+            return None
+        return (
+            f"the fast transient models each junction as the linear capacitance energy.diode_F; diode model "
+            f"{card.name!r} sets {', '.join(charge)} (junction / diffusion charge), which it does not simulate"
+        )
 
     def spice(self) -> str:
         return self.library.spice()

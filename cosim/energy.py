@@ -126,6 +126,9 @@ def simulate_block(
     first ``ngspice_samples`` samples; the fast transient is re-run on ngspice's time points to
     compare the waveforms.
     """
+    user = circuit.spec.user_models
+    if user is not None and (why := user.charge_refusal()):
+        raise ConfigError(f"{why}; set those parameters to 0 for an energy report, or use the card in ngspice alone")
     circuit = circuit.detach().to(torch.float64)
     source_V = source_V.detach().to(torch.float64)
     solver = FastSolver(record_history=True)

@@ -100,9 +100,16 @@ def test_example_library_in_ngspice_and_fast_refusals(ngspice_solver):
     spice = ngspice_solver.solve(circuit, source_V)
     assert (fast.all_voltages() - spice.all_voltages()).abs().max().item() <= 1e-9
 
+    # RS (solved per junction) and CJO (no DC effect) are the fast solver's now; BV is not.
     real = UserModels(library, diode_model="DREAL")
-    with pytest.raises(SolverError, match=r"diode model 'DREAL'.*RS"):
-        FastSolver().solve(Circuit(CircuitSpec((6, 4, 3), user_models=real), circuit.weights, circuit.biases), source_V)
+    spec_real = CircuitSpec((6, 4, 3), input_gain_V=5.0, diode=real.diode(), user_models=real)
+    with_rs = Circuit(spec_real, circuit.weights, circuit.biases)
+    fast_rs = FastSolver().solve(with_rs, source_V)
+    assert (fast_rs.all_voltages() - ngspice_solver.solve(with_rs, source_V).all_voltages()).abs().max() <= 1e-9
+    breakdown = UserModels(library, diode_model="DBREAK")
+    with pytest.raises(SolverError, match=r"diode model 'DBREAK'.*BV, IBV"):
+        spec_bv = CircuitSpec((6, 4, 3), user_models=breakdown)
+        FastSolver().solve(Circuit(spec_bv, circuit.weights, circuit.biases), source_V)
     neuron = UserModels(library, neuron_subckt="NEURON_CLAMP")
     clamp = Circuit(CircuitSpec((6, 4, 3), input_gain_V=5.0, user_models=neuron), circuit.weights, circuit.biases)
     with pytest.raises(SolverError, match="neuron subcircuit 'NEURON_CLAMP'"):
