@@ -111,3 +111,21 @@ def test_ngspice_eval_agrees_with_the_fast_solver(trained):
     spice = evaluate_checkpoint(path, [("temperature_C", 85.0)], solver="ngspice", samples=24)
     assert spice["test_accuracy"] == fast["test_accuracy"]
     assert spice["blocks"][0]["diodes_conducting_fraction"] == fast["blocks"][0]["diodes_conducting_fraction"]
+
+
+def test_energy_takes_the_circuit_from_a_training_checkpoint(trained, tmp_path, capsys):
+    """`cosim energy --checkpoint` used to need --config and silently used it even when it differed
+    from the trained circuit."""
+    path = str(trained.run_dir / CHECKPOINT_FILE)
+    out = tmp_path / "energy"
+    sets = ["--set", "energy.samples=2", "--set", "energy.ngspice=false"]
+    assert main(["energy", "--checkpoint", path, *sets, "--json", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["name"] == "eval" and report["blocks"][0]["layer_sizes"] == [64, 16, 10]
+    other = tmp_path / "other.toml"
+    other.write_text(CONFIG.replace("sizes = [64, 16, 10]", "sizes = [64, 8, 10]"))
+    assert main(["energy", "--checkpoint", path, "--config", str(other), "--out", str(tmp_path / "never")]) == 2
+    assert "differs from the circuit" in capsys.readouterr().err
+    assert main(["energy", "--checkpoint", path, "--set", "train.lr=0.1", "--out", str(tmp_path / "never")]) == 2
+    assert "only energy.* keys" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from cosim.build import build_model, build_solver, torch_dtype
-from cosim.checkpoint import model_state
+from cosim.checkpoint import model_state, read_checkpoint
 from cosim.commands.common import CONFIG_HELP, add_set_argument, check_out_dir, overrides, say
-from cosim.config import ConfigError, resolve_config
+from cosim.config import ConfigError, parse_config, resolve_config, set_path
 from cosim.data import load_dataset
 from cosim.energy import energy_report
 from cosim.io import atomic_write_json, atomic_write_text
@@ -67,14 +67,43 @@ def report_text(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _config_and_weights(args):
+    """The configuration and weights to report on: a `cosim train` checkpoint carries its circuit
+    (``--config`` may only repeat it, ``--set`` may change ``energy.*`` keys); a plain state dict
+    needs ``--config``."""
+    sets = overrides(args)
+    if args.checkpoint is None:
+        if args.config is None:
+            raise ConfigError("--config: required without --checkpoint (a TOML file or a preset name)")
+        return resolve_config(args.config, sets), None
+    try:
+        stored = read_checkpoint(args.checkpoint)
+    except ConfigError:
+        if args.config is None:
+            raise
+        return resolve_config(args.config, sets), model_state(Path(args.checkpoint))
+    if args.config is not None and resolve_config(args.config).model_dump() != stored.config.model_dump():
+        raise ConfigError(
+            f"--config: {args.config} differs from the circuit {args.checkpoint} was trained with; omit --config "
+            "(the checkpoint carries its configuration)"
+        )
+    for key, _ in sets:
+        if not key.startswith("energy."):
+            raise ConfigError(f"--set {key}: with a trained checkpoint only energy.* keys may change")
+    data = json.loads(stored.config.model_dump_json())
+    for key, value in sets:
+        set_path(data, key, value, flag="--set")
+    return parse_config(data, f"{args.checkpoint} (stored configuration) with --set"), stored.model
+
+
 def run(args) -> int:
-    config = resolve_config(args.config, overrides(args))
+    config, weights = _config_and_weights(args)
     out = check_out_dir(args.out)
     data = load_dataset(config.data, config.seed.data)
     model = build_model(config, data.input_shape, solver=build_solver(config.solver, "fast"), n_classes=data.n_classes)
-    if args.checkpoint is not None:
+    if weights is not None:
         try:
-            model.load_state_dict(model_state(Path(args.checkpoint)))
+            model.load_state_dict(weights)
         except (RuntimeError, KeyError, TypeError) as exc:
             raise ConfigError(
                 f"--checkpoint: {args.checkpoint} does not match the model of {args.config}: {exc}"
@@ -100,7 +129,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "energy", help="static power, settling time and energy per phase, per inference and per training step"
     )
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--config", default=None, help=f"{CONFIG_HELP} (not needed with a `cosim train` checkpoint)")
     add_set_argument(p)
     p.add_argument("--checkpoint", default=None, help="checkpoint.pt of `cosim train` or a saved state dict")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
