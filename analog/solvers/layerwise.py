@@ -11,14 +11,18 @@ so ``h`` has exactly one root). The root lies between the all-diodes-off value `
 the zero ``m`` of ``f``, which lies between the two rails: if ``u > a`` then ``f(u) < 0`` so
 ``u < m``, and conversely. So each node's update is a scalar Newton iteration kept inside that
 bracket, shrunk at every step by the sign of ``h`` and bisected when a Newton step would leave it:
-it cannot diverge, and it converges quadratically once near the root. The input product (the
-sources' contribution to ``c_1``) is computed once per batch, when the system is built.
+it cannot diverge, and it converges quadratically once near the root. Far from the root on the
+steep side of a diode, Newton on the equivalent ``log(f / r) = 0`` (``r = b - D u``, eq. (4) of
+:meth:`LayerwiseSolver._bracketed`) takes over. Once the sweeps are local a node moves so
+little that one plain Newton step per layer update suffices. The input product (the sources'
+contribution to ``c_1``) is computed once per batch, when the system is built.
 
 Exact minimisation over one layer at a time is block coordinate descent on a strictly convex
-function, so the co-content falls at every layer update and the sweeps converge. The asymptotic
-rate is that of linear block Gauss-Seidel on the Hessian ``H = Lap + diag(f')``. It is fast when
-the later layers load the earlier ones weakly (784-256-10: ~1e-2 per sweep) and slow when layers
-of equal width are coupled strongly (deep blocks with their diodes off). Layers swept in their
+function, so (without over-relaxation) the co-content falls at every layer update and the sweeps
+converge. The asymptotic rate is that of linear block Gauss-Seidel on the Hessian
+``H = Lap + diag(f')``. It is fast when the later layers load the earlier ones weakly
+(784-256-10: ~5e-3 per sweep) and slow when layers of equal width are coupled strongly (deep
+blocks, 784-64-64-64-10: ~0.55 per sweep, ~0.2 with (3)). Layers swept in their
 natural order are a *consistent ordering* of the block-tridiagonal ``H`` (Young, *Iterative
 Solution of Large Linear Systems*, 1971, Ch. 5), so once the sweeps are in the local, nearly linear
 regime, over-relaxation with Young's parameter
@@ -29,8 +33,12 @@ turns the rate ``rho`` into ``omega - 1`` (0.9 -> 0.52; 0.99 -> 0.82). ``rho`` i
 the plain sweeps before over-relaxation starts.
 
 Stopping: the change of a sweep bounds the remaining error through the measured contraction
-``q`` (a geometric tail, ``err <= dmax q / (1 - q)``); the solver stops when both the change and
-that tail are below ``tol_V``.
+``q`` (a geometric tail, ``err <= dmax q / (1 - q)``); the solver stops when that tail is below
+``tol_V`` and the change below ``100 tol_V``.
+
+Odd/even ordering (all odd layers at once, then all even ones) is also consistent and halves the
+operations per sweep of a deep block, but measured here its contraction estimates alternate from
+sweep to sweep, (3) is then chosen badly, and it took up to 1.5x the sweeps: natural order it is.
 """
 
 from __future__ import annotations
@@ -96,19 +104,27 @@ class LayerwiseSolver(EquilibriumSolver):
             u = system.from_voltages(init.voltages).to(system.dtype)
         else:
             u = initial_guess(system)
-        return self._sweep(system, u, tol)
+        return self._sweep(system, u, tol, cold=init is None)
 
-    def _sweep(self, system: LayeredSystem, u: torch.Tensor, tol: float) -> Equilibrium:
-        anchors = _rail_anchors(system)
-        curvature = _curvature(system)
+    def _sweep(self, system: LayeredSystem, u: torch.Tensor, tol: float, cold: bool) -> Equilibrium:
+        layers = _layers(system)
+        parts = [system.layer(u, l).clone() for l in range(1, system.depth + 1)]
         omega, history = 1.0, []
         status, sweeps, change, tail = SolverStatus.MAX_ITERATIONS, 0, math.inf, math.inf
         for sweeps in range(1, self.max_sweeps + 1):
-            # Inner solves need only be accurate to a fraction of what the sweeps still change.
-            inner_tol = max(0.25 * tol, 1e-3 * change) if math.isfinite(change) else 1e-3
+            # Inner solves need only be accurate to a fraction of what the next sweep will change
+            # (inexact block Gauss-Seidel keeps its rate while the inner errors stay below that).
+            q = _contraction(history, omega)
+            inner_tol = max(0.25 * tol, 0.1 * (1e-2 if q is None else q) * change) if history else 1e-3
             change = 0.0
-            for l in range(1, system.depth + 1):
-                update = self._update_layer(system, u, l, anchors[l - 1], inner_tol, omega, curvature[l - 1])
+            for k, layer in enumerate(layers):
+                b = layer.drive(parts)
+                before = parts[k]
+                if sweeps == 1 and cold:
+                    parts[k] = _start(system, layer, b)
+                parts[k], update = self._relax(system, layer, parts[k], b, inner_tol, omega)
+                if sweeps == 1 and cold:  # the change of the whole first sweep, start included
+                    update = float((parts[k] - before).abs().max()) * layer.scale
                 # max() would drop a NaN: keep it, so that a non-finite sweep is reported as such.
                 change = update if (update > change or math.isnan(update)) else change
             if not math.isfinite(change):
@@ -117,77 +133,90 @@ class LayerwiseSolver(EquilibriumSolver):
             history.append(change)
             q = _contraction(history, omega)
             tail = change * q / (1.0 - q) if q is not None else math.inf
-            if change <= tol and tail <= tol:
+            if tail <= tol and change <= 100 * tol:
                 status = SolverStatus.CONVERGED
                 break
-            if self.overrelax and omega == 1.0 and q is not None and change < 1e-2 and q > 0.25 and len(history) >= 3:
-                omega = 2.0 / (1.0 + math.sqrt(1.0 - q))
+            omega = self._relaxation(history, omega, change)
         if status is not SolverStatus.CONVERGED:
             raise SolverError(
                 f"fast-layerwise: {status.value} after {sweeps} sweeps (last change {change:.3e} V, estimated "
                 f"error {tail:.3e} V, tol {tol:.1e} V); {status.hint}, or use the 'fast' (Newton) solver"
             )
+        u = torch.cat(parts, dim=1)
         f, _ = system.diodes(u)
         r = system.residual(u, f)
-        final = u
         return Equilibrium(
             voltages=system.to_voltages(u),
             iterations=sweeps,
             residual_A=system.physical_residual(r),
             status=status,
             solver=self.name,
-            source_currents=lambda: system.source_currents(final),
+            source_currents=lambda: system.source_currents(u),
             history={"change_V": history},
         )
 
-    def _update_layer(self, system, u, l, anchor, inner_tol, omega, curvature) -> float:
-        """Solve (2) for every node of layer ``l`` in place; returns the largest change (V).
+    def _relaxation(self, history: list[float], omega: float, change: float) -> float:
+        """Young's parameter (3) once two successive contractions agree (the linear regime) and
+        are slow enough to be worth it; back to 1 if the changes grow under it."""
+        if not self.overrelax or len(history) < 3:
+            return omega
+        r1, r2 = history[-1] / max(history[-2], 1e-300), history[-2] / max(history[-3], 1e-300)
+        if omega != 1.0:
+            return 1.0 if r1 > 1.0 and r2 > 1.0 else omega
+        if change < 1e-2 and 0.25 < min(r1, r2) and max(r1, r2) < 0.98 and abs(r1 - r2) <= 0.25 * max(r1, r2):
+            return 2.0 / (1.0 + math.sqrt(1.0 - max(r1, r2)))
+        return omega
 
-        ``curvature``: a bound on ``|h''| / h'`` in u-space, so that after a Newton step of size
-        ``delta`` the remaining error is below ``curvature delta^2`` (quadratic convergence).
-        """
-        x0 = system.layer(u, l)
-        b = system.layer(system.const, l)
-        if l > 1:
-            b = torch.addmm(b, system.layer(u, l - 1), system.weights[l - 1])
-        if l < system.depth:
-            b = torch.addmm(b, system.layer(u, l + 1), system.weights[l].T)
-        d = system.layer(system.diag.unsqueeze(0), l)
-        s = system.layer_scales[l - 1]
-        f, g = system.layer_diodes(x0, l)
+    def _relax(self, system, layer, x0, b, inner_tol, omega) -> tuple[torch.Tensor, float]:
+        """Solve (2) for every node of one layer; the new values and the largest change (V)."""
+        d = layer.d
+        tol_u = inner_tol / layer.scale
+        f, g = system.diodes_of(x0, layer.params)
         h = torch.addcmul(f - b, d, x0)
-        newton = x0 - h / (d + g)
-        step = float((newton - x0).abs().max())
+        delta = torch.div(h, d + g).neg_()
+        step = float(delta.abs().max())
         # A step this short stays where the diode current changes by a few percent, so the
         # Newton step is a contraction without a bracket: the common case once sweeps are local.
-        if step * curvature <= 0.05:
-            x = newton
-            if curvature * step * step > inner_tol / s:
-                x = self._bracketed(system, l, x, b, d, anchor, inner_tol / s, curvature)
+        if step * layer.curvature <= 0.05:
+            x = x0 + delta
+            if layer.curvature * step * step > tol_u:
+                x = self._bracketed(system, layer, x, b, tol_u)
+            elif omega == 1.0:
+                return x, step * layer.scale
         else:
-            x = self._bracketed(system, l, x0, b, d, anchor, inner_tol / s, curvature, (h, newton))
+            x = self._bracketed(system, layer, x0, b, tol_u, (f, g))
         if omega != 1.0:
             x = torch.lerp(x0, x, omega)
-        change = float((x - x0).abs().max()) * s
-        x0.copy_(x)
-        return change
+        return x, float((x - x0).abs().max()) * layer.scale
 
-    def _bracketed(self, system, l, x, b, d, anchor, tol_u, curvature, first=None):
+    def _bracketed(self, system, layer, x, b, tol_u, first=None):
         """Newton on (2) kept inside the bracket between ``a = b / D`` and the rails, which holds
-        the root; a step leaving the bracket (or NaN, from an overflowed diode) is a bisection."""
+        the root; a step leaving the bracket (or NaN, from an overflowed diode) is a bisection.
+
+        Between ``m`` and ``a`` the diode current ``f`` and the current ``r = b - D u`` that the
+        conductances bring have the same sign, and (2) reads ``log(f / r) = 0``. Newton on that
+        form (4) moves by about ``n Vt ln(f / r)``, where Newton on ``h`` moves by only ``n Vt``
+        per step on the steep side of an exponential. Both share the root and converge
+        quadratically to it; the bracket guards both."""
+        d, curvature = layer.d, layer.curvature
         a = b / d
-        lo, hi = a.clamp(max=anchor[0]), a.clamp(min=anchor[1])
+        lo, hi = a.clamp(max=layer.lo), a.clamp(min=layer.hi)
         for k in range(self.max_newton):
-            if k == 0 and first is not None:
-                h, newton = first
-            else:
-                f, g = system.layer_diodes(x, l)
-                h = torch.addcmul(f - b, d, x)
-                newton = x - h / (d + g)
+            f, g = first if k == 0 and first is not None else system.diodes_of(x, layer.params)
+            r = torch.addcmul(b, d, x, value=-1.0)
+            h = f - r
+            linear = h / (d + g)
+            # (4): d/du log(f / r) = f'/f + D/r, both terms of the sign of f. Past the root on the
+            # diode's side (f / r > 1) both steps undershoot where the curve is convex, so the
+            # longer one is taken; elsewhere plain Newton. NaN (f / r <= 0) is dropped by fmax.
+            # Masks are arithmetic here: boolean selects cost ~8 arithmetic operations on CPU.
+            log_step = torch.log(torch.abs(f / r)).div_(g / f + d / r).abs_()
+            log_step.mul_((f / r > 1).to(x.dtype))
+            newton = x - torch.copysign(torch.fmax(linear.abs(), log_step), linear)
             # The root is below x where h(x) > 0 and above it where h(x) < 0.
             above = h > 0
-            hi = torch.where(above, torch.minimum(hi, x), hi)
-            lo = torch.where(above, lo, torch.maximum(lo, x))
+            hi = torch.minimum(hi, torch.where(above, x, math.inf))
+            lo = torch.maximum(lo, torch.where(above, -math.inf, x))
             inside = (newton >= lo) & (newton <= hi)
             x_new = torch.where(inside, newton, 0.5 * (lo + hi))
             step = float((x_new - x).abs().max())
@@ -197,7 +226,81 @@ class LayerwiseSolver(EquilibriumSolver):
         return x
 
 
-def _rail_anchors(system: LayeredSystem) -> list[tuple[torch.Tensor | float, torch.Tensor | float]]:
+@dataclass
+class _Layer:
+    """What (2) needs of one free layer, gathered once per solve."""
+
+    system: LayeredSystem
+    l: int
+    d: torch.Tensor
+    const: torch.Tensor
+    params: tuple
+    scale: float
+    lo: float
+    hi: float
+    curvature: float
+    """``|h''| / h'`` bound in u-space (1/V), see :func:`_curvature_per_volt`."""
+
+    def drive(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """``b`` of (2) given every layer's current values ``parts`` (``[B, n_l]`` each)."""
+        system, l, b = self.system, self.l, self.const
+        if l > 1:
+            b = torch.addmm(b, parts[l - 2], system.weights[l - 1])
+        if l < system.depth:
+            b = torch.addmm(b, parts[l], system.weights[l].T)
+        return b
+
+
+def _layers(system: LayeredSystem) -> list[_Layer]:
+    anchors = _rail_anchors(system)
+    per_volt = _curvature_per_volt(system)
+    layers = []
+    for l in range(1, system.depth + 1):
+        s = system.layer_scales[l - 1]
+        layers.append(
+            _Layer(
+                system=system,
+                l=l,
+                d=system.layer(system.diag.unsqueeze(0), l)[0],
+                const=system.layer(system.const, l),
+                params=system.node_params([l]),
+                scale=s,
+                lo=anchors[l - 1][0],
+                hi=anchors[l - 1][1],
+                curvature=per_volt * s,
+            )
+        )
+    return layers
+
+
+def _start(system: LayeredSystem, layer: _Layer, b: torch.Tensor, steps: int = 2) -> torch.Tensor:
+    """A cold start for (2), near the root of the nodes whose diode conducts.
+
+    With the layer's drive ``b`` known, a node beyond a rail sits where its diode carries what
+    the conductances bring, ``I(v) = D (a - v)`` (``a = s b / D``, physical volts). The fixed
+    point ``v <- V_up + n Vt ln(1 + D (a - v) / Is)`` contracts by ``n Vt / (a - v)``, a few
+    percent once conducting, where Newton on (2) from the all-off value would crawl ``n Vt`` per
+    step. Nominal diodes only: the bracketed Newton of :meth:`LayerwiseSolver._bracketed` then
+    solves the exact equation with spreads, gmin and both rails.
+    """
+    spec, s = system.spec, layer.scale
+    diode = spec.diode
+    a = b / layer.d * s
+    if spec.diode_up_V is None and spec.diode_down_V is None:
+        return a / s
+    vte, inv_is = diode.vte_V, 1.0 / diode.saturation_current()
+    v = a.clone()
+    for _ in range(steps):
+        up = dn = None
+        if spec.diode_up_V is not None:
+            up = torch.log1p((a - v).mul_(layer.d).clamp_(min=0.0).mul_(inv_is)).mul_(vte).add_(spec.diode_up_V)
+        if spec.diode_down_V is not None:
+            dn = torch.log1p((v - a).mul_(layer.d).clamp_(min=0.0).mul_(inv_is)).mul_(-vte).add_(spec.diode_down_V)
+        v = torch.clamp(a, min=dn, max=up)
+    return v / s
+
+
+def _rail_anchors(system: LayeredSystem) -> list[tuple[float, float]]:
     """Per layer, ``(m_lo, m_hi)`` in u-space with the zero ``m`` of ``f`` inside ``[m_lo, m_hi]``.
 
     ``f(V_up) = -I(V_dn - V_up)`` and ``f(V_dn) = I(V_dn - V_up)`` have opposite signs (the junction
@@ -210,18 +313,17 @@ def _rail_anchors(system: LayeredSystem) -> list[tuple[torch.Tensor | float, tor
     return [(lo / s, hi / s) for s in system.layer_scales]
 
 
-def _curvature(system: LayeredSystem) -> list[float]:
-    """Per layer, a bound on ``|h''| / h'`` of (2) in u-space (1/V).
+def _curvature_per_volt(system: LayeredSystem) -> float:
+    """A bound on ``|h''| / h'`` of (2) in physical volts (1/V); times ``s_l`` in u-space, where
+    ``f(u) = I(s u) / s``.
 
     Forward, ``I'' / I' = 1 / (n Vt)``; on the smooth reverse branch ``I = -Is (1 + (k / vd)^3)``,
     ``I'' / I' = -4 / vd <= 4 / (3 n Vt)`` since ``vd <= -3 n Vt`` there. ``h' = D + I'`` only
-    lowers the ratio. In u-space ``f(u) = I(s u) / s`` multiplies it by ``s``. The smallest
-    emission factor of the diode spread gives the steepest curve.
+    lowers the ratio. The smallest emission factor of the diode spread gives the steepest curve.
+    After a Newton step ``delta`` the error left is below ``curvature delta^2``.
     """
-    diode = system.spec.diode
     n_min = 1.0 if system.emission is None else min(1.0, float(system.emission.min()))
-    per_volt = 4.0 / (3.0 * diode.vte_V * n_min)
-    return [per_volt * s for s in system.layer_scales]
+    return 4.0 / (3.0 * system.spec.diode.vte_V * n_min)
 
 
 def _contraction(history: list[float], omega: float) -> float | None:

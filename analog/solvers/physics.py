@@ -14,6 +14,8 @@ Laplacian restricted to free nodes, ``f'`` the diode small-signal conductances).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from analog.circuit import Circuit
@@ -146,14 +148,22 @@ class LayeredSystem:
         """u-space diode current leaving each node ``f(u)`` and its derivative, both ``[B, N]``."""
         return self._diodes(u, None if self.unit_scale else self.scale, self.area, self.emission)
 
-    def layer_diodes(self, u_l: torch.Tensor, l: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`diodes` of free layer ``l`` alone: ``u_l`` ``[B, n_l]``, the same values as the
-        layer's slice of :meth:`diodes` at a fraction of the cost."""
-        a, b = self.offsets[l - 1], self.offsets[l]
-        s = self.layer_scales[l - 1]
-        area = None if self.area is None else self.area[..., a:b]
-        emission = None if self.emission is None else self.emission[..., a:b]
-        return self._diodes(u_l, None if s == 1.0 else s, area, emission)
+    def node_params(self, layers: Sequence[int]) -> tuple[torch.Tensor | None, ...]:
+        """``(scale, area, emission)`` of the nodes of free layers ``layers`` (1-based), concatenated
+        in that order, for :meth:`diodes_of`; ``None`` where it is 1 for every such node."""
+        scale = None
+        if any(self.layer_scales[l - 1] != 1.0 for l in layers):
+            scale = torch.cat([self.layer(self.scale.unsqueeze(0), l)[0] for l in layers])
+
+        def part(t):
+            return None if t is None else torch.cat([t[..., self.offsets[l - 1] : self.offsets[l]] for l in layers], -1)
+
+        return scale, part(self.area), part(self.emission)
+
+    def diodes_of(self, u: torch.Tensor, params: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`diodes` of some nodes alone: ``u`` ``[B, n]`` holds the nodes that ``params``
+        (from :meth:`node_params`) describes; the same values as those nodes' part of :meth:`diodes`."""
+        return self._diodes(u, *params)
 
     def _diodes(self, u, scale, area, emission) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.rails:
@@ -161,7 +171,7 @@ class LayeredSystem:
             return z, z
         v = u if scale is None else u * scale
         # Junction voltage of the up diode is v - V_up, of the down diode V_dn - v.
-        vd = torch.stack([sign * (v - rail) for rail, sign in self.rails])
+        vd = torch.stack([v - rail if sign > 0 else rail - v for rail, sign in self.rails])
         i, g = self.diode.current(vd, area, emission)
         if len(self.rails) == 2:
             f, g = i[0] - i[1], g[0] + g[1]
