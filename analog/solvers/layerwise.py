@@ -172,8 +172,7 @@ class LayerwiseSolver(EquilibriumSolver):
         d = layer.d
         tol_u = inner_tol / layer.scale
         f, g = system.diodes_of(x0, layer.params)
-        h = torch.addcmul(f - b, d, x0)
-        delta = torch.div(h, d + g).neg_()
+        delta = torch.addcmul(b - f, d, x0, value=-1.0).div_(d + g)
         step = float(delta.abs().max())
         # A step this short stays where the diode current changes by a few percent, so the
         # Newton step is a contraction without a bracket: the common case once sweeps are local.

@@ -75,6 +75,9 @@ class LayeredSystem:
         rails = [(spec.diode_up_V, 1.0, 0), (spec.diode_down_V, -1.0, 1)]
         present = [r for r in rails if r[0] is not None]
         self.rails = [(rail, sign) for rail, sign, _ in present]
+        self._rail_signs = torch.tensor([sign for _, sign in self.rails], dtype=dtype, device=device).view(-1, 1, 1)
+        self._rail_offsets = torch.tensor([-sign * rail for rail, sign in self.rails], dtype=dtype, device=device)
+        self._rail_offsets = self._rail_offsets.view(-1, 1, 1)
         # Per-diode Is factors, [n_rails, 1, N] against the stacked junction voltages.
         rows = [row for _, _, row in present]
         self.area = self.emission = None
@@ -170,8 +173,9 @@ class LayeredSystem:
             z = torch.zeros_like(u)
             return z, z
         v = u if scale is None else u * scale
-        # Junction voltage of the up diode is v - V_up, of the down diode V_dn - v.
-        vd = torch.stack([v - rail if sign > 0 else rail - v for rail, sign in self.rails])
+        # Junction voltage of the up diode is v - V_up, of the down diode V_dn - v: one broadcast
+        # operation for both, exactly the same floating-point values as the two subtractions.
+        vd = torch.addcmul(self._rail_offsets, self._rail_signs, v)
         i, g = self.diode.current(vd, area, emission)
         if len(self.rails) == 2:
             f, g = i[0] - i[1], g[0] + g[1]
