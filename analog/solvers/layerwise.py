@@ -212,10 +212,12 @@ class LayerwiseSolver(EquilibriumSolver):
             log_step = torch.log(torch.abs(f / r)).div_(g / f + d / r).abs_()
             log_step.mul_((f / r > 1).to(x.dtype))
             newton = x - torch.copysign(torch.fmax(linear.abs(), log_step), linear)
-            # The root is below x where h(x) > 0 and above it where h(x) < 0.
-            above = h > 0
-            hi = torch.minimum(hi, torch.where(above, x, math.inf))
-            lo = torch.maximum(lo, torch.where(above, -math.inf, x))
+            # The root is below x where h(x) > 0 and above it where h(x) < 0: x becomes the upper
+            # (lower) end there, and the other end is offered x +/- BIG, which it keeps. (Adding
+            # BIG * mask to x never cancels: where the mask is 0 the sum is exactly x.)
+            above = (h > 0).to(x.dtype)
+            hi = torch.minimum(hi, x + (1.0 - above).mul_(_big(x.dtype)))
+            lo = torch.maximum(lo, x - above.mul_(_big(x.dtype)))
             inside = (newton >= lo) & (newton <= hi)
             x_new = torch.where(inside, newton, 0.5 * (lo + hi))
             step = float((x_new - x).abs().max())
@@ -297,6 +299,11 @@ def _start(system: LayeredSystem, layer: _Layer, b: torch.Tensor, steps: int = 2
             dn = torch.log1p((v - a).mul_(layer.d).clamp_(min=0.0).mul_(inv_is)).mul_(-vte).add_(spec.diode_down_V)
         v = torch.clamp(a, min=dn, max=up)
     return v / s
+
+
+def _big(dtype: torch.dtype) -> float:
+    """Far beyond any node voltage (|v| <= 100 V), and finite in ``dtype`` even when doubled."""
+    return 1e30 if dtype == torch.float32 else 1e300
 
 
 def _rail_anchors(system: LayeredSystem) -> list[tuple[float, float]]:
