@@ -63,9 +63,9 @@ def _stop_shared_ngspice():
     _SharedNgspice.shutdown()
 
 
-SHOCKLEY_SOLVERS = ("fast", "ngspice")
+SHOCKLEY_SOLVERS = ("fast", "fast-layerwise", "ngspice")
 """Solvers of the Shockley diode equations: every circuit."""
-SOLVERS = ("fast", "fast-ideal", "ngspice")
+SOLVERS = ("fast", "fast-layerwise", "fast-ideal", "ngspice")
 """Every solver: circuits without diodes, where the ideal-diode limit is exact too."""
 
 

@@ -2,6 +2,7 @@
 
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus, WrappedSolver
 from analog.solvers.ideal import IdealDiodeSolver
+from analog.solvers.layerwise import LayerwiseSolver
 from analog.solvers.newton import FastSolver
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "EquilibriumSolver",
     "FastSolver",
     "IdealDiodeSolver",
+    "LayerwiseSolver",
     "SolverError",
     "SolverStatus",
     "WrappedSolver",
@@ -17,13 +19,16 @@ __all__ = [
 
 
 def get_solver(name: str, **options) -> EquilibriumSolver:
-    """Solver by name: ``"fast"``, ``"fast-ideal"`` (ideal-diode limit) or ``"ngspice"``."""
+    """Solver by name: ``"fast"`` (Newton), ``"fast-layerwise"`` (layer sweeps), ``"fast-ideal"``
+    (ideal-diode limit) or ``"ngspice"``."""
     if name == "fast":
         return FastSolver(**options)
+    if name == "fast-layerwise":
+        return LayerwiseSolver(**options)
     if name == "fast-ideal":
         return IdealDiodeSolver(**options)
     if name == "ngspice":
         from analog.solvers.ngspice import NgspiceSolver
 
         return NgspiceSolver(**options)
-    raise ValueError(f"solver: unknown solver {name!r}; choose 'fast', 'fast-ideal' or 'ngspice'")
+    raise ValueError(f"solver: unknown solver {name!r}; choose 'fast', 'fast-layerwise', 'fast-ideal' or 'ngspice'")

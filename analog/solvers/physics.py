@@ -14,6 +14,8 @@ Laplacian restricted to free nodes, ``f'`` the diode small-signal conductances).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from analog.circuit import Circuit
@@ -73,6 +75,9 @@ class LayeredSystem:
         rails = [(spec.diode_up_V, 1.0, 0), (spec.diode_down_V, -1.0, 1)]
         present = [r for r in rails if r[0] is not None]
         self.rails = [(rail, sign) for rail, sign, _ in present]
+        self._rail_signs = torch.tensor([sign for _, sign in self.rails], dtype=dtype, device=device).view(-1, 1, 1)
+        self._rail_offsets = torch.tensor([-sign * rail for rail, sign in self.rails], dtype=dtype, device=device)
+        self._rail_offsets = self._rail_offsets.view(-1, 1, 1)
         # Per-diode Is factors, [n_rails, 1, N] against the stacked junction voltages.
         rows = [row for _, _, row in present]
         self.area = self.emission = None
@@ -144,18 +149,39 @@ class LayeredSystem:
 
     def diodes(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """u-space diode current leaving each node ``f(u)`` and its derivative, both ``[B, N]``."""
+        return self._diodes(u, None if self.unit_scale else self.scale, self.area, self.emission)
+
+    def node_params(self, layers: Sequence[int]) -> tuple[torch.Tensor | None, ...]:
+        """``(scale, area, emission)`` of the nodes of free layers ``layers`` (1-based), concatenated
+        in that order, for :meth:`diodes_of`; ``None`` where it is 1 for every such node."""
+        scale = None
+        if any(self.layer_scales[l - 1] != 1.0 for l in layers):
+            scale = torch.cat([self.layer(self.scale.unsqueeze(0), l)[0] for l in layers])
+
+        def part(t):
+            return None if t is None else torch.cat([t[..., self.offsets[l - 1] : self.offsets[l]] for l in layers], -1)
+
+        return scale, part(self.area), part(self.emission)
+
+    def diodes_of(self, u: torch.Tensor, params: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`diodes` of some nodes alone: ``u`` ``[B, n]`` holds the nodes that ``params``
+        (from :meth:`node_params`) describes; the same values as those nodes' part of :meth:`diodes`."""
+        return self._diodes(u, *params)
+
+    def _diodes(self, u, scale, area, emission) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.rails:
             z = torch.zeros_like(u)
             return z, z
-        v = u if self.unit_scale else u * self.scale
-        # Junction voltage of the up diode is v - V_up, of the down diode V_dn - v.
-        vd = torch.stack([sign * (v - rail) for rail, sign in self.rails])
-        i, g = self.diode.current(vd, self.area, self.emission)
+        v = u if scale is None else u * scale
+        # Junction voltage of the up diode is v - V_up, of the down diode V_dn - v: one broadcast
+        # operation for both, exactly the same floating-point values as the two subtractions.
+        vd = torch.addcmul(self._rail_offsets, self._rail_signs, v)
+        i, g = self.diode.current(vd, area, emission)
         if len(self.rails) == 2:
             f, g = i[0] - i[1], g[0] + g[1]
         else:
             f, g = self.rails[0][1] * i[0], g[0]
-        return (f if self.unit_scale else f / self.scale), g
+        return (f if scale is None else f / scale), g
 
     def diode_cocontent(self, u: torch.Tensor) -> torch.Tensor:
         """``sum_nodes Phi_l(u)`` of (1), ``[B]``."""
