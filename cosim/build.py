@@ -72,6 +72,8 @@ def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSo
     name = name or config.name
     if name == "fast":
         return get_solver("fast", tol_V=config.tol_V, max_iterations=config.max_iterations)
+    if name == "fast-layerwise":
+        return get_solver("fast-layerwise", tol_V=config.tol_V)
     return get_solver("ngspice", workers=config.workers, timeout_s=config.timeout_s)
 
 
@@ -159,7 +161,7 @@ def build_model(
                 name=f"analog{n_analog}",
             )
             refusal = None if module.spec.user_models is None else module.spec.user_models.fast_refusal()
-            if refusal and solver.name == "fast":
+            if refusal and solver.name != "ngspice":
                 raise ConfigError(f"model.blocks[{i}]: {refusal}")
             n_analog += 1
         else:

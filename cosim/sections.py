@@ -81,7 +81,9 @@ class DataConfig(Strict):
 
 
 class SolverConfig(Strict):
-    name: Literal["fast", "ngspice"] = "fast"
+    name: Literal["fast", "fast-layerwise", "ngspice"] = "fast"
+    """``fast``: damped Newton; ``fast-layerwise``: layer sweeps with per-node Newton (faster on wide
+    batches and deep blocks, see benchmarks/); both Shockley-exact. ``ngspice``: the ground truth."""
     tol_V: float | None = Field(None, gt=0, lt=1)
     max_iterations: int = Field(100, ge=1, le=10_000)
     workers: int = Field(1, ge=1, le=64)

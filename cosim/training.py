@@ -153,9 +153,7 @@ def finish(run: TrainingRun, ngspice: bool, say: Callable[[str], None] = _stderr
     if samples:
         say(f"ngspice validation on {min(samples, len(run.data.test_y))} test samples ...")
     data = run.data
-    check = ngspice_validation(
-        run.model, data.test_x, data.test_y, run.device, run.dtype, samples, run.config.solver
-    )
+    check = ngspice_validation(run.model, data.test_x, data.test_y, run.device, run.dtype, samples, run.config.solver)
     code = 0
     if "ngspice_error" in check:
         say(f"ngspice validation failed: {check['ngspice_error']}")

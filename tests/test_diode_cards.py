@@ -56,7 +56,8 @@ def test_cocontent_integrates_the_current_with_series_resistance():
     )
 
 
-def test_the_1n4148_card_in_the_fast_solver_equals_ngspice(tmp_path):
+@pytest.mark.parametrize("solver", ["fast", "fast-layerwise"])
+def test_the_1n4148_card_in_the_fast_solver_equals_ngspice(tmp_path, solver):
     lib = tmp_path / "diodes.lib"
     lib.write_text(CARD_1N4148 + "\n.model 1N4148NORS D (IS=2.52n N=1.752)\n", encoding="ascii")
     library = load_model_library(lib)
@@ -67,7 +68,7 @@ def test_the_1n4148_card_in_the_fast_solver_equals_ngspice(tmp_path):
                        conductance=ConductanceRange(1e-5, 1e-2))  # fmt: skip
     circuit = Circuit.random(spec, seed=5)
     source_V = spec.source_voltages(random_inputs(spec, 8, 5))
-    fast = FastSolver().solve(circuit, source_V)
+    fast = make_solver(solver).solve(circuit, source_V)
     spice = make_solver("ngspice").solve(circuit, source_V)
     assert (fast.all_voltages() - spice.all_voltages()).abs().max().item() <= 1e-8
     no_rs = UserModels(library, diode_model="1N4148NORS")

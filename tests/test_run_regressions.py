@@ -106,3 +106,12 @@ def test_a_run_keeps_its_model_library_and_survives_the_originals_loss(tmp_path,
     assert main(["train", "--resume", str(moved), "--epochs", "2", "--no-ngspice"]) == 0
     assert main(["netlist", "--checkpoint", str(moved / "checkpoint.pt"), "--out", str(tmp_path / "net")]) == 0
     capsys.readouterr()
+
+
+def test_training_with_the_layerwise_solver(tmp_path, capsys):
+    out = tmp_path / "run"
+    config = _config(tmp_path, solver="fast-layerwise", train=48)
+    assert main(["train", "--config", str(config), "--out", str(out), "--no-ngspice"]) == 0
+    (row,) = read_metrics(out / "metrics.csv")
+    assert row["analog0.free.iterations_mean"] >= 1 and row["analog0.free.residual_A_max"] < 1e-9
+    assert "fast-layerwise solver" in capsys.readouterr().err

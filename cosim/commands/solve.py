@@ -61,7 +61,7 @@ def run(args) -> int:
     results = {}
     for name in names:
         with build_solver(config.solver, name) as solver:
-            if name == "fast":
+            if name != "ngspice":
                 solver.solve(circuit, source_V)  # warm-up: first-call allocations are not the solver
             start = time.perf_counter()
             eq = solver.solve(circuit, source_V)
@@ -100,7 +100,7 @@ def register(sub) -> None:
     p = sub.add_parser("solve", help="solve a batch of one analog block with the fast solver, ngspice or both")
     p.add_argument("--config", required=True, help=CONFIG_HELP)
     add_set_argument(p)
-    p.add_argument("--solver", choices=["fast", "ngspice", "both"], default="both")
+    p.add_argument("--solver", choices=["fast", "fast-layerwise", "ngspice", "both"], default="both")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", type=Path, default=None, help="folder for solve.json (the report)")
     p.set_defaults(func=run)

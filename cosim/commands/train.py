@@ -57,6 +57,11 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="overwrite the outputs of a run already in the directory")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--device", default=None, help="cpu or cuda (override the config's device)")
-    p.add_argument("--solver", choices=["fast", "ngspice"], default=None, help="training solver (default: config)")
+    p.add_argument(
+        "--solver",
+        choices=["fast", "fast-layerwise", "ngspice"],
+        default=None,
+        help="training solver (default: config)",
+    )
     p.add_argument("--no-ngspice", action="store_true", help="skip the ngspice validation after training")
     p.set_defaults(func=run)
