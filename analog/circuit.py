@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analog.devices import ConductanceRange, DiodeModel
+from analog.devices import ConductanceRange
+from analog.diode import DiodeModel
 from analog.models import UserModels
 from analog.wires import CrossbarWires, check_wire_ohm
 

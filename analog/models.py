@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from analog.devices import DiodeModel
+from analog.diode import DiodeModel
 
 __all__ = ["ModelCard", "ModelFileError", "ModelLibrary", "SubCircuit", "UserModels", "is_number", "number"]
 
@@ -21,7 +21,7 @@ _DIODE_FAST_PARAMS = {"IS", "N", "TNOM", "XTI", "EG", "RS"}
 _DIODE_CHARGE_PARAMS = {"CJO", "CJ0", "VJ", "M", "FC", "TT"}
 """Charge-storage parameters: no effect on a DC solution (the fast DC solver accepts them); the fast
 transient does not model them (:meth:`UserModels.charge_refusal`)."""
-"""Diode card parameters the fast solver represents (:class:`~analog.devices.DiodeModel`)."""
+"""Diode card parameters the fast solver represents (:class:`~analog.diode.DiodeModel`)."""
 _SCALE = {
     "t": 1e12,
     "g": 1e9,

@@ -21,7 +21,7 @@ import numpy as np
 from PySpice.Spice.Netlist import Circuit as SpiceCircuit
 
 from analog.circuit import node_name
-from analog.devices import DiodeModel
+from analog.diode import DiodeModel
 
 if TYPE_CHECKING:
     import torch

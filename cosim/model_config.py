@@ -2,7 +2,7 @@
 :class:`~analog.circuit.CircuitSpec`) and the digital blocks between them.
 
 An analog block's keys are the circuit's parameters; their defaults and bounds are the library's
-(:class:`~analog.circuit.CircuitSpec`, :class:`~analog.devices.DiodeModel`,
+(:class:`~analog.circuit.CircuitSpec`, :class:`~analog.diode.DiodeModel`,
 :class:`~analog.devices.ConductanceRange`): validating a block builds its circuit spec, and the
 library's error becomes the key-path error. ``devices``, ``io`` and ``measurement`` override the
 top-level sections of the same name for this block, key by key.
@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from analog.circuit import CircuitSpec
-from analog.devices import ConductanceRange, DiodeModel
+from analog.devices import ConductanceRange
+from analog.diode import DiodeModel
 from analog.model_library import load_model_library
 from analog.models import UserModels
 

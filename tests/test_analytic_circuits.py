@@ -11,7 +11,7 @@ import torch
 from scipy.optimize import brentq
 
 from analog.circuit import Circuit, CircuitSpec
-from analog.devices import DiodeModel
+from analog.diode import DiodeModel
 from analog.solvers.base import SolverStatus
 
 TOL_V = 1e-9

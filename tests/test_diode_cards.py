@@ -11,7 +11,7 @@ import torch
 from scipy.optimize import brentq
 
 from analog import Circuit, CircuitSpec, ConductanceRange
-from analog.devices import DiodeModel, thermal_voltage
+from analog.diode import DiodeModel, thermal_voltage
 from analog.model_library import load_model_library
 from analog.models import UserModels
 from analog.solvers import FastSolver

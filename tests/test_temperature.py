@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from analog import Circuit, CircuitSpec
-from analog.devices import ZERO_CELSIUS_K, DiodeModel, thermal_voltage
+from analog.diode import ZERO_CELSIUS_K, DiodeModel, thermal_voltage
 from analog.netlist import build_batch, netlist_text
 from analog.solvers import FastSolver
 from tests.conftest import log_uniform_circuit, make_solver, random_inputs
