@@ -19,7 +19,16 @@ import torch
 
 from analog.circuit import Circuit
 
-__all__ = ["Equilibrium", "EquilibriumSolver", "SolverError", "SolverStatus", "WrappedSolver", "check_batch"]
+__all__ = [
+    "Equilibrium",
+    "EquilibriumSolver",
+    "SolverError",
+    "SolverStatus",
+    "WrappedSolver",
+    "check_batch",
+    "check_tol_V",
+    "tolerance_V",
+]
 
 
 class SolverStatus(enum.Enum):
@@ -98,6 +107,20 @@ class Equilibrium:
     def all_voltages(self) -> torch.Tensor:
         """Free-node voltages of every layer concatenated, ``[B, sum n_l]``."""
         return torch.cat(self.voltages, dim=1)
+
+
+def check_tol_V(tol_V: float | None) -> None:
+    """Refuse a solver tolerance outside (0, 1) V (``None``: the solver's default)."""
+    if tol_V is not None and not (0 < tol_V < 1):
+        raise ValueError(f"tol_V: must be in (0, 1) V, got {tol_V!r}")
+
+
+def tolerance_V(tol_V: float | None, dtype: torch.dtype, float32_V: float = 1e-5) -> float:
+    """``tol_V``, or the default for ``dtype``: 1e-12 V in float64 (rounding of node voltages near
+    a volt), ``float32_V`` in float32."""
+    if tol_V is not None:
+        return tol_V
+    return 1e-12 if dtype == torch.float64 else float32_V
 
 
 def check_batch(

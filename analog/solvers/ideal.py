@@ -18,7 +18,15 @@ from dataclasses import dataclass
 import torch
 
 from analog.circuit import Circuit
-from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus, check_batch
+from analog.solvers.base import (
+    Equilibrium,
+    EquilibriumSolver,
+    SolverError,
+    SolverStatus,
+    check_batch,
+    check_tol_V,
+    tolerance_V,
+)
 from analog.solvers.physics import LayeredSystem
 
 __all__ = ["IdealDiodeSolver"]
@@ -38,6 +46,7 @@ class IdealDiodeSolver(EquilibriumSolver):
     smooth_diodes = False  # a class attribute, not a constructor field
 
     def __post_init__(self) -> None:
+        check_tol_V(self.tol_V)
         if self.forward_V is not None and not (math.isfinite(self.forward_V) and 0 <= self.forward_V < 10):
             raise ValueError(f"forward_V: must be in [0, 10) V, got {self.forward_V!r}")
         if self.max_sweeps < 1:
@@ -79,7 +88,7 @@ class IdealDiodeSolver(EquilibriumSolver):
                 "node-by-node Gauss-Seidel does not represent; use the 'fast' or 'ngspice' solver"
             )
         system = LayeredSystem(circuit, source_V, nudge_A)
-        tol = self.tol_V if self.tol_V is not None else (1e-12 if system.dtype == torch.float64 else 1e-6)
+        tol = tolerance_V(self.tol_V, system.dtype, float32_V=1e-6)
         lo, hi = self.bounds(system)
         inv_diag = 1.0 / system.diag
         if init is not None:

@@ -49,7 +49,15 @@ from dataclasses import dataclass
 import torch
 
 from analog.circuit import Circuit
-from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus, check_batch
+from analog.solvers.base import (
+    Equilibrium,
+    EquilibriumSolver,
+    SolverError,
+    SolverStatus,
+    check_batch,
+    check_tol_V,
+    tolerance_V,
+)
 from analog.solvers.newton import initial_guess
 from analog.solvers.physics import LayeredSystem
 
@@ -76,8 +84,7 @@ class LayerwiseSolver(EquilibriumSolver):
     name: str = "fast-layerwise"
 
     def __post_init__(self) -> None:
-        if self.tol_V is not None and not (0 < self.tol_V < 1):
-            raise ValueError(f"tol_V: must be in (0, 1) V, got {self.tol_V!r}")
+        check_tol_V(self.tol_V)
         if self.max_sweeps < 1:
             raise ValueError(f"max_sweeps: must be >= 1, got {self.max_sweeps!r}")
         if self.max_newton < 1:
@@ -97,7 +104,7 @@ class LayerwiseSolver(EquilibriumSolver):
                 "node-by-node layer updates do not represent; use the 'fast' solver"
             )
         system = LayeredSystem(circuit, source_V, nudge_A)
-        tol = self.tol_V if self.tol_V is not None else (1e-12 if system.dtype == torch.float64 else 1e-5)
+        tol = tolerance_V(self.tol_V, system.dtype)
         if init is not None:
             if init.batch_size != system.batch:
                 raise ValueError(f"init: warm start has batch {init.batch_size}, the sources have {system.batch}")
