@@ -25,6 +25,7 @@ import torch
 from analog.devices import ConductanceRange
 from analog.diode import DiodeModel
 from analog.models import UserModels
+from analog.peripherals import Peripherals
 from analog.wires import CrossbarWires, check_wire_ohm
 
 __all__ = ["MAX_LAYER_SIZE", "MAX_VOLTAGE_V", "Circuit", "CircuitSpec", "node_name"]
@@ -75,6 +76,8 @@ class CircuitSpec:
     user_models: UserModels | None = None
     """Device models from a user's model library (ngspice; the fast solver refuses what it cannot
     represent, see :meth:`analog.models.UserModels.fast_refusal`)."""
+    peripherals: Peripherals = field(default_factory=Peripherals)
+    """Drivers, amplifiers and nudging sources and their non-idealities (:mod:`analog.peripherals`)."""
 
     def __post_init__(self) -> None:
         sizes = tuple(self.layer_sizes)
@@ -103,6 +106,7 @@ class CircuitSpec:
         check_wire_ohm(self.wire_ohm)
         if self.user_models is not None and not isinstance(self.user_models, UserModels):
             raise ValueError(f"user_models: expected analog.models.UserModels, got {type(self.user_models).__name__}")
+        self._check_peripherals()
         if self.amplifier_gains is not None:
             gains = tuple(self.amplifier_gains)
             object.__setattr__(self, "amplifier_gains", gains)
@@ -115,6 +119,25 @@ class CircuitSpec:
             for i, a in enumerate(gains):
                 if a is not None and not (_finite(a) and 0 < a <= 1e3):
                     raise ValueError(f"amplifier_gains[{i}]: must be in (0, 1000] or None, got {a!r}")
+
+    def _check_peripherals(self) -> None:
+        p = self.peripherals
+        if not isinstance(p, Peripherals):
+            raise ValueError(f"peripherals: expected analog.peripherals.Peripherals, got {type(p).__name__}")
+        if p.ideal:
+            return
+        if self.wire_ohm is not None:
+            raise ValueError(
+                f"{p.set_fields()[0]}: non-ideal peripherals with resistive wires (wire_ohm) are not supported "
+                "(the wire model has ideal drivers); set one or the other"
+            )
+        gains = self.amplifier_gains
+        if not p.amplifiers_ideal and (gains is None or all(a is None for a in gains)):
+            amp = next(k for k in p.set_fields() if k.startswith("amp_"))
+            raise ValueError(
+                f"{amp}: this block has no amplifiers (amplifier_gains); the amp_* keys describe them, "
+                "drop the key or add amplifier_gains"
+            )
 
     @property
     def depth(self) -> int:

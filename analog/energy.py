@@ -125,6 +125,11 @@ def static_power(
     the network laws give for ``voltages``.
     """
     spec = circuit.spec
+    if not spec.peripherals.ideal:
+        raise SolverError(
+            f"static power: non-ideal peripherals ({', '.join(spec.peripherals.set_fields())}) are not in the "
+            "power model yet (it has ideal drivers and amplifiers); evaluate the energy with ideal peripherals"
+        )
     user_models = getattr(spec, "user_models", None)
     if user_models is not None and (reason := user_models.fast_refusal()):
         # The element powers below are those of the built-in diode; a user's neuron is not.

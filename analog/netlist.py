@@ -18,13 +18,18 @@ Names (ngspice lower-cases them in its output vectors):
 ``L{l}_BP`` / ``L{l}_BN``    nodes of the ``+bias_V`` / ``-bias_V`` sources feeding layer ``l+1``
 ``RAIL_UP`` / ``RAIL_DN``    diode rails, driven by ``VRAIL_UP`` / ``VRAIL_DN``
 ``L{l}_A{j}`` / ``L{l}_X{j}`` amplifier output and crossbar side of its 0 V sense source
+``L{l}_E{j}``                amplifier forward stage before its output resistance ``RAOUT_L{l}_N{j}``
+``L0_D{k}``                  crossbar row of input ``k`` behind its driver resistance ``RDRV{k}``
 ``VIN{k}`` / ``BIN{k}``      input source ``k`` (operating point / batch)
 ``VB{l}P`` / ``VB{l}N``      bias sources feeding layer ``l+1``
 ``RW{l}_{i}_{j}``            weight conductance ``weights[l][i, j]``
 ``RB{l}_{p}_{j}``            bias conductance ``biases[l][p, j]`` (``p = 0``: ``+bias_V``)
 ``DUP_L{l}_N{j}``            diode node -> ``RAIL_UP`` (model ``DNEURON`` or the user's ``diode_model``)
 ``DDN_L{l}_N{j}``            diode ``RAIL_DN`` -> node
-``EAMP_L{l}_N{j}``           amplifier VCVS (gain ``A``) driving ``L{l}_A{j}``
+``EAMP_L{l}_N{j}``           amplifier VCVS (gain ``A``) driving ``L{l}_A{j}`` (``BAMP_...``: a behavioral
+                             source, with an offset or a swing limit, see :mod:`analog.peripherals`)
+``RAIN_L{l}_N{j}``           amplifier input resistance to ground
+``RNUDGE{j}``                nudging source output resistance (output node to ground)
 ``VSENSE_L{l}_N{j}``         0 V source ``L{l}_A{j}`` -> ``L{l}_X{j}`` sensing the VCVS current
 ``FAMP_L{l}_N{j}``           CCCS drawing ``I(VSENSE) / A`` out of ``L{l}_N{j}``
 ``XNRN_L{l}_N{j}``           the user's one-pin neuron subcircuit at the node (replaces both diodes)
@@ -47,7 +52,7 @@ from PySpice.Spice.Netlist import Circuit as SpiceCircuit
 from PySpice.Spice.NgSpice.Simulation import NgSpiceCircuitSimulator
 
 from analog.circuit import node_name
-from analog.network import build_network
+from analog.network import build_network, nudge_source
 
 if TYPE_CHECKING:
     import torch
@@ -156,7 +161,7 @@ def build_operating_point(
         net.V(f"IN{k}", node_name(0, k), net.gnd, float(v[0, k]))
     if i is not None:
         for j in range(spec.n_outputs):
-            net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), float(i[0, j]))
+            nudge_source(net, spec, j, float(i[0, j]))
     deck = _deck(circuit, net)
     deck.operating_point()
     return deck
@@ -176,7 +181,10 @@ def build_export(circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor
         net.V(f"IN{k}", node_name(0, k), net.gnd, f"{{vin{k}}}")
     for j in range(spec.n_outputs):
         net.parameter(f"inudge{j}", repr(float(i[0, j])))
-        net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), f"{{inudge{j}}}")
+        if spec.peripherals.nudge_compliance_V is None:
+            net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), f"{{inudge{j}}}")
+        else:
+            nudge_source(net, spec, j, f"{{inudge{j}}}")
     deck = _deck(circuit, net)
     deck.operating_point()
     return deck
@@ -209,7 +217,7 @@ def build_batch(
         net.BehavioralSource(f"IN{k}", node_name(0, k), net.gnd, voltage_expression=_pwl(v[:, k]))
     if i is not None:
         for j in range(spec.n_outputs):
-            net.BehavioralSource(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), current_expression=_pwl(i[:, j]))
+            nudge_source(net, spec, j, _pwl(i[:, j]))
     deck = _deck(circuit, net)
     deck.dc(**{SWEEP_SOURCE: slice(0, batch - 1, 1)})
     return deck
@@ -254,7 +262,7 @@ def build_transient(
         net.V(f"IN{k}", node_name(0, k), net.gnd, float(v[0, k]))
     if i is not None:
         for j in range(spec.n_outputs):
-            net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), float(i[0, j]))
+            nudge_source(net, spec, j, float(i[0, j]))
     k = 0
     for l in range(1, spec.depth + 1):
         for j in range(spec.layer_sizes[l]):

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from analog.circuit import Circuit
 
-__all__ = ["BULK_RESISTORS", "DIODE_MODEL", "build_network", "resistor_lines"]
+__all__ = ["BULK_RESISTORS", "DIODE_MODEL", "build_network", "driver_node", "nudge_source", "resistor_lines"]
 
 DIODE_MODEL = "DNEURON"
 BULK_RESISTORS = 5000
@@ -48,6 +48,11 @@ def _amplifier_nodes(layer: int, index: int) -> tuple[str, str]:
     return f"L{layer}_A{index}", f"L{layer}_X{index}"
 
 
+def driver_node(index: int) -> str:
+    """Row node that input source ``index`` drives through its driver resistance ``RDRV{index}``."""
+    return f"L0_D{index}"
+
+
 def _floats(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
@@ -58,8 +63,12 @@ def _resistors(circuit: Circuit) -> list[tuple[str, list[str], list[str], list[l
     spec = circuit.spec
     sizes = spec.nodes_per_layer()
     groups = []
+    driven = spec.peripherals.driver_ohm is not None
     for l, w in enumerate(circuit.weights):
-        rows = [_amplifier_nodes(l, i)[1] if spec.has_amplifier(l) else node_name(l, i) for i in range(sizes[l])]
+        if l == 0 and driven:
+            rows = [driver_node(i) for i in range(sizes[0])]
+        else:
+            rows = [_amplifier_nodes(l, i)[1] if spec.has_amplifier(l) else node_name(l, i) for i in range(sizes[l])]
         cols = [node_name(l + 1, j) for j in range(sizes[l + 1])]
         # 1.0 / g in float64 is the correctly rounded quotient, as Python's float division.
         groups.append((f"W{l}_", rows, cols, (1.0 / _floats(w)).tolist()))
@@ -138,6 +147,7 @@ def build_network(circuit: Circuit, title: str, bulk: bool | None = None) -> Spi
             plus, minus = _bias_nodes(l)
             net.V(f"B{l}P", plus, gnd, float(spec.bias_V))
             net.V(f"B{l}N", minus, gnd, -float(spec.bias_V))
+    _drivers_and_nudge_loads(net, spec)
 
     if spec.wire_ohm is not None:
         elements = _wired_resistors(circuit)
@@ -163,10 +173,23 @@ def build_network(circuit: Circuit, title: str, bulk: bool | None = None) -> Spi
     return _amplifiers_and_neurons(net, circuit)
 
 
+def _drivers_and_nudge_loads(net: SpiceCircuit, spec) -> None:
+    """The input drivers' output resistances ``RDRV{k}`` and the nudging sources' ``RNUDGE{j}``
+    (:mod:`analog.peripherals`), when they are not ideal."""
+    p = spec.peripherals
+    if p.driver_ohm is not None:
+        for k in range(spec.n_sources):
+            net.R(f"DRV{k}", node_name(0, k), driver_node(k), float(p.driver_ohm))
+    if p.nudge_out_ohm is not None:
+        for j in range(spec.n_outputs):
+            net.R(f"NUDGE{j}", node_name(spec.depth, j), net.gnd, float(p.nudge_out_ohm))
+
+
 def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit:
     spec = circuit.spec
     sizes = spec.nodes_per_layer()
     gnd = net.gnd
+    p = spec.peripherals
     for l in range(1, spec.depth):
         if not spec.has_amplifier(l):
             continue
@@ -174,12 +197,46 @@ def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit
         for j in range(sizes[l]):
             node = node_name(l, j)
             out, cross = _amplifier_nodes(l, j)
-            net.VCVS(f"AMP_{node}", out, gnd, node, gnd, voltage_gain=gain)
+            # With an output resistance the forward stage drives L{l}_E{j}, then RAOUT to L{l}_A{j}.
+            stage = out if p.amp_out_ohm is None else f"L{l}_E{j}"
+            if p.amp_swing_V is None and p.amp_offset_V == 0.0:
+                net.VCVS(f"AMP_{node}", stage, gnd, node, gnd, voltage_gain=gain)
+            else:
+                x = f"(v({node})+({float(p.amp_offset_V)!r}))"
+                if p.amp_swing_V is None:
+                    expression = f"{gain!r}*{x}"
+                else:
+                    swing = float(p.amp_swing_V)
+                    expression = f"{swing!r}*tanh({gain / swing!r}*{x})"
+                net.BehavioralSource(f"AMP_{node}", stage, gnd, voltage_expression=expression)
+            if p.amp_out_ohm is not None:
+                net.R(f"AOUT_{node}", stage, out, float(p.amp_out_ohm))
             net.V(f"SENSE_{node}", out, cross, 0.0)
             net.CCCS(f"AMP_{node}", node, gnd, f"VSENSE_{node}", current_gain=1.0 / gain)
+            if p.amp_in_ohm is not None:
+                net.R(f"AIN_{node}", node, gnd, float(p.amp_in_ohm))
 
     _neurons(net, spec, sizes, circuit.diode_area, circuit.diode_emission)
     return net
+
+
+def nudge_source(net: SpiceCircuit, spec, index: int, current: float | str) -> None:
+    """The nudging current source into output node ``index``: ``current`` amperes (a value, or an
+    expression such as a ``pwl``). With a compliance (:mod:`analog.peripherals`) it is a behavioral
+    source whose current fades as the node runs out of headroom: ``I sigmoid((C - v) / K)`` when
+    sourcing, ``I sigmoid((v + C) / K)`` when sinking."""
+    p = spec.peripherals
+    node = node_name(spec.depth, index)
+    if p.nudge_compliance_V is None:
+        if isinstance(current, str):
+            net.BehavioralSource(f"NUDGE{index}", net.gnd, node, current_expression=current)
+        else:
+            net.I(f"NUDGE{index}", net.gnd, node, float(current))
+        return
+    i = current if isinstance(current, str) else repr(float(current))
+    c, k = float(p.nudge_compliance_V), float(p.nudge_knee_V)
+    fade = f"(u({i})/(1+exp((v({node})-({c!r}))/{k!r}))+(1-u({i}))/(1+exp((-({c!r})-v({node}))/{k!r})))"
+    net.BehavioralSource(f"NUDGE{index}", net.gnd, node, current_expression=f"({i})*{fade}")
 
 
 def _neurons(

@@ -6,6 +6,9 @@ Allowed (``i`` indexes ``model.blocks``; a key without an index applies to every
 * temperature and process: ``temperature_C``, ``diode_is_A``, ``diode_n``, ``diode_xti``,
   ``diode_eg_eV``, and supplies ``bias_V``, ``diode_up_V``, ``diode_down_V``;
 * the crossbar wires: ``wire_ohm``;
+* the peripherals (:mod:`analog.peripherals`): driver output resistance ``driver_ohm``, amplifier
+  ``amp_out_ohm``, ``amp_in_ohm``, ``amp_offset_V``, ``amp_swing_V``, nudging source
+  ``nudge_out_ohm``, ``nudge_compliance_V``, ``nudge_knee_V``;
 * the devices and their reads: ``devices.KEY``, ``io.KEY`` (top level or ``model.blocks[i].``);
   a changed ``devices`` key gives the trained conductances to freshly drawn devices; the time since
   programming ``io.drift_time_s`` reads the trained chip's own devices after drift;
@@ -22,7 +25,7 @@ import json
 import re
 
 from cosim.config import ConfigError, RunConfig, parse_config, parse_override, set_path
-from cosim.model_config import AnalogBlockConfig, ConverterConfig
+from cosim.model_config import PERIPHERAL_KEYS, AnalogBlockConfig, ConverterConfig
 
 __all__ = ["ANALOG_KEYS", "Conditions", "apply_conditions", "parse_condition"]
 
@@ -36,6 +39,7 @@ ANALOG_KEYS = (
     "diode_up_V",
     "diode_down_V",
     "wire_ohm",
+    *PERIPHERAL_KEYS,
 )
 """Keys of an analog block that are conditions, not design."""
 _CONVERTER_KEYS = ("bits", "lo", "hi")

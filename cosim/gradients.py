@@ -37,6 +37,7 @@ import torch
 from analog.circuit import Circuit
 from analog.readout import Measurement, Reading
 from analog.solvers.base import Equilibrium, EquilibriumSolver
+from analog.solvers.general import implicit_gradients, row_voltages
 from analog.solvers.newton import adjoint
 
 __all__ = [
@@ -220,10 +221,18 @@ def ep_estimates(
             weights.append(grad[: grad.shape[0] - spec.n_bias])
             biases.append(grad[grad.shape[0] - spec.n_bias :])
         return BlockGradients(grad_source, tuple(weights), tuple(biases), phases)
+    peripherals = not spec.peripherals.ideal
+    if peripherals:
+        moved = tuple(h + d for h, d in zip(held, delta, strict=True))
     for l in range(spec.depth):
         factor = 0.5 * s_out2 / s[l] ** 2  # s[l] is s_{l+1} (free layers are 1-based)
         dy, sy = k * delta[l], 2.0 * held[l] + delta[l]
-        if l == 0:
+        if peripherals:
+            # The devices see the row nodes behind the drivers' / amplifiers' non-idealities.
+            x_b = row_voltages(circuit, l, source_V, held)
+            xd = row_voltages(circuit, l, source_V, moved) - x_b
+            dx, sx = k * xd, 2.0 * x_b + xd
+        elif l == 0:
             dx, sx = None, 2.0 * source_V
         else:
             xd = _upstream(circuit, l, delta, None)
@@ -274,6 +283,10 @@ class ImplicitDifferentiation(GradientMethod):
                 "such Jacobian: use the 'fast' or 'ngspice' solver for the exact reference"
             )
         spec = circuit.spec
+        if not spec.peripherals.ideal:
+            # Non-ideal peripherals: the adjoint of the general (possibly non-symmetric) Jacobian.
+            grad_source, weights, biases = implicit_gradients(circuit, source_V, free, grad_output)
+            return BlockGradients(grad_source, weights, biases)
         s = spec.scales()
         n_free = sum(spec.layer_sizes[1:])
         rhs = torch.zeros(source_V.shape[0], n_free, dtype=source_V.dtype, device=source_V.device)

@@ -21,8 +21,17 @@ from analog.devices import ConductanceRange
 from analog.diode import DiodeModel
 from analog.model_library import load_model_library
 from analog.models import UserModels
+from analog.peripherals import Peripherals
 
-__all__ = ["BLOCK_TYPES", "AnalogBlockConfig", "BlockConfig", "ModelConfig", "Strict", "library_defaults"]
+__all__ = [
+    "BLOCK_TYPES",
+    "PERIPHERAL_KEYS",
+    "AnalogBlockConfig",
+    "BlockConfig",
+    "ModelConfig",
+    "Strict",
+    "library_defaults",
+]
 
 
 class Strict(BaseModel):
@@ -45,6 +54,9 @@ def library_defaults(cls) -> dict[str, Any]:
 _SPEC = library_defaults(CircuitSpec)
 _DIODE = library_defaults(DiodeModel)
 _RANGE = library_defaults(ConductanceRange)
+_PERIPHERALS = library_defaults(Peripherals)
+PERIPHERAL_KEYS = tuple(_PERIPHERALS)
+"""Analog-block keys of the drivers, amplifiers and nudging sources (:mod:`analog.peripherals`)."""
 _DIODE_KEYS = {"is_A": "diode_is_A", "n": "diode_n", "xti": "diode_xti", "eg_eV": "diode_eg_eV"}
 _CARD_KEYS = ("diode_is_A", "diode_n", "diode_xti", "diode_eg_eV")
 """Keys a ``diode_model`` card replaces."""
@@ -85,6 +97,23 @@ class AnalogBlockConfig(Strict):
     wire_ohm: float | None = _SPEC["wire_ohm"]
     """Resistance of every crossbar wire segment (rows and columns, one per cross-point), ohms;
     ``None``: ideal wires. Both solvers include it exactly (see :mod:`analog.wires`)."""
+    driver_ohm: float | None = _PERIPHERALS["driver_ohm"]
+    """Output resistance of every input driver (DAC), ohms; ``None``: ideal (see :mod:`analog.peripherals`)."""
+    amp_out_ohm: float | None = _PERIPHERALS["amp_out_ohm"]
+    """Output resistance of every amplifier's forward stage, ohms; ``None``: ideal."""
+    amp_in_ohm: float | None = _PERIPHERALS["amp_in_ohm"]
+    """Input resistance of every amplifier (node to ground), ohms; ``None``: infinite."""
+    amp_offset_V: float = _PERIPHERALS["amp_offset_V"]
+    """Input-referred offset of every amplifier, volts."""
+    amp_swing_V: float | None = _PERIPHERALS["amp_swing_V"]
+    """Output swing limit +/-S of every amplifier (smooth), volts; ``None``: unlimited. Breaks the
+    circuit's reciprocity: EP is then approximate (``cosim gradcheck --fidelity`` measures it)."""
+    nudge_out_ohm: float | None = _PERIPHERALS["nudge_out_ohm"]
+    """Output resistance of every nudging current source, ohms; ``None``: infinite."""
+    nudge_compliance_V: float | None = _PERIPHERALS["nudge_compliance_V"]
+    """Compliance of the nudging sources (node voltage up to +C sourcing, down to -C sinking), volts."""
+    nudge_knee_V: float = _PERIPHERALS["nudge_knee_V"]
+    """Width of the compliance edge, volts."""
     model_file: str | None = Field(None, min_length=1, max_length=4096)
     """SPICE model library (``.model``/``.subckt``, see :mod:`analog.models`); a relative path is
     taken from the current directory. Validated when the configuration is read."""
@@ -146,6 +175,7 @@ class AnalogBlockConfig(Strict):
             diode = card
         try:
             conductance = ConductanceRange(self.g_min_S, self.g_max_S)
+            peripherals = Peripherals(**{k: getattr(self, k) for k in PERIPHERAL_KEYS})
         except ValueError as exc:
             raise _renamed(exc, {}) from None
         try:
@@ -161,6 +191,7 @@ class AnalogBlockConfig(Strict):
                 conductance=conductance,
                 wire_ohm=self.wire_ohm,
                 user_models=user,
+                peripherals=peripherals,
             )
         except ValueError as exc:
             raise _renamed(exc, {"layer_sizes": "sizes"}) from None

@@ -27,6 +27,7 @@ from analog.solvers.base import (
     check_tol_V,
     tolerance_V,
 )
+from analog.solvers.general import GeneralSolver
 from analog.solvers.physics import LayeredSystem
 
 __all__ = ["BlockTridiagonal", "FastSolver", "adjoint"]
@@ -139,7 +140,8 @@ def initial_guess(system: LayeredSystem) -> torch.Tensor:
 class FastSolver(EquilibriumSolver):
     """Batched damped-Newton solver (torch; float64 or float32, CPU or CUDA).
 
-    Exact for ngspice's level-1 diode (no ideal-diode approximation).
+    Exact for ngspice's level-1 diode (no ideal-diode approximation). A block with non-ideal
+    peripherals (:mod:`analog.peripherals`) is passed to :class:`~analog.solvers.general.GeneralSolver`.
     """
 
     tol_V: float | None = None
@@ -164,6 +166,11 @@ class FastSolver(EquilibriumSolver):
         nudge_A: torch.Tensor | None = None,
         init: Equilibrium | None = None,
     ) -> Equilibrium:
+        if not circuit.spec.peripherals.ideal:
+            # Non-ideal drivers/amplifiers/nudging sources: the dense solver, started from this one's
+            # equilibrium of the ideal-peripheral block.
+            general = GeneralSolver(tol_V=self.tol_V, max_iterations=self.max_iterations, name=self.name, start=self)
+            return general.solve(circuit, source_V, nudge_A, init)
         source_V, nudge_A = check_batch(circuit, source_V, nudge_A)
         system = LayeredSystem(circuit, source_V, nudge_A)
         tol = tolerance_V(self.tol_V, system.dtype)

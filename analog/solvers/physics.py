@@ -20,6 +20,7 @@ import torch
 
 from analog.circuit import Circuit
 from analog.solvers.base import SolverError
+from analog.solvers.general import GeneralSystem
 
 __all__ = ["LayeredSystem", "kcl_residual"]
 
@@ -35,6 +36,11 @@ class LayeredSystem:
         spec = circuit.spec
         if spec.user_models is not None and (reason := spec.user_models.fast_refusal()):
             raise SolverError(reason)
+        if not spec.peripherals.ideal:
+            raise SolverError(
+                f"non-ideal peripherals ({', '.join(spec.peripherals.set_fields())}): the layered solvers and the "
+                "fast transient assume ideal drivers and amplifiers; use solver.name = 'fast' (DC) or 'ngspice'"
+            )
         self.circuit = circuit
         self.spec = spec
         dtype, device = circuit.dtype, circuit.device
@@ -261,6 +267,9 @@ def kcl_residual(
 
     ``voltages``: physical node voltages of free layers ``1..L``, each ``[B, n_l]``.
     """
+    if not circuit.spec.peripherals.ideal:
+        general = GeneralSystem(circuit, source_V, nudge_A)
+        return general.residual(torch.cat([t.to(general.dtype) for t in voltages], dim=1)).abs().amax(1)
     system = LayeredSystem(circuit, source_V, nudge_A)
     u = system.from_voltages(voltages)
     f, _ = system.diodes(u)

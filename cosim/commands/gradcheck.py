@@ -10,6 +10,7 @@ from cosim.build import build_model, build_solver
 from cosim.commands.common import CONFIG_HELP, add_set_argument, check_out_file, overrides, say
 from cosim.config import resolve_config
 from cosim.data import load_dataset
+from cosim.fidelity import fidelity_table
 from cosim.gradcheck import gradcheck
 from cosim.losses import make_loss
 from cosim.plots import plot_gradcheck
@@ -22,6 +23,8 @@ def run(args) -> int:
     if args.plot is not None:
         check_out_file(args.plot, "--plot")
     data = load_dataset(config.data, config.seed.data)
+    if args.fidelity:
+        return _fidelity(args, config, data)
     with build_solver(config.solver, args.solver) as solver:
         model = build_model(config, data.input_shape, solver=solver, n_classes=data.n_classes)
         n = config.gradcheck.samples
@@ -51,6 +54,26 @@ def run(args) -> int:
     return 0
 
 
+def _fidelity(args, config, data) -> int:
+    beta = (args.betas or config.gradcheck.betas)[0]
+    with build_solver(config.solver, args.solver) as solver:
+        rows = fidelity_table(
+            args.config, overrides(args), config, data, solver, beta, progress=lambda m: say(m, args.json)
+        )
+    if args.json:
+        print(json.dumps({"beta": beta, "method": "ep-centered", "fidelity": rows}))
+        return 0
+    print(f"EP (centered, beta={beta:g}) vs the exact gradient of each circuit, all parameters")
+    print(f"{'non-ideality':22s} {'value':>10s} {'cosine':>12s} {'rel_error':>10s} {'output shift':>13s}")
+    for row in rows:
+        key = "ideal" if row["key"] is None else row["key"]
+        value = "" if row["value"] is None else f"{row['value']:g}"
+        print(f"{key:22s} {value:>10s} {row['cosine']:12.8f} {row['rel_error']:10.3e} {row['output_shift']:13.3e}")
+    if not any(str(r["key"]).startswith("amp_") for r in rows):
+        print("(amplifier keys skipped: not every analog block has amplifiers)")
+    return 0
+
+
 def _positive_floats(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(",", " ").split()]
@@ -69,4 +92,10 @@ def register(sub) -> None:
     p.add_argument("--betas", type=_positive_floats, default=None, help="e.g. '0.2,0.1,0.05'")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", type=Path, default=None, help="PNG of relative error vs beta")
+    p.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="EP vs exact for each peripheral non-ideality (driver/amplifier resistances, offset, swing, "
+        "nudging-source resistance and compliance) at the first beta",
+    )
     p.set_defaults(func=run)
