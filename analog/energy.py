@@ -35,6 +35,7 @@ import torch
 
 from analog.circuit import Circuit
 from analog.solvers.base import Equilibrium, SolverError
+from analog.solvers.general import GeneralSystem
 
 __all__ = ["Power", "crossbar_power", "equilibrium_power", "static_power"]
 
@@ -71,10 +72,17 @@ class Power:
     """Flowing into the node capacitances, ``sum_j v_j I_net,j`` (0 at an equilibrium)."""
     wires_W: torch.Tensor
     """Dissipated in the resistive crossbar wires (0 with ideal wires, see :mod:`analog.wires`)."""
+    peripherals_W: torch.Tensor | None = None
+    """Dissipated in the peripherals' resistances (:mod:`analog.peripherals`: driver and amplifier
+    output resistances, amplifier input resistances, nudging-source output resistances); 0 when ideal."""
+
+    def __post_init__(self) -> None:
+        if self.peripherals_W is None:
+            self.peripherals_W = torch.zeros_like(self.weights_W)
 
     @property
     def dissipated_W(self) -> torch.Tensor:
-        return self.weights_W + self.biases_W + self.diodes_W + self.amplifiers_W + self.wires_W
+        return self.weights_W + self.biases_W + self.diodes_W + self.amplifiers_W + self.wires_W + self.peripherals_W
 
     @property
     def delivered_W(self) -> torch.Tensor:
@@ -126,10 +134,7 @@ def static_power(
     """
     spec = circuit.spec
     if not spec.peripherals.ideal:
-        raise SolverError(
-            f"static power: non-ideal peripherals ({', '.join(spec.peripherals.set_fields())}) are not in the "
-            "power model yet (it has ideal drivers and amplifiers); evaluate the energy with ideal peripherals"
-        )
+        return _peripheral_power(circuit, source_V, voltages, nudge_A, input_currents_A, bias_currents_A)
     user_models = getattr(spec, "user_models", None)
     if user_models is not None and (reason := user_models.fast_refusal()):
         # The element powers below are those of the built-in diode; a user's neuron is not.
@@ -222,6 +227,75 @@ def static_power(
         nudge_W=nudge_W,
         charging_W=charging_W,
         wires_W=wires_W,
+    )
+
+
+def _peripheral_power(circuit, source_V, voltages, nudge_A, input_currents_A, bias_currents_A) -> Power:
+    """:func:`static_power` with non-ideal peripherals: the devices see the row nodes behind the
+    drivers' and amplifiers' output resistances (:mod:`analog.solvers.general`, (W)); an amplifier's
+    forward stage delivers ``e I`` at its open-circuit voltage ``e`` and its CCCS absorbs ``v I / A``."""
+    spec = circuit.spec
+    p = spec.peripherals
+    dtype, device = circuit.dtype, circuit.device
+    source_V = source_V.to(dtype=dtype, device=device)
+    v = tuple(t.to(dtype=dtype, device=device) for t in voltages)
+    nudge = None if nudge_A is None else nudge_A.to(dtype=dtype, device=device)
+    system = GeneralSystem(circuit, source_V, nudge)
+    zero = torch.zeros(source_V.shape[0], dtype=dtype, device=device)
+    bias_V = spec.bias_voltages(dtype, device)
+    xb = bias_V.expand(source_V.shape[0], -1)
+    weights_W = biases_W = amplifiers_W = peripherals_W = bias_sources_W = zero
+    network_inputs = None
+    for l, g in enumerate(circuit.weights):
+        y, b = v[l], circuit.biases[l]
+        e, _ = system.drive(l, v)
+        w = system.rows(l, e, y)
+        weights_W = weights_W + crossbar_power(w, y, g)
+        row_current = w * g.sum(1) - y @ g.T
+        if system.series_S[l] is not None:
+            peripherals_W = peripherals_W + system.series_S[l] * ((e - w) ** 2).sum(1)
+        if l == 0:
+            network_inputs = row_current
+        elif system.gain[l] is not None:
+            a = system.gain[l]
+            amplifiers_W = amplifiers_W + (v[l - 1] * row_current).sum(1) / a - (e * row_current).sum(1)
+        if b.numel():
+            biases_W = biases_W + crossbar_power(xb, y, b)
+            current = bias_V * b.sum(1) - y @ b.T if bias_currents_A is None else bias_currents_A[l].to(dtype)
+            bias_sources_W = bias_sources_W + (current * xb).sum(1)
+    if p.amp_in_ohm is not None:
+        for l in range(1, spec.depth):
+            if system.gain[l] is not None:
+                peripherals_W = peripherals_W + (v[l - 1] ** 2).sum(1) / p.amp_in_ohm
+    if p.nudge_out_ohm is not None:
+        peripherals_W = peripherals_W + (v[-1] ** 2).sum(1) / p.nudge_out_ohm
+    nudge_W = zero
+    if nudge is not None:
+        # What the current sources themselves deliver (their output resistance is counted above).
+        injected, _ = system.injected(v[-1])
+        nudge_W = (v[-1] * injected).sum(1)
+    currents = network_inputs if input_currents_A is None else input_currents_A.to(dtype=dtype, device=device)
+    inputs_W = (source_V * currents).sum(1)
+    diodes_W, rails_W = zero, zero
+    first = 0
+    for l in range(spec.depth):
+        d, r, _ = _diode_terms(circuit, v[l], slice(first, first + v[l].shape[1]))
+        first += v[l].shape[1]
+        diodes_W, rails_W = diodes_W + d, rails_W + r
+    net = system.residual(torch.cat(v, dim=1))
+    charging_W = (torch.cat(v, dim=1) * net).sum(1)
+    return Power(
+        weights_W=weights_W,
+        biases_W=biases_W,
+        diodes_W=diodes_W,
+        amplifiers_W=amplifiers_W,
+        inputs_W=inputs_W,
+        bias_sources_W=bias_sources_W,
+        rails_W=rails_W,
+        nudge_W=nudge_W,
+        charging_W=charging_W,
+        wires_W=zero,
+        peripherals_W=peripherals_W,
     )
 
 

@@ -222,3 +222,16 @@ def test_eval_condition_refuses_amplifier_keys_on_a_block_without_amplifiers(tmp
     code = main(["gradcheck", "--config", str(config), "--set", "model.blocks[0].amp_swing_V=1.0"])
     assert code == 2
     assert "model.blocks[0].amp_swing_V: this block has no amplifiers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["driver", "all"])
+def test_power_balances_with_peripherals(name):
+    from analog.energy import equilibrium_power
+
+    _, circuit, src = _case(name)
+    for nudge in (None, _nudge(src.shape[0])):
+        eq = FastSolver().solve(circuit, src, nudge)
+        power = equilibrium_power(circuit, src, eq, nudge)
+        # Tellegen: what the sources deliver is what the elements dissipate, at rounding level.
+        assert float(((power.delivered_W - power.dissipated_W).abs() / power.delivered_W.abs()).max()) <= 1e-13
+        assert float(power.peripherals_W.min()) > 0 and float(power.charging_W.abs().max()) <= 1e-18

@@ -123,23 +123,28 @@ class GeneralSystem:
 
     # --- net currents -----------------------------------------------------------------------------
 
-    def nudge(self, v_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Current the nudging sources inject into the output nodes and its derivative, ``[B, n_out]``."""
+    def injected(self, v_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Current the nudging sources themselves inject into the output nodes (their compliance
+        included, their output resistance not) and its derivative, ``[B, n_out]``; ``None`` without."""
         p, i = self.p, self.nudge_A
-        load = None if p.nudge_out_ohm is None else 1.0 / p.nudge_out_ohm
-        if i is None and load is None:
+        if i is None:
             return None
-        current = torch.zeros_like(v_out) if i is None else i.expand_as(v_out)
-        slope = torch.zeros_like(v_out)
-        if i is not None and p.nudge_compliance_V is not None:
-            c, k = p.nudge_compliance_V, p.nudge_knee_V
-            headroom = torch.where(i > 0, (c - v_out) / k, (v_out + c) / k)
-            h = torch.sigmoid(headroom)
-            current = i * h
-            slope = i * torch.where(i > 0, -1.0, 1.0) * h * (1.0 - h) / k
+        if p.nudge_compliance_V is None:
+            return i.expand_as(v_out), torch.zeros_like(v_out)
+        c, k = p.nudge_compliance_V, p.nudge_knee_V
+        h = torch.sigmoid(torch.where(i > 0, (c - v_out) / k, (v_out + c) / k))
+        return i * h, i * torch.where(i > 0, -1.0, 1.0) * h * (1.0 - h) / k
+
+    def nudge(self, v_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Net current the nudging sources (with their output resistance) put into the output
+        nodes and its derivative, ``[B, n_out]``; ``None`` when they are ideal and off."""
+        injected = self.injected(v_out)
+        load = None if self.p.nudge_out_ohm is None else 1.0 / self.p.nudge_out_ohm
+        if injected is None and load is None:
+            return None
+        current, slope = injected if injected is not None else (torch.zeros_like(v_out), torch.zeros_like(v_out))
         if load is not None:
-            current = current - load * v_out
-            slope = slope - load
+            current, slope = current - load * v_out, slope - load
         return current, slope
 
     def residual(self, v_flat: torch.Tensor) -> torch.Tensor:
