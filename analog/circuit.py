@@ -60,7 +60,10 @@ class CircuitSpec:
     bias_V: float | None = 1.0
     """Voltage of the ``+/-`` bias source pair feeding every layer, volts; ``None``: no bias."""
     diode_up_V: float | None = 0.0
-    """Rail of the diode from each free node (anode) to the rail, volts; ``None``: no such diode."""
+    """Rail of the diode from each free node (anode) to the rail, volts; ``None``: no such diode.
+    It may sit below ``diode_down_V`` (rails moved towards the signal so that sub-volt nodes still
+    reach a knee): the two diodes of a node then carry a standing current from the down rail to
+    the up rail, which the solvers and the power model include."""
     diode_down_V: float | None = 0.0
     """Rail of the diode from the rail (anode) to each free node, volts; ``None``: no such diode."""
     diode: DiodeModel = field(default_factory=DiodeModel)
@@ -70,6 +73,11 @@ class CircuitSpec:
     ``L - 1``; ``None`` entries or ``None`` overall: no amplifier)."""
     conductance: ConductanceRange = field(default_factory=ConductanceRange)
     """Programmable range of every conductance, siemens."""
+    nudge_scale_V: float = 1.0
+    """Voltage scale of the nudging currents: their full scale is ``g_max * nudge_scale_V``
+    (:meth:`full_scale_current_A`; ``train.beta`` is a fraction of it). Set it to the design's
+    node swing (e.g. the input swing of a sub-volt design) so that ``beta`` means the same
+    relative nudge at any operating voltage."""
     wire_ohm: float | None = None
     """Resistance of every crossbar wire segment, rows and columns alike, ohms (``None``: ideal
     wires). The segments and where the drivers and readouts attach are in :mod:`analog.wires`."""
@@ -99,9 +107,9 @@ class CircuitSpec:
                 )
         if self.bias_V is not None and self.bias_V <= 0:
             raise ValueError(f"bias_V: must be > 0 V (the pair is +/-bias_V) or None, got {self.bias_V!r}")
-        if self.diode_up_V is not None and self.diode_down_V is not None and self.diode_up_V < self.diode_down_V:
+        if not (_finite(self.nudge_scale_V) and 1e-3 <= self.nudge_scale_V <= MAX_VOLTAGE_V):
             raise ValueError(
-                f"diode_up_V: must be >= diode_down_V ({self.diode_down_V!r} V), got {self.diode_up_V!r} V"
+                f"nudge_scale_V: must be a voltage in [0.001, {MAX_VOLTAGE_V:g}] V, got {self.nudge_scale_V!r}"
             )
         check_wire_ohm(self.wire_ohm)
         if self.user_models is not None and not isinstance(self.user_models, UserModels):
@@ -138,6 +146,10 @@ class CircuitSpec:
                 f"{amp}: this block has no amplifiers (amplifier_gains); the amp_* keys describe them, "
                 "drop the key or add amplifier_gains"
             )
+
+    def full_scale_current_A(self) -> float:
+        """The nudging sources' full-scale current ``g_max * nudge_scale_V``, amperes."""
+        return self.conductance.g_max_S * self.nudge_scale_V
 
     @property
     def depth(self) -> int:

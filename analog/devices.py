@@ -6,7 +6,7 @@ arrays are read (:class:`IOConfig`), and the per-device draws of one conductance
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -101,6 +101,14 @@ class DeviceConfig:
     """Device-to-device spread of ``nu``: each device draws ``|nu + sigma z|`` once."""
     drift_t0_s: float = 1.0
     """Reference time ``t0`` of the drift law, seconds (> 0)."""
+    write_pulse_s: float | None = None
+    """Duration of one programming pulse, seconds (``None``: programming time is not counted)."""
+    write_pulse_V: float | None = None
+    """Amplitude of one programming pulse across a two-terminal device, volts: a pulse costs
+    ``V^2 G t`` at the device's conductance ``G`` (unless ``write_pulse_J`` gives it)."""
+    write_pulse_J: float | None = None
+    """Energy of one programming pulse, joules, when it is not ``V^2 G t`` (e.g. a three-terminal
+    ECRAM written through its gate); overrides ``write_pulse_V``."""
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> DeviceConfig:
@@ -152,6 +160,22 @@ class DeviceConfig:
             "pulse_noise_sigma",
             "needs levels (the pulse step is the level spacing)",
         )
+        for name, lo, hi, unit in (
+            ("write_pulse_s", 0.0, 1.0, "s"),
+            ("write_pulse_V", 0.0, 20.0, "V"),
+            ("write_pulse_J", 0.0, 1e-6, "J"),
+        ):
+            value = getattr(self, name)
+            _require(
+                value is None or (isinstance(value, int | float) and math.isfinite(value) and lo < value <= hi),
+                name,
+                f"must be in ({lo:g}, {hi:g}] {unit} or None, got {value!r}",
+            )
+        _require(
+            self.write_pulse_V is None or self.write_pulse_s is not None,
+            "write_pulse_V",
+            "needs write_pulse_s (a pulse's energy is V^2 G t)",
+        )
         _require(
             math.isfinite(self.drift_t0_s) and 0 < self.drift_t0_s <= 1e9,
             "drift_t0_s",
@@ -160,7 +184,14 @@ class DeviceConfig:
 
     @property
     def ideal(self) -> bool:
-        return self == DeviceConfig()
+        """Whether the devices behave as the nominal conductances (the write pulses' cost is not
+        behaviour: it only enters the programming energy)."""
+        return replace(self, write_pulse_s=None, write_pulse_V=None, write_pulse_J=None) == DeviceConfig()
+
+    @property
+    def counts_programming(self) -> bool:
+        """Whether writes can be counted as pulses (levels give the step) with a pulse energy."""
+        return self.levels is not None and (self.write_pulse_J is not None or self.write_pulse_V is not None)
 
 
 @dataclass(frozen=True)
@@ -297,3 +328,31 @@ class DeviceArray(nn.Module):
             delta = delta + cfg.pulse_noise_sigma * torch.sqrt(step * delta.abs()) * noise
         g = self.quantize((previous + delta).clamp(lo, hi), generator)
         return self._pin(g)
+
+    def programming(self, previous: torch.Tensor, requested: torch.Tensor) -> dict[str, float] | None:
+        """The pulses, energy and time of writing ``requested`` over ``previous`` (both ``[R, C]``,
+        siemens, ``requested`` clipped to the range); ``None`` unless
+        :attr:`DeviceConfig.counts_programming`.
+
+        A device asked to move by ``delta`` receives ``|delta| / step`` pulses in expectation
+        (``step = (g_max - g_min) / (levels - 1)``, the level spacing; soft bounds then shrink what
+        each pulse achieves, not how many are sent). A pulse costs ``write_pulse_J`` or
+        ``write_pulse_V^2 G write_pulse_s`` at the device's present conductance ``G``. The rows are
+        written one after another, every column of a row in parallel: the time is the sum over the
+        rows of the row's largest pulse count, times the pulse duration.
+        """
+        cfg = self.config
+        if not cfg.counts_programming:
+            return None
+        lo, hi = self.range.g_min_S, self.range.g_max_S
+        step = (hi - lo) / (cfg.levels - 1)
+        pulses = (requested.clamp(lo, hi) - previous).abs() / step
+        if self.stuck.any():
+            pulses = torch.where(self.stuck != self.STUCK_NONE, 0.0, pulses)  # a stuck device gets none
+        if cfg.write_pulse_J is not None:
+            energy = float(pulses.sum()) * cfg.write_pulse_J
+        else:
+            energy = float((pulses * previous).sum()) * cfg.write_pulse_V**2 * cfg.write_pulse_s
+        rows = pulses.reshape(pulses.shape[0], -1) if pulses.ndim > 1 else pulses.reshape(1, -1)
+        time_s = float(rows.amax(1).sum()) * cfg.write_pulse_s if cfg.write_pulse_s is not None else float("nan")
+        return {"pulses": float(pulses.sum()), "energy_J": energy, "time_s": time_s}

@@ -64,6 +64,8 @@ RRAM = DevicePreset(
         "asymmetry": 0.0,
         "drift_nu": 0.0,
         "drift_nu_sigma": 0.0,
+        "write_pulse_V": 1.75,
+        "write_pulse_s": 50e-9,
     },
     sources={
         "g_min_S": "representative: 1-100 uS is the span of filamentary HfOx analog RRAM used here "
@@ -82,6 +84,11 @@ RRAM = DevicePreset(
         "corrected by a reference device)",
         "drift_nu": "none given: the cited fit has no retention model; set drift_nu to study relaxation",
         "drift_nu_sigma": "none given (see drift_nu)",
+        "write_pulse_V": "Gong et al., Nat. Commun. 9:2102 (2018), Fig. 4: set pulses of 1.6-1.7 V and reset "
+        "pulses of -1.8 to -1.9 V on the HfO2 RRAM the fit describes; 1.75 V is their mean magnitude. A "
+        "pulse then costs V^2 G t at the device's conductance (its I-V is taken as linear)",
+        "write_pulse_s": "representative: 50 ns, within the 10 ns-1 us range of analog HfOx programming; the "
+        "cited work gives amplitudes, not the duration used here",
     },
 )
 
@@ -124,6 +131,9 @@ PCM = DevicePreset(
         "drift_nu_sigma": f"representative within {AIHWKIT_PCM_NOISE}: sigma_nu(G) = clamp(-0.0125 "
         "ln(G/g_max) - 0.0059, 0.008, 0.045) spans 0.008-0.014 for G in [0.2, 1] g_max",
         "drift_t0_s": f"{AIHWKIT_PCM_NOISE}: t_0 = 20 s, the first read after programming",
+        "write_pulse_J": "none given: a PCM SET pulse's energy is set by the threshold-switched cell, not by "
+        "its read conductance, and the cited works give none; set write_pulse_J (and write_pulse_s) to "
+        "count programming",
     },
 )
 
@@ -141,6 +151,8 @@ ECRAM = DevicePreset(
         "asymmetry": 0.0,
         "drift_nu": 0.0,
         "drift_nu_sigma": 0.0,
+        "write_pulse_s": 5e-9,
+        "write_pulse_J": 1e-15,
     },
     sources={
         "g_min_S": "representative: the cited fit is normalised; Tang et al. report a 'large dynamic "
@@ -159,6 +171,9 @@ ECRAM = DevicePreset(
         "asymmetry": f"{AIHWKIT_PRESETS} EcRamPresetDevice: up_down = 0 (range shifted to the symmetry point)",
         "drift_nu": "none given: Tang et al. report 'good retention' without a drift law",
         "drift_nu_sigma": "none given (see drift_nu)",
+        "write_pulse_s": "Tang et al., IEDM 2018: 'high-speed programming with pulse width down to 5 ns'",
+        "write_pulse_J": "Tang et al., IEDM 2018: 'projecting an ultralow switching energy ~1 fJ for "
+        "100x100 nm^2 devices' (a projection for scaled cells, not a measurement of these)",
     },
 )
 

@@ -85,6 +85,12 @@ class _AnalogFunction(torch.autograd.Function):
             raise SolverError(f"analog block {block.name}, nudged phases: {exc}") from None
         for phase, eq in grads.phases.items():
             block.record(phase, eq)
+        if grads.phases:
+            # What the readout must resolve: the largest change the nudge causes per free layer.
+            a = grads.phases.get("positive", ctx.free)
+            b = grads.phases.get("negative", ctx.free)
+            pairs = enumerate(zip(a.voltages, b.voltages, strict=True))
+            block.stats["nudge"] = {f"L{l + 1}_dv_V": float((va - vb).abs().max()) for l, (va, vb) in pairs}
         ctx.free = None
         return (None, grads.source_V, *grads.weights, *grads.biases)
 
@@ -185,14 +191,21 @@ class AnalogBlock(nn.Module):
     @torch.no_grad()
     def _program(self, initial: bool) -> None:
         lo, hi = self.spec.conductance.g_min_S, self.spec.conductance.g_max_S
+        cost = {"pulses": 0.0, "energy_J": 0.0, "time_s": 0.0}
+        counted = not initial and self.devices.counts_programming
         for i, (p, array) in enumerate(zip(self.conductances(), self.arrays, strict=True)):
             written = getattr(self, f"written_{i}")
+            if counted:  # the crossbars are written one after another
+                for key, value in array.programming(written, p).items():
+                    cost[key] += value
             if self.devices.ideal:
                 new = p.clamp(lo, hi)
             else:
                 new = array.write(p if initial else written, p)
             p.copy_(new)
             written.copy_(new)
+        if counted:
+            self.stats["write"] = cost
 
     def extra_repr(self) -> str:
         sizes = "-".join(map(str, self.spec.layer_sizes))

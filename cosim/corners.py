@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from analog.operating_point import operating_point as circuit_operating_point
 from analog.solvers.base import Equilibrium
 from cosim.block import AnalogBlock
 from cosim.build import build_model, build_solver, torch_dtype
@@ -33,32 +34,11 @@ __all__ = ["DRAW_SEED_STRIDE", "evaluate_checkpoint", "operating_point"]
 DRAW_SEED_STRIDE = 7919
 """Seed offset between device draws (a prime, so draws do not repeat the training seeds)."""
 _DEVICE_BUFFER = re.compile(r"\.arrays\.\d+\.(factor|offset|stuck|drift_nu)$|\.diode_(area|emission)$")
-CONDUCTING_FRACTION_OF_FULL_SCALE = 1e-3
-"""A diode counts as conducting when it carries more than this fraction of ``g_max * 1 V``."""
 
 
 def operating_point(block: AnalogBlock, source_V: torch.Tensor, eq: Equilibrium) -> dict:
-    """Diodes conducting and the KCL residual of one block's free phase."""
-    circuit, spec = block.circuit(), block.spec
-    v = eq.all_voltages().double()
-    threshold = CONDUCTING_FRACTION_OF_FULL_SCALE * spec.conductance.g_max_S
-    area = None if circuit.diode_area is None else circuit.diode_area.double()
-    emission = None if circuit.diode_emission is None else circuit.diode_emission.double()
-    conducting, diodes = 0, 0
-    for row, rail, sign in ((0, spec.diode_up_V, 1.0), (1, spec.diode_down_V, -1.0)):
-        if rail is None:
-            continue
-        i, _ = spec.diode.current(
-            sign * (v - rail), None if area is None else area[row], None if emission is None else emission[row]
-        )
-        conducting += int((i > threshold).sum())
-        diodes += i.numel()
-    return {
-        "name": block.name,
-        "diodes_conducting_fraction": conducting / diodes if diodes else 0.0,
-        "max_kcl_residual_A": float(eq.residual_A.max()),
-        "output_swing_V": float(eq.output.max() - eq.output.min()),
-    }
+    """:func:`analog.operating_point.operating_point` of one block's free phase, with its name."""
+    return {"name": block.name, **circuit_operating_point(block.circuit(), source_V, eq)}
 
 
 def _draw_config(config: RunConfig, draw: int) -> RunConfig:

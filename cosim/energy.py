@@ -33,10 +33,12 @@ from torch import nn
 from analog.circuit import Circuit
 from analog.energy import Power, equilibrium_power
 from analog.ngspice import NgspiceTransient
+from analog.operating_point import operating_point
 from analog.settling import Capacitances, Transient, TransientOptions, simulate_phase
 from analog.solvers.base import Equilibrium, EquilibriumSolver, WrappedSolver
 from analog.solvers.newton import FastSolver
 from cosim.block import AnalogBlock
+from cosim.build import make_optimizer
 from cosim.config import ConfigError, EnergyConfig, RunConfig
 from cosim.gradients import EquilibriumPropagation
 from cosim.losses import loss_value
@@ -87,17 +89,30 @@ class PhaseResult:
     ngspice: dict = field(default_factory=dict)
     """DC iterations, power agreement and ``.tran`` waveforms/iterations when ngspice ran."""
 
-    def row(self) -> dict:
+    def row(self, hold_s: float = 0.0, peripheral_W: float = 0.0) -> dict:
+        """The phase's figures, per sample. The phase lasts the slowest sample's settling time plus
+        ``hold_s``; each sample draws its transient energy until it has settled and its static power
+        from then to the end of the phase; the peripherals draw ``peripheral_W`` throughout."""
         tr = self.transient
         power = float(self.power.delivered_W.mean())
         settle = tr.settle_time_s
+        duration = float(settle.max()) + hold_s
+        settled_J = float((self.power.delivered_W * (duration - settle)).mean())
+        array_J = float(tr.supply_J.mean()) + settled_J
         out = {
             "phase": self.name,
             "power_W": power,
+            "static_power_W": power,
+            "peripheral_power_W": peripheral_W,
             "dissipated_W": float(self.power.dissipated_W.mean()),
             "settle_time_s": float(settle.mean()),
+            "settling_s": float(settle.mean()),
             "settle_time_max_s": float(settle.max()),
-            "energy_J": float(tr.supply_J.mean()),
+            "phase_duration_s": duration,
+            "transient_energy_J": float(tr.supply_J.mean()),
+            "array_energy_J": array_J,
+            "peripheral_energy_J": peripheral_W * duration,
+            "energy_J": array_J + peripheral_W * duration,
             "dissipated_J": float(tr.dissipated_J.mean()),
             "charge_J": float(tr.charge_J.mean()),
             "static_x_settle_J": float((self.power.delivered_W * settle).mean()),
@@ -260,11 +275,19 @@ def _phase_names(method: EquilibriumPropagation) -> list[str]:
 
 
 def energy_report(
-    config: RunConfig, model, x: torch.Tensor, y: torch.Tensor, n_classes: int, say=print
+    config: RunConfig,
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    say=print,
+    programming: dict | None = None,
 ) -> tuple[dict, dict]:
     """Simulate one training step on ``x``, ``y`` and return ``(report, details)``: the JSON-able
     report and, per analog block, its :class:`PhaseResult` list (for the plots). The model's
-    solvers are replaced by recording fast solvers for the step and restored afterwards."""
+    solvers are replaced by recording fast solvers for the step and restored afterwards.
+    ``programming``: the devices' programming per step as measured by a training run (see
+    :func:`programming_from_run`), else it is estimated (:func:`estimate_programming`)."""
     cfg = config.energy
     costs = CostModel.from_config(cfg)
     caps, options = cfg.capacitances(), cfg.transient_options()
@@ -296,9 +319,10 @@ def energy_report(
         seen_trainable = seen_trainable or any(p.requires_grad for p in module.parameters())
 
     details, block_rows = {}, []
+    parts = ("analog_J", "peripherals_J", "input_lines_J", "dac_J", "adc_J", "digital_J")
     totals = {
-        "inference": dict.fromkeys(("analog_J", "input_lines_J", "dac_J", "adc_J", "digital_J"), 0.0),
-        "training": dict.fromkeys(("analog_J", "input_lines_J", "dac_J", "adc_J", "digital_J", "ep_update_J"), 0.0),
+        "inference": dict.fromkeys((*parts, "programming_J"), 0.0),
+        "training": dict.fromkeys((*parts, "ep_update_J", "programming_J"), 0.0),
     }
     counts_total = {"dac_inference": 0, "adc_inference": 0, "dac_training": 0, "adc_training": 0, "ep_update_macs": 0}
     for block, needs_grad in zip(blocks, trainable_before, strict=True):
@@ -324,28 +348,35 @@ def energy_report(
         counts = block_counts(circuit, len(names) - 1, n_measured, needs_grad)
         for key in counts_total:
             counts_total[key] += counts[key]
-        rows = [r.row() for r in results]
+        peripheral_W = peripheral_power_W(circuit.spec, cfg)
+        rows = [r.row(cfg.hold_s, peripheral_W) for r in results]
         block_rows.append(
             {
                 "name": block.name,
                 "layer_sizes": list(block.spec.layer_sizes),
                 "phases": rows,
+                "peripheral_power_W": peripheral_W,
                 "input_lines_J": input_lines_J,
                 "counts": counts,
+                "operating_point": operating_point(circuit, source_V, results[0].equilibrium),
                 "seconds": time.perf_counter() - start,
             }
         )
-        totals["inference"]["analog_J"] += rows[0]["energy_J"]
-        totals["training"]["analog_J"] += sum(r["energy_J"] for r in rows)
-        for kind in ("inference", "training"):
+        for kind, taken in (("inference", rows[:1]), ("training", rows)):
+            totals[kind]["analog_J"] += sum(r["array_energy_J"] for r in taken)
+            totals[kind]["peripherals_J"] += sum(r["peripheral_energy_J"] for r in taken)
             totals[kind]["input_lines_J"] += input_lines_J
             totals[kind]["dac_J"] += counts[f"dac_{kind}"] * costs.dac_J
             totals[kind]["adc_J"] += counts[f"adc_{kind}"] * costs.adc_J
         totals["training"]["ep_update_J"] += counts["ep_update_macs"] * costs.mac_J
     totals["inference"]["digital_J"] = macs * costs.mac_J
     totals["training"]["digital_J"] = 3 * macs * costs.mac_J
+    program = programming if programming is not None else estimate_programming(config, model, x, y, n_classes)
+    step_J = sum(p["energy_J_per_step"] for p in program["blocks"].values())
+    totals["training"]["programming_J"] = step_J / config.train.batch_size
     for kind in ("inference", "training"):
         totals[kind]["total_J"] = sum(totals[kind].values())
+    split = {kind: _split(t) for kind, t in totals.items()}
     report = {
         "name": config.name,
         "samples": int(x.shape[0]),
@@ -360,5 +391,112 @@ def energy_report(
         "per_inference_J": totals["inference"],
         "per_training_sample_J": totals["training"],
         "per_training_step_J": totals["training"]["total_J"] * config.train.batch_size,
+        "energy_per_inference_J": split["inference"],
+        "energy_per_training_sample_J": split["training"],
+        "programming": program,
+        "hold_s": cfg.hold_s,
+        "assumptions": _assumptions(cfg, costs, program),
     }
     return report, details
+
+
+def _split(parts: dict) -> dict:
+    """The per-sample energy in the four parts a design review asks for."""
+    out = {
+        "analog": parts["analog_J"] + parts["peripherals_J"] + parts["input_lines_J"],
+        "converters": parts["dac_J"] + parts["adc_J"],
+        "digital": parts["digital_J"] + parts.get("ep_update_J", 0.0),
+        "programming": parts["programming_J"],
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def _assumptions(cfg: EnergyConfig, costs: CostModel, program: dict) -> list[str]:
+    """What the figures assume, named as the report and its figure legend print them."""
+    out = [
+        f"hold {cfg.hold_s * 1e9:g} ns per phase after settling (energy.hold_s)",
+        f"ADC {costs.adc_J * 1e12:.3g} pJ/conversion (Walden FoM {cfg.adc_fom_J * 1e15:g} fJ x 2^{cfg.adc_bits})",
+        f"DAC {costs.dac_J * 1e12:.3g} pJ/conversion (2^{cfg.dac_bits} x {cfg.dac_unit_F * 1e15:g} fF x "
+        f"{cfg.dac_ref_V:g} V^2)",
+        f"digital MAC {costs.mac_J * 1e12:.3g} pJ (energy.mac_energy_J; EP updates counted as digital MACs)",
+    ]
+    if cfg.driver_quiescent_A or cfg.amp_quiescent_A:
+        out.append(
+            f"peripheral quiescent current: driver {cfg.driver_quiescent_A * 1e6:g} uA, amplifier "
+            f"{cfg.amp_quiescent_A * 1e6:g} uA at {cfg.peripheral_supply_V:g} V"
+        )
+    else:
+        out.append("peripheral quiescent power not counted (energy.driver_quiescent_A = amp_quiescent_A = 0)")
+    out.append(f"programming: {program['source']}")
+    return out
+
+
+def programming_from_run(summary: dict, model) -> dict | None:
+    """The programming per step a training run measured (its ``summary.json``'s ``programming``,
+    :func:`cosim.training.finish`), in :func:`estimate_programming`'s form; ``None`` when the run
+    did not count it."""
+    measured = summary.get("programming")
+    if not isinstance(measured, dict) or not measured:
+        return None
+    keys = ("pulses_per_step", "energy_J_per_step", "time_s_per_step", "steps")
+    if not all(isinstance(p, dict) and all(k in p for k in keys) for p in measured.values()):
+        return None  # a summary from before these figures were kept
+    blocks = {}
+    for name, p in measured.items():
+        blocks[name] = {k: float(p[k]) for k in keys[:3]}
+        blocks[name]["energy_J_per_epoch"] = float(p.get("energy_J_per_epoch", float("nan")))
+    steps = max(int(p.get("steps", 0)) for p in measured.values())
+    return {
+        "source": f"measured over the training run ({steps} optimizer steps)",
+        "blocks": blocks,
+        "not_counted": [b.name for b in model.analog_blocks() if b.name not in blocks],
+    }
+
+
+def peripheral_power_W(spec, cfg: EnergyConfig) -> float:
+    """Quiescent power of one block's input drivers (one per input source) and amplifiers (one
+    per amplified node), watts."""
+    amplifiers = sum(spec.layer_sizes[l] for l in range(1, spec.depth) if spec.has_amplifier(l))
+    return (spec.n_sources * cfg.driver_quiescent_A + amplifiers * cfg.amp_quiescent_A) * cfg.peripheral_supply_V
+
+
+def estimate_programming(config: RunConfig, model, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict:
+    """The devices' programming cost of one optimizer step on ``x``, ``y``, estimated by taking that
+    step (with a fresh optimizer: Adam's first step moves every device by ``lr`` of its range) and
+    restoring the model. Per block: ``energy_J_per_step``, ``time_s_per_step``, ``pulses_per_step``
+    (blocks whose devices do not count programming, see
+    :attr:`analog.devices.DeviceConfig.counts_programming`, are listed in ``not_counted``)."""
+    blocks = model.analog_blocks()
+    counted = [b for b in blocks if b.devices.counts_programming]
+    out = {
+        "source": "estimated from one optimizer step (a fresh optimizer)",
+        "blocks": {},
+        "not_counted": [b.name for b in blocks if not b.devices.counts_programming],
+    }
+    if not counted:
+        out["source"] = "not counted: the devices give no pulse step and energy (devices.levels, write_pulse_*)"
+        return out
+    saved = {name: p.detach().clone() for name, p in model.named_parameters()}
+    try:
+        model.train()
+        model.zero_grad(set_to_none=True)
+        loss_value(config.train.loss, model(x.to(next(model.parameters()).dtype)), y, n_classes).backward()
+        make_optimizer(model, config.train).step()
+        with torch.no_grad():
+            for block in counted:
+                cost = {"pulses": 0.0, "energy_J": 0.0, "time_s": 0.0}
+                for i, (p, array) in enumerate(zip(block.conductances(), block.arrays, strict=True)):
+                    for key, value in array.programming(getattr(block, f"written_{i}"), p).items():
+                        cost[key] += value
+                out["blocks"][block.name] = {
+                    "pulses_per_step": cost["pulses"],
+                    "energy_J_per_step": cost["energy_J"],
+                    "time_s_per_step": cost["time_s"],
+                }
+    finally:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(saved[name])
+        model.zero_grad(set_to_none=True)
+    return out

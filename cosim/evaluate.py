@@ -11,12 +11,13 @@ import time
 
 import torch
 
+from analog.operating_point import operating_point
 from analog.solvers import FastSolver, SolverError
 from cosim.build import build_solver
 from cosim.config import SolverConfig
 from cosim.model import FFEBM
 
-__all__ = ["EVAL_BATCH", "accuracy", "ngspice_validation", "reference_copy"]
+__all__ = ["EVAL_BATCH", "accuracy", "block_operating_points", "ngspice_validation", "reference_copy"]
 
 EVAL_BATCH = 512
 """Samples per batch when only the free phase runs (evaluation)."""
@@ -31,6 +32,30 @@ def accuracy(model: FFEBM, x: torch.Tensor, y: torch.Tensor, device, dtype, batc
         out = model(x[start : start + batch_size].to(device=device, dtype=dtype))
         correct += int((out.argmax(1).cpu() == y[start : start + batch_size]).sum())
     return correct / len(y)
+
+
+@torch.no_grad()
+def block_operating_points(model: FFEBM, x: torch.Tensor, device, dtype) -> list[dict]:
+    """:func:`analog.operating_point.operating_point` of every analog block's free phase on ``x``
+    (one batch: what the block receives from the blocks before it), each with the block's name."""
+    model.eval()
+    captured: dict[str, torch.Tensor] = {}
+
+    def grab(module, args) -> None:  # a pre-hook that returns nothing leaves the input as it is
+        captured[module.name] = module.spec.source_voltages(args[0].flatten(1).to(dtype))
+
+    blocks = model.analog_blocks()
+    hooks = [b.register_forward_pre_hook(grab) for b in blocks]
+    try:
+        model(x.to(device=device, dtype=dtype))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out = []
+    for block in blocks:
+        circuit, source_V = block.circuit(), captured[block.name]
+        out.append({"name": block.name, **operating_point(circuit, source_V, block.solver.solve(circuit, source_V))})
+    return out
 
 
 def reference_copy(model: FFEBM) -> FFEBM:

@@ -7,8 +7,9 @@ output layer, ``E`` the rescaled co-content. Nudging injects the physical curren
     I_b = -beta * I_fs * grad_b / gamma_b,      gamma_b = max_k |grad_b,k|,                 (N)
 
 into the output nodes of sample ``b`` (``grad_b = dL/dv_out`` from the blocks after this one,
-``I_fs = g_max * 1 V`` the full-scale current). ``beta`` is thus dimensionless: the largest nudging
-current as a fraction of ``I_fs``, whatever the loss scale or batch size. In u-space this is a
+``I_fs = g_max * nudge_scale_V`` the full-scale current; the scale is 1 V unless the block sets
+it). ``beta`` is thus dimensionless: the largest nudging current as a fraction of ``I_fs``,
+whatever the loss scale or batch size. In u-space this is a
 linear cost with strength ``beta_u,b = beta * I_fs / (gamma_b * s_L^2)``, and the EP theorem
 (Scellier & Bengio 2017, Thm. 1) gives, with ``dE/dg = 1/2 (dV / s_{l+1})^2`` for a conductance
 between layers ``l`` and ``l+1`` across which the voltage drop is ``dV`` and ``dE/dV_k = I_k`` for
@@ -102,7 +103,7 @@ class EquilibriumPropagation(GradientMethod):
     """EP estimates (EP-g), (EP-x) from voltages across devices and currents through sources."""
 
     beta: float = 0.05
-    """Largest nudging current as a fraction of the full-scale current ``g_max * 1 V`` (N)."""
+    """Largest nudging current as a fraction of the full-scale current ``g_max * nudge_scale_V`` (N)."""
     variant: str = "centered"
     """``centered`` (+/-beta), ``positive`` (+beta vs free) or ``negative`` (free vs -beta)."""
     measurement: Measurement = field(default_factory=Measurement)
@@ -122,7 +123,7 @@ class EquilibriumPropagation(GradientMethod):
 
     def nudge(self, circuit: Circuit, grad_output: torch.Tensor, sign: float):
         """Nudging currents (N) ``[B, n_out]`` and the per-sample scale ``gamma_b`` ``[B]``."""
-        full_scale_A = circuit.spec.conductance.g_max_S * 1.0
+        full_scale_A = circuit.spec.full_scale_current_A()
         gamma = grad_output.abs().amax(1)
         unit = grad_output / torch.where(gamma > 0, gamma, torch.ones_like(gamma)).unsqueeze(1)
         return -sign * self.beta * full_scale_A * unit, gamma
@@ -144,7 +145,7 @@ class EquilibriumPropagation(GradientMethod):
         # Phase b is the one held (the -beta phase, or the free phase for +beta vs free); a - b is
         # what the differential readout measures.
         reading = self.measurement.read_pair(phases.get("positive", free), phases.get("negative", free))
-        full_scale_A = circuit.spec.conductance.g_max_S
+        full_scale_A = circuit.spec.full_scale_current_A()
         kappa = gamma / (self.beta * full_scale_A * (2.0 if self.variant == "centered" else 1.0))
         return ep_estimates(circuit, source_V, reading, kappa, phases)
 

@@ -2,7 +2,10 @@
 
 A metric row is a dict of column name -> number: ``epoch``, ``loss``, ``train_accuracy``,
 ``test_accuracy``, ``lr``, then for every analog block and phase ``<block>.<phase>.iterations_mean``
-and ``<block>.<phase>.residual_A_max``, and ``seconds`` last.
+and ``<block>.<phase>.residual_A_max``; ``<block>.write.pulses_epoch``, ``.energy_J_epoch`` and
+``.time_s_epoch`` (the devices' programming over the epoch, when the devices count it, see
+:meth:`analog.devices.DeviceArray.programming`); ``<block>.nudge.L<l>_dv_V_max`` (the largest
+change a nudge caused at free layer ``l``); and ``seconds`` last.
 """
 
 from __future__ import annotations
@@ -23,12 +26,20 @@ class SolverTally:
     def __init__(self) -> None:
         self.iterations: dict[str, list[float]] = {}
         self.residual: dict[str, float] = {}
+        self.sums: dict[str, float] = {}
+        self.maxima: dict[str, float] = {}
 
     def add(self, stats: dict[str, float]) -> None:
-        """One batch's ``{"<block>.<phase>.iterations": n, "<block>.<phase>.residual_A": r}``."""
+        """One batch's ``{"<block>.<phase>.iterations": n, "<block>.<phase>.residual_A": r}``, plus
+        ``<block>.write.{pulses,energy_J,time_s}`` (summed over the epoch) and
+        ``<block>.nudge.L<l>_dv_V`` (the largest over the epoch)."""
         for key, value in stats.items():
             block_phase, _, kind = key.rpartition(".")
-            if kind == "iterations":
+            if block_phase.endswith(".write"):
+                self.sums[key] = self.sums.get(key, 0.0) + value
+            elif block_phase.endswith(".nudge"):
+                self.maxima[key] = max(self.maxima.get(key, 0.0), value)
+            elif kind == "iterations":
                 self.iterations.setdefault(block_phase, []).append(value)
             elif kind == "residual_A":
                 self.residual[block_phase] = max(self.residual.get(block_phase, 0.0), value)
@@ -43,6 +54,8 @@ class SolverTally:
             values = self.iterations[key]
             out[f"{key}.iterations_mean"] = sum(values) / len(values)
             out[f"{key}.residual_A_max"] = self.residual.get(key, float("nan"))
+        out.update({f"{k}_epoch": v for k, v in sorted(self.sums.items())})
+        out.update({f"{k}_max": v for k, v in sorted(self.maxima.items())})
         return out
 
 

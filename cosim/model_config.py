@@ -82,6 +82,9 @@ class AnalogBlockConfig(Strict):
     diode_up_V: float | None = _SPEC["diode_up_V"]
     diode_down_V: float | None = _SPEC["diode_down_V"]
     amplifier_gains: list[float | None] | None = None
+    nudge_scale_V: float = _SPEC["nudge_scale_V"]
+    """Voltage scale of the nudge: its full-scale current is ``g_max_S * nudge_scale_V`` and
+    ``train.beta`` a fraction of it; set it to the design's node swing (sub-volt designs)."""
     g_min_S: float = _RANGE["g_min_S"]
     g_max_S: float = _RANGE["g_max_S"]
     diode_is_A: float = _DIODE["is_A"]
@@ -189,6 +192,7 @@ class AnalogBlockConfig(Strict):
                 diode=diode,
                 amplifier_gains=None if self.amplifier_gains is None else tuple(self.amplifier_gains),
                 conductance=conductance,
+                nudge_scale_V=self.nudge_scale_V,
                 wire_ohm=self.wire_ohm,
                 user_models=user,
                 peripherals=peripherals,

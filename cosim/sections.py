@@ -203,6 +203,16 @@ class EnergyConfig(Strict):
     """Absolute local error per step of the fast transient integrator, volts."""
     t_max_s: float = _TRANSIENT["t_max_s"]
     """Longest simulated time per phase, seconds."""
+    hold_s: float = Field(10e-9, ge=0, le=1.0)
+    """How long each phase is held after it has settled: the sample-and-hold / ADC aperture, seconds.
+    A phase lasts the slowest sample's settling time plus this; at equilibrium the block draws its
+    static power throughout. Default: an assumed 10 ns (one conversion of a ~100 MS/s SAR ADC)."""
+    driver_quiescent_A: float = Field(0.0, ge=0, le=1.0)
+    """Quiescent supply current of each input driver (one per input source), amperes; 0: not counted."""
+    amp_quiescent_A: float = Field(0.0, ge=0, le=1.0)
+    """Quiescent supply current of each bidirectional amplifier, amperes; 0: not counted."""
+    peripheral_supply_V: float = Field(1.0, gt=0, le=100)
+    """Supply voltage the drivers' and amplifiers' quiescent currents are drawn from, volts."""
     adc_bits: int = Field(8, ge=1, le=24)
     adc_fom_J: float = Field(5e-15, gt=0, lt=1e-6)
     """Walden figure of merit, joules per conversion step: one conversion costs ``fom 2^bits``.

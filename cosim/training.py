@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from analog.operating_point import nudge_report
 from cosim.checkpoint import CHECKPOINT_FILE
 from cosim.config import RunConfig
-from cosim.evaluate import accuracy, ngspice_validation
+from cosim.evaluate import accuracy, block_operating_points, ngspice_validation
 from cosim.io import atomic_write_json, atomic_write_text
 from cosim.losses import loss_value
 from cosim.metrics import METRICS_FILE, SolverTally, epoch_line, metrics_text
@@ -165,8 +166,46 @@ def finish(run: TrainingRun, ngspice: bool, say: Callable[[str], None] = _stderr
             f"vs fast {100 * check['fast_test_accuracy_same_samples']:.2f}% ({check['ngspice_seconds']:.1f} s)"
         )
     summary = _summary(run, check)
+    summary.update(_design_checks(run))
+    for op in summary["operating_point"]:
+        for line in op["warnings"]:
+            say(f"warning: {op['name']}: {line}")
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
     return summary, code
+
+
+OPERATING_POINT_SAMPLES = 256
+"""Test samples the trained design's operating point is reported on."""
+
+
+def _design_checks(run: TrainingRun) -> dict:
+    """The trained design's operating point (:func:`cosim.evaluate.block_operating_points`, with the
+    last epoch's nudge response against each block's readout LSB among its warnings) and the devices'
+    programming over the run."""
+    x = run.data.test_x[:OPERATING_POINT_SAMPLES]
+    ops = block_operating_points(run.model, x, run.device, run.dtype)
+    last = run.rows[-1]
+    programming = {}
+    for op, block in zip(ops, run.model.analog_blocks(), strict=True):
+        response = [v for k, v in last.items() if k.startswith(f"{block.name}.nudge.L") and k.endswith("_dv_V_max")]
+        measurement = getattr(block.method, "measurement", None)
+        if response and measurement is not None:
+            report = nudge_report(measurement, tuple(response))
+            op["nudge"] = report
+            op["warnings"] = [*op["warnings"], *report["warnings"]]
+        keys = {"pulses": "write.pulses_epoch", "energy_J": "write.energy_J_epoch", "time_s": "write.time_s_epoch"}
+        if all(f"{block.name}.{v}" in last for v in keys.values()):
+            totals = {k: sum(r.get(f"{block.name}.{v}", 0.0) for r in run.rows) for k, v in keys.items()}
+            steps = len(run.rows) * run.steps_per_epoch
+            programming[block.name] = {
+                **totals,
+                "steps": steps,
+                "pulses_per_step": totals["pulses"] / steps,
+                "energy_J_per_step": totals["energy_J"] / steps,
+                "time_s_per_step": totals["time_s"] / steps,
+                "energy_J_per_epoch": totals["energy_J"] / len(run.rows),
+            }
+    return {"operating_point": ops, "programming": programming}
 
 
 def train_config(config: RunConfig, run_dir: str | Path | None = None, ngspice: bool = False) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cosim.config import parse_override
 from cosim.io import check_output_dir, check_output_file
+from cosim.units import si
 
 __all__ = ["CONFIG_HELP", "add_set_argument", "check_out_dir", "check_out_file", "overrides", "say"]
 
@@ -44,3 +45,19 @@ def add_set_argument(parser) -> None:
 def overrides(args) -> list[tuple[str, object]]:
     """The ``--set`` overrides of ``args`` as ``(KEY, value)``."""
     return [parse_override(text) for text in args.set]
+
+
+def operating_point_lines(name: str, op: dict, indent: str = "  ") -> list[str]:
+    """An :func:`analog.operating_point.operating_point` summary as text lines (warnings last)."""
+    layers = ", ".join(f"L{x['layer']} {100 * x['diodes_conducting_fraction']:.1f}%" for x in op["layers"])
+    lo = min(x["node_min_V"] for x in op["layers"])
+    hi = max(x["node_max_V"] for x in op["layers"])
+    lines = [
+        f"{indent}{name}: {100 * op['diodes_conducting_fraction']:.1f}% of diodes conducting ({layers}); "
+        f"nodes [{lo:.3g}, {hi:.3g}] V, output swing {op['output_swing_V']:.3g} V",
+        f"{indent}  peak currents: driver {si(op['max_driver_current_A'], 'A')}, crossbar row "
+        f"{si(op['max_row_current_A'], 'A')}, column {si(op['max_column_current_A'], 'A')}; "
+        f"KCL residual {op['max_kcl_residual_A']:.1e} A",
+    ]
+    lines += [f"{indent}  warning: {w}" for w in op.get("warnings", [])]
+    return lines

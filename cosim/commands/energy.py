@@ -8,12 +8,20 @@ from pathlib import Path
 
 from cosim.build import build_model, build_solver, torch_dtype
 from cosim.checkpoint import model_state, read_checkpoint
-from cosim.commands.common import CONFIG_HELP, add_set_argument, check_out_dir, overrides, say
+from cosim.commands.common import (
+    CONFIG_HELP,
+    add_set_argument,
+    check_out_dir,
+    operating_point_lines,
+    overrides,
+    say,
+)
 from cosim.config import ConfigError, parse_config, resolve_config, set_path
 from cosim.data import load_dataset
-from cosim.energy import energy_report
+from cosim.energy import energy_report, programming_from_run
 from cosim.io import atomic_write_json, atomic_write_text
 from cosim.plots import plot_breakdown, plot_convergence, plot_waveforms
+from cosim.runs import SUMMARY_FILE
 from cosim.units import si
 
 __all__ = ["register", "report_text", "run"]
@@ -29,10 +37,11 @@ def report_text(report: dict) -> str:
     """The report as fixed-width tables."""
     lines = [
         f"energy report '{report['name']}': {report['samples']} samples, {report['method']}, "
-        f"beta {report['beta']}, settling tolerance {report['settle_tol']:g} of each phase's swing",
+        f"beta {report['beta']}, settling tolerance {report['settle_tol']:g} of each phase's swing, "
+        f"hold {si(report['hold_s'], 's')} per phase",
         "",
-        f"{'block':10s} {'phase':6s} {'power':>11s} {'settle mean':>12s} {'settle max':>11s} "
-        f"{'energy':>11s} {'dissipated':>11s} {'charge':>11s} {'ngspice':>26s}",
+        f"{'block':10s} {'phase':6s} {'static':>10s} {'periph.':>10s} {'settle mean':>12s} {'settle max':>11s} "
+        f"{'duration':>10s} {'energy':>10s} {'charge':>10s} {'ngspice':>26s}",
     ]
     for block in report["blocks"]:
         for row in block["phases"]:
@@ -43,11 +52,15 @@ def report_text(report: dict) -> str:
                     f"dP {row['ngspice_power_rel_diff']:.0e}, dV {row['ngspice_max_wave_diff_V']:.0e}"
                 )
             lines.append(
-                f"{block['name']:10s} {row['phase']:6s} {si(row['power_W'], 'W'):>11s} "
+                f"{block['name']:10s} {row['phase']:6s} {si(row['static_power_W'], 'W'):>10s} "
+                f"{si(row['peripheral_power_W'], 'W'):>10s} "
                 f"{si(row['settle_time_s'], 's'):>12s} {si(row['settle_time_max_s'], 's'):>11s} "
-                f"{si(row['energy_J'], 'J'):>11s} {si(row['dissipated_J'], 'J'):>11s} "
-                f"{si(row['charge_J'], 'J'):>11s} {ng:>26s}"
+                f"{si(row['phase_duration_s'], 's'):>10s} {si(row['energy_J'], 'J'):>10s} "
+                f"{si(row['charge_J'], 'J'):>10s} {ng:>26s}"
             )
+    lines.append("")
+    for block in report["blocks"]:
+        lines += operating_point_lines(block["name"], block["operating_point"], indent="")
     counts = report["counts_per_sample"]
     costs = report["costs_J"]
     lines += [
@@ -57,13 +70,21 @@ def report_text(report: dict) -> str:
         f"per sample: inference {counts['dac_inference']} DAC + {counts['adc_inference']} ADC conversions, "
         f"{counts['digital_macs_inference']} MACs; training {counts['dac_training']} DAC + "
         f"{counts['adc_training']} ADC, {counts['digital_macs_training']} + {counts['ep_update_macs']} (EP) MACs",
-        "",
-        f"{'per sample':18s} {'inference':>11s} {'training':>11s}",
     ]
-    inf, tr = report["per_inference_J"], report["per_training_sample_J"]
-    for key in ("analog_J", "input_lines_J", "dac_J", "adc_J", "digital_J", "ep_update_J", "total_J"):
-        lines.append(f"{key[:-2]:18s} {si(inf.get(key, 0.0), 'J'):>11s} {si(tr[key], 'J'):>11s}")
+    program = report["programming"]
+    for name, p in program["blocks"].items():
+        lines.append(
+            f"programming {name}: {p['pulses_per_step']:.3g} pulses, {si(p['energy_J_per_step'], 'J')} and "
+            f"{si(p['time_s_per_step'], 's')} per training step ({program['source']})"
+        )
+    if not program["blocks"]:
+        lines.append(f"programming: {program['source']}")
+    lines += ["", f"{'per sample':18s} {'inference':>11s} {'training':>11s}"]
+    inf, tr = report["energy_per_inference_J"], report["energy_per_training_sample_J"]
+    for key in ("analog", "converters", "digital", "programming", "total"):
+        lines.append(f"{key:18s} {si(inf[key], 'J'):>11s} {si(tr[key], 'J'):>11s}")
     lines.append(f"training step ({report['batch_size']} samples): {si(report['per_training_step_J'], 'J')}")
+    lines += ["", "assumptions:", *(f"  {a}" for a in report["assumptions"])]
     return "\n".join(lines)
 
 
@@ -110,7 +131,15 @@ def run(args) -> int:
             ) from None
     n = config.energy.samples
     x = data.test_x[:n].to(torch_dtype(config))
-    report, details = energy_report(config, model, x, data.test_y[:n], data.n_classes, say=lambda m: say(m, args.json))
+    programming = None
+    if args.checkpoint is not None and (summary := Path(args.checkpoint).parent / SUMMARY_FILE).is_file():
+        try:
+            programming = programming_from_run(json.loads(summary.read_text(encoding="utf-8")), model)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--checkpoint: {summary} is not a readable training summary ({exc})") from None
+    report, details = energy_report(
+        config, model, x, data.test_y[:n], data.n_classes, say=lambda m: say(m, args.json), programming=programming
+    )
     atomic_write_json(out / ENERGY_FILE, report)
     text = report_text(report)
     atomic_write_text(out / REPORT_FILE, text + "\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cosim.commands.common import check_out_dir, say
+from cosim.commands.common import check_out_dir, operating_point_lines, say
 from cosim.conditions import parse_condition
 from cosim.corners import evaluate_checkpoint
 from cosim.io import atomic_write_json
@@ -36,10 +36,7 @@ def run(args) -> int:
     else:
         print(f"test accuracy {100 * report['test_accuracy']:.2f}%, loss {report['loss']:.4f}")
     for block in report["blocks"]:
-        print(
-            f"  {block['name']}: {100 * block['diodes_conducting_fraction']:.1f}% of diodes conducting, "
-            f"output swing {block['output_swing_V']:.3f} V, KCL residual {block['max_kcl_residual_A']:.1e} A"
-        )
+        print("\n".join(operating_point_lines(block["name"], block)))
     print(f"report: {out / EVAL_FILE}")
     return 0
 

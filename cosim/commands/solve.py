@@ -9,9 +9,17 @@ from pathlib import Path
 import torch
 
 from analog.circuit import Circuit
+from analog.operating_point import operating_point
 from cosim.block import check_kcl
 from cosim.build import build_solver, torch_dtype
-from cosim.commands.common import CONFIG_HELP, add_set_argument, check_out_dir, overrides, say
+from cosim.commands.common import (
+    CONFIG_HELP,
+    add_set_argument,
+    check_out_dir,
+    operating_point_lines,
+    overrides,
+    say,
+)
 from cosim.config import AnalogBlockConfig, ConfigError, RunConfig, resolve_config
 from cosim.data import load_dataset
 from cosim.io import atomic_write_json
@@ -85,6 +93,11 @@ def run(args) -> int:
             f"agreement: max |V_fast - V_ngspice| = {report['max_abs_diff_V']:.3e} V over {diff.numel()} node voltages",
             args.json,
         )
+    op = operating_point(circuit, source_V, results[names[0]])
+    report["operating_point"] = op
+    if not args.json:
+        print(f"operating point ({names[0]} solver, free phase):")
+        print("\n".join(operating_point_lines(f"block {config.solve.block}", op)))
     if out is not None:
         atomic_write_json(out / SOLVE_FILE, report)
         say(f"report: {out / SOLVE_FILE}", args.json)
