@@ -41,9 +41,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path, dpi: int = 120) -> None:
+def _save(fig, path: str | Path, dpi: int = 120, rect=(0, 0, 1, 1)) -> None:
     plt = _pyplot()
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
 
@@ -64,9 +64,17 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> None
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.grid(True, alpha=0.3)
     ax_acc.legend()
+    _integer_epochs(ax_loss, ax_acc)
     if title:
         fig.suptitle(title)
     _save(fig, path)
+
+
+def _integer_epochs(*axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def solver_columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
@@ -79,17 +87,27 @@ def solver_columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
     return out
 
 
-def plot_solver_iterations(rows: Sequence[dict], path: str | Path, title: str = "") -> None:
-    """Mean solver iterations per batch of each phase (free, nudged) of each analog block."""
+_PHASE_STYLE = {"free": ("-", "o"), "positive": ("--", "^"), "negative": (":", "v")}
+
+
+def plot_solver_iterations(rows: Sequence[dict], path: str | Path, title: str = "", solver: str = "") -> None:
+    """Mean solver iterations per batch of each phase of each analog block: one colour per block,
+    one line style and marker per phase (free solid, +beta dashed, -beta dotted); ``solver`` names
+    whose iterations they are (Newton steps of ``fast``, layer sweeps of ``fast-layerwise``, ...)."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    colours: dict[str, str] = {}
     for column, block, phase in solver_columns(rows):
-        ax.plot(epochs, [r[column] for r in rows], "o-", ms=3, label=f"{block} {phase}")
+        colour = colours.setdefault(block, f"C{len(colours)}")
+        style, marker = _PHASE_STYLE.get(phase, ("-.", "s"))
+        label = f"{block} {({'positive': '+beta', 'negative': '-beta'}).get(phase, phase)}"
+        ax.plot(epochs, [r[column] for r in rows], ls=style, marker=marker, ms=3, color=colour, label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("solver iterations per batch (mean)")
+    ax.set_ylabel(f"{solver + ' ' if solver else ''}solver iterations per batch (mean)")
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
+    _integer_epochs(ax)
     if ax.lines:
         ax.legend(fontsize="small")
     ax.set_title(title or "equilibrium solver iterations per phase")
@@ -122,104 +140,163 @@ def plot_gradcheck(rows: Sequence[dict], slopes: dict[str, float], path: str | P
 # Energy report.
 
 _ENERGY_PARTS = [
-    ("analog_J", "analog phases"),
+    ("analog_J", "array (settle + hold)"),
+    ("peripherals_J", "drivers/amplifiers (quiescent)"),
     ("input_lines_J", "input lines (C V^2)"),
-    ("dac_J", "DAC"),
-    ("adc_J", "ADC"),
+    ("dac_J", "DACs"),
+    ("adc_J", "ADCs"),
     ("digital_J", "digital MACs"),
-    ("ep_update_J", "EP update MACs"),
+    ("ep_update_J", "EP update MACs (digital)"),
+    ("programming_J", "device programming"),
 ]
 
 
 def plot_breakdown(report: dict, path: str | Path) -> None:
-    """Energy per inference and per training sample: stacked (left) and per part on a log scale."""
+    """The energy report for a design review: energy per inference and per training sample, one
+    horizontal bar per part on a log scale with its value (parts that cost nothing are listed with
+    "0"), the power of every phase (array static and peripheral quiescent), and the assumptions."""
     plt = _pyplot()
-    columns = [("inference", report["per_inference_J"]), ("training sample", report["per_training_sample_J"])]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
-    bottom = [0.0, 0.0]
-    for key, label in _ENERGY_PARTS:
-        values = [c.get(key, 0.0) for _, c in columns]
-        ax.bar([c for c, _ in columns], values, bottom=bottom, label=label)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    for i, total in enumerate(bottom):
-        ax.annotate(si(total, "J"), (i, total), ha="center", va="bottom")
-    ax.set_ylabel("energy per sample (J)")
-    ax.set_title(f"{report['name']}: energy breakdown ({report['method']})")
-    ax.legend(fontsize=8)
-    # The same parts side by side on a log scale: the analog phases are often orders of magnitude
-    # below the converters and digital compute, invisible in the stack.
-    width = 0.4
-    for i, (name, column) in enumerate(columns):
-        values = [max(column.get(key, 0.0), 1e-30) for key, _ in _ENERGY_PARTS]
-        bx.bar([k + (i - 0.5) * width for k in range(len(_ENERGY_PARTS))], values, width=width, label=name)
-    bx.set_yscale("log")
-    bx.set_ylim(bottom=min(v for _, c in columns for v in c.values() if v > 0) / 10)
-    bx.set_xticks(range(len(_ENERGY_PARTS)), [label for _, label in _ENERGY_PARTS], rotation=25, ha="right", fontsize=8)
-    bx.set_ylabel("energy per sample (J)")
-    bx.set_title("per part (log scale)")
-    bx.legend(fontsize=8)
-    _save(fig, path)
+    columns = [("per inference", report["per_inference_J"]), ("per training sample", report["per_training_sample_J"])]
+    phases = [(b["name"], row) for b in report["blocks"] for row in b["phases"]]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 6.2), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    labels = [label for _, label in _ENERGY_PARTS]
+    positive = [v for _, c in columns for k, _ in _ENERGY_PARTS if (v := c.get(k, 0.0)) > 0]
+    floor = min(positive) / 30 if positive else 1e-18
+    for ax, (title, column) in zip(axes[:2], columns, strict=False):
+        values = [column.get(key, 0.0) for key, _ in _ENERGY_PARTS]
+        y = np.arange(len(values))[::-1]
+        ax.barh(y, [max(v, floor) if v > 0 else 0 for v in values], color=[f"C{i}" for i in range(len(values))])
+        ax.set_xscale("log")
+        ax.set_xlim(floor, max(positive or [1.0]) * 30)
+        for yi, v in zip(y, values, strict=True):
+            text = si(v, "J") if v > 0 else "0 (not counted or none)"
+            ax.annotate(text, (max(v, floor), yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_xlabel("energy (J, log scale)")
+        ax.set_title(f"{title}: {si(column['total_J'], 'J')} in total", fontsize=10)
+        ax.grid(True, axis="x", alpha=0.3)
+    px = axes[2]
+    names = [f"{block} {row['phase']}\n{si(row['phase_duration_s'], 's')}" for block, row in phases]
+    x = np.arange(len(phases))
+    static = [row["static_power_W"] for _, row in phases]
+    periph = [row.get("peripheral_power_W", 0.0) for _, row in phases]
+    factor, unit = _si_scale(max([*static, *periph, 1e-30]), "W")
+    px.bar(x - 0.2, [v * factor for v in static], width=0.4, label="array static power")
+    px.bar(x + 0.2, [v * factor for v in periph], width=0.4, label="peripheral quiescent power")
+    for xi, (a, b) in enumerate(zip(static, periph, strict=True)):
+        px.annotate(si(a, "W"), (xi - 0.2, a * factor), ha="center", va="bottom", fontsize=7)
+        px.annotate(si(b, "W") if b > 0 else "0", (xi + 0.2, b * factor), ha="center", va="bottom", fontsize=7)
+    px.set_xticks(x, names, fontsize=8)
+    px.set_ylabel(f"power during the phase ({unit})")
+    px.set_title("power per phase (phase duration below)", fontsize=10)
+    px.legend(fontsize=8, loc="center")
+    assumptions = report.get("assumptions", [])
+    fig.suptitle(f"{report['name']}: energy breakdown ({report['method']}, beta {report['beta']})")
+    rect = (0, 0, 1, 0.96)
+    if assumptions:
+        lines = ["assumptions: " + assumptions[0], *(" " * 13 + a for a in assumptions[1:])]
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, va="bottom", family="monospace")
+        rect = (0, 0.04 + 0.022 * len(lines), 1, 0.96)
+    _save(fig, path, rect=rect)
+
+
+def _si_scale(value: float, unit: str) -> tuple[float, str]:
+    """The factor and unit (``1e3, "mW"``) that put ``value`` in [1, 1000)."""
+    text = si(value, unit)
+    prefix = text.split(" ")[-1][: -len(unit)]
+    exponents = {"a": -18, "f": -15, "p": -12, "n": -9, "u": -6, "m": -3, "": 0, "k": 3}
+    return 10.0 ** -exponents.get(prefix, 0), f"{prefix}{unit}"
 
 
 def plot_waveforms(details: dict, path: str | Path, max_nodes: int = 6) -> None:
-    """Settling of the last ``max_nodes`` free nodes (outputs first) in every phase of every
-    block; ``details`` maps a block name to its :class:`cosim.energy.PhaseResult` list."""
+    """Settling of the last ``max_nodes`` free nodes (outputs first, named as in the netlist) in
+    every phase of every block, for the first sample: the change from the phase's start, in volts
+    for the free phase and millivolts for the nudged ones, the settle time marked and given; ngspice's
+    ``.tran`` as circles where it ran. ``details`` maps a block name to its
+    :class:`cosim.energy.PhaseResult` list."""
+    from analog.circuit import node_name
+
     plt = _pyplot()
     n_rows = len(details)
     n_cols = max(len(r) for r in details.values())
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.4 * n_cols, 3.4 * n_rows), squeeze=False)
     for i, (name, results) in enumerate(details.items()):
         for j, result in enumerate(results):
             ax = axes[i][j]
             tr = result.transient
+            sizes = result.equilibrium.voltages
+            flat = [(l + 1, k) for l, layer in enumerate(sizes) for k in range(layer.shape[1])]
             n = tr.voltages.shape[2]
             nodes = list(range(n - 1, max(n - 1 - max_nodes, -1), -1))  # output nodes first
+            nudged = result.nudge_A is not None
+            scale, unit = (1e3, "mV") if nudged else (1.0, "V")
             t_ns = tr.times_s * 1e9
-            delta = tr.voltages[:, 0] - tr.voltages[0, 0]
+            delta = (tr.voltages[:, 0] - tr.voltages[0, 0]) * scale
             for k, node in enumerate(nodes):
-                ax.plot(t_ns, delta[:, node], color=f"C{k}", lw=1)
+                ax.plot(t_ns, delta[:, node], color=f"C{k}", lw=1, label=node_name(*flat[node]))
             waves = result.ngspice.get("waves")
             if waves:
                 w = waves[0]
                 step = max(1, len(w.times_s) // 40)
-                d = w.voltages - w.voltages[0]
+                d = (w.voltages - w.voltages[0]) * scale
                 for k, node in enumerate(nodes):
                     ax.plot(w.times_s[::step] * 1e9, d[::step, node], "o", ms=2.5, color=f"C{k}", mfc="none")
-            ax.axvline(float(tr.settle_time_s[0]) * 1e9, color="k", ls="--", lw=0.8)
-            ax.set_title(f"{name} {result.name}" + (" (lines: fast, o: ngspice)" if waves else ""), fontsize=9)
+            settle = float(tr.settle_time_s[0])
+            ax.axvline(settle * 1e9, color="k", ls="--", lw=0.8)
+            ax.annotate(
+                f"settled {si(settle, 's')}",
+                (settle * 1e9, 0.95),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, 0),
+                textcoords="offset points",
+                fontsize=7,
+                va="top",
+            )
+            phase = {"+beta": "+beta (nudged)", "-beta": "-beta (nudged)"}.get(result.name, result.name)
+            ax.set_title(f"{name} {phase}, sample 0" + (" (lines: fast, o: ngspice)" if waves else ""), fontsize=9)
             ax.set_xlabel("time (ns)")
-            ax.set_ylabel("v(t) - v(0) (V)")
+            ax.set_ylabel(f"v(t) - v(0) ({unit})")
+            ax.legend(fontsize=6, ncol=2)
         for j in range(len(results), n_cols):
             axes[i][j].axis("off")
     _save(fig, path, dpi=110)
 
 
 def plot_convergence(details: dict, path: str | Path) -> None:
-    """Fast-solver KCL residual per Newton iteration (left) and ngspice's iteration counts."""
+    """Fast-solver KCL residual per Newton iteration, one line per phase; next to it ngspice's DC and
+    ``.tran`` iteration counts when ngspice ran (no empty panel otherwise)."""
     plt = _pyplot()
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    ran = any(r.ngspice for results in details.values() for r in results)
+    fig, axes = plt.subplots(1, 2 if ran else 1, figsize=(11 if ran else 6, 4), squeeze=False)
+    ax = axes[0][0]
     labels, dc, tran = [], [], []
-    for name, results in details.items():
+    for b, (name, results) in enumerate(details.items()):
         for result in results:
             history = result.equilibrium.history.get("residual_A", [])
             worst = [max(max(step), 1e-30) for step in history]
-            ax.semilogy(range(len(worst)), worst, marker="o", ms=3, label=f"{name} {result.name}")
+            phase = {"+beta": "positive", "-beta": "negative"}.get(result.name, "free")
+            style, marker = _PHASE_STYLE[phase]
+            ax.semilogy(
+                range(len(worst)), worst, ls=style, marker=marker, ms=3, color=f"C{b}", label=f"{name} {result.name}"
+            )
             labels.append(f"{name}\n{result.name}")
             dc.append(result.ngspice.get("dc_iterations", 0))
             tran.append(result.ngspice.get("tran_iterations", 0))
-    ax.set_xlabel("Newton iteration (fast solver)")
+    ax.set_xlabel("Newton iteration (fast solver, float64)")
     ax.set_ylabel("largest KCL residual over the batch (A)")
-    ax.set_title("fast solver: residual per iteration")
+    ax.set_title("fast solver: residual per iteration, each phase")
+    ax.xaxis.set_major_locator(__import__("matplotlib.ticker").ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=8)
-    x = range(len(labels))
-    bx.bar([i - 0.2 for i in x], dc, width=0.4, label="DC (.dc sweep, whole batch)")
-    bx.bar([i + 0.2 for i in x], tran, width=0.4, label=".tran (ngspice samples)")
-    bx.set_xticks(list(x), labels, fontsize=7)
-    if any(dc) or any(tran):
+    if ran:
+        bx = axes[0][1]
+        x = range(len(labels))
+        bx.bar([i - 0.2 for i in x], dc, width=0.4, label="DC (.dc sweep, whole batch)")
+        bx.bar([i + 0.2 for i in x], tran, width=0.4, label=".tran (ngspice samples)")
+        bx.set_xticks(list(x), labels, fontsize=7)
         bx.set_yscale("log")
-    bx.set_ylabel("ngspice iterations")
-    bx.set_title("ngspice iteration counts" if any(dc) else "ngspice not run (energy.ngspice = false)")
-    bx.legend(fontsize=8)
+        bx.set_ylabel("ngspice iterations")
+        bx.set_title("ngspice iteration counts")
+        bx.legend(fontsize=8)
     _save(fig, path, dpi=110)
 
 

@@ -149,7 +149,9 @@ def finish(run: TrainingRun, ngspice: bool, say: Callable[[str], None] = _stderr
     (3 when the ngspice validation failed)."""
     config, run_dir, rows = run.config, run.run_dir, run.rows
     plot_curves(rows, run_dir / CURVES_PLOT, title=config.name)
-    plot_solver_iterations(rows, run_dir / SOLVER_PLOT, title=f"{config.name}: solver iterations per phase")
+    plot_solver_iterations(
+        rows, run_dir / SOLVER_PLOT, title=f"{config.name}: solver iterations per phase", solver=config.solver.name
+    )
     samples = config.train.ngspice_eval_samples if ngspice else 0
     if samples:
         say(f"ngspice validation on {min(samples, len(run.data.test_y))} test samples ...")
