@@ -73,6 +73,12 @@ class CircuitSpec:
     ``L - 1``; ``None`` entries or ``None`` overall: no amplifier)."""
     conductance: ConductanceRange = field(default_factory=ConductanceRange)
     """Programmable range of every conductance, siemens."""
+    conductance_tc1: float = 0.0
+    """First-order temperature coefficient of every crossbar and bias device, 1/K: a device of
+    nominal resistance ``R`` (at the diodes' ``tnom_C``) has ``R (1 + TC1 dT + TC2 dT^2)`` at the
+    device temperature, ``dT = T - TNOM`` (ngspice's resistor ``tc1``/``tc2``)."""
+    conductance_tc2: float = 0.0
+    """Second-order temperature coefficient of the devices, 1/K^2."""
     nudge_scale_V: float = 1.0
     """Voltage scale of the nudging currents: their full scale is ``g_max * nudge_scale_V``
     (:meth:`full_scale_current_A`; ``train.beta`` is a fraction of it). Set it to the design's
@@ -107,6 +113,15 @@ class CircuitSpec:
                 )
         if self.bias_V is not None and self.bias_V <= 0:
             raise ValueError(f"bias_V: must be > 0 V (the pair is +/-bias_V) or None, got {self.bias_V!r}")
+        for name, bound, unit in (("conductance_tc1", 0.1, "1/K"), ("conductance_tc2", 0.01, "1/K^2")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (_finite(value) and abs(value) <= bound):
+                raise ValueError(f"{name}: must be in [-{bound:g}, {bound:g}] {unit}, got {value!r}")
+        if self.conductance_factor() <= 0:
+            raise ValueError(
+                f"conductance_tc1: with conductance_tc2 it makes the devices' resistance non-positive at "
+                f"{self.diode.temperature_C:g} C (1 + TC1 dT + TC2 dT^2 <= 0); check the coefficients"
+            )
         if not (_finite(self.nudge_scale_V) and 1e-3 <= self.nudge_scale_V <= MAX_VOLTAGE_V):
             raise ValueError(
                 f"nudge_scale_V: must be a voltage in [0.001, {MAX_VOLTAGE_V:g}] V, got {self.nudge_scale_V!r}"
@@ -146,6 +161,15 @@ class CircuitSpec:
                 f"{amp}: this block has no amplifiers (amplifier_gains); the amp_* keys describe them, "
                 "drop the key or add amplifier_gains"
             )
+
+    def conductance_factor(self) -> float:
+        """``G(T) / G(TNOM) = 1 / (1 + TC1 dT + TC2 dT^2)`` of every device at the device temperature."""
+        dt = self.diode.temperature_C - self.diode.tnom_C
+        return 1.0 / (1.0 + self.conductance_tc1 * dt + self.conductance_tc2 * dt * dt) if dt else 1.0
+
+    @property
+    def has_temperature_coefficients(self) -> bool:
+        return bool(self.conductance_tc1 or self.conductance_tc2)
 
     def full_scale_current_A(self) -> float:
         """The nudging sources' full-scale current ``g_max * nudge_scale_V``, amperes."""
@@ -233,7 +257,10 @@ class Circuit:
 
     spec: CircuitSpec
     weights: tuple[torch.Tensor, ...]
-    """``weights[l]``: conductances between layer ``l`` and ``l+1``, shape ``[nodes_l, nodes_{l+1}]``."""
+    """``weights[l]``: conductances between layer ``l`` and ``l+1``, shape ``[nodes_l, nodes_{l+1}]``,
+    as the devices present them at the device temperature (with TC1/TC2 the block scales its
+    programmed values by :meth:`CircuitSpec.conductance_factor`; the netlist writes the nominal
+    resistance with ``tc1``/``tc2`` so that ngspice applies the same factor)."""
     biases: tuple[torch.Tensor, ...]
     """``biases[l]``: conductances from the bias pair to layer ``l+1``, shape ``[n_bias, n_{l+1}]``."""
     check_range: bool = True

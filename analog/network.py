@@ -64,6 +64,8 @@ def _resistors(circuit: Circuit) -> list[tuple[str, list[str], list[str], list[l
     sizes = spec.nodes_per_layer()
     groups = []
     driven = spec.peripherals.driver_ohm is not None
+    # With TC1/TC2 the deck holds the nominal resistances and ngspice scales them to TEMP.
+    factor = spec.conductance_factor() if spec.has_temperature_coefficients else 1.0
     for l, w in enumerate(circuit.weights):
         if l == 0 and driven:
             rows = [driver_node(i) for i in range(sizes[0])]
@@ -71,11 +73,11 @@ def _resistors(circuit: Circuit) -> list[tuple[str, list[str], list[str], list[l
             rows = [_amplifier_nodes(l, i)[1] if spec.has_amplifier(l) else node_name(l, i) for i in range(sizes[l])]
         cols = [node_name(l + 1, j) for j in range(sizes[l + 1])]
         # 1.0 / g in float64 is the correctly rounded quotient, as Python's float division.
-        groups.append((f"W{l}_", rows, cols, (1.0 / _floats(w)).tolist()))
+        groups.append((f"W{l}_", rows, cols, (factor / _floats(w)).tolist()))
     for l, b in enumerate(circuit.biases):
         rows = list(_bias_nodes(l)[: spec.n_bias])
         cols = [node_name(l + 1, j) for j in range(sizes[l + 1])]
-        groups.append((f"B{l}_", rows, cols, (1.0 / _floats(b)).tolist()))
+        groups.append((f"B{l}_", rows, cols, (factor / _floats(b)).tolist()))
     return groups
 
 
@@ -119,16 +121,25 @@ def _crossbars(circuit: Circuit):
         yield l, rows, cols, w_ohms + b_ohms
 
 
-def resistor_lines(resistors) -> str:
+def resistor_lines(resistors, suffix: str = "") -> str:
     """The ``R`` lines of crossbar groups ``(name prefix, row nodes, column nodes, ohms[row][column])``
-    as PySpice prints them (``repr`` of each value)."""
+    as PySpice prints them (``repr`` of each value), each followed by ``suffix`` (e.g. ``tc1=...``)."""
     lines = []
     for prefix, sources, targets, ohms in resistors:
         for i, src in enumerate(sources):
             head = f"R{prefix}{i}_"
             tails = [f" {src} {dst} " for dst in targets]
-            lines.extend([f"{head}{j}{tail}{r!r}" for j, (tail, r) in enumerate(zip(tails, ohms[i], strict=True))])
+            lines.extend(
+                [f"{head}{j}{tail}{r!r}{suffix}" for j, (tail, r) in enumerate(zip(tails, ohms[i], strict=True))]
+            )
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def _tc_suffix(spec) -> str:
+    """``tc1=... tc2=...`` for the crossbar devices' lines (empty without coefficients)."""
+    if not spec.has_temperature_coefficients:
+        return ""
+    return f" tc1={float(spec.conductance_tc1)!r} tc2={float(spec.conductance_tc2)!r}"
 
 
 def build_network(circuit: Circuit, title: str, bulk: bool | None = None) -> SpiceCircuit:
@@ -149,12 +160,15 @@ def build_network(circuit: Circuit, title: str, bulk: bool | None = None) -> Spi
             net.V(f"B{l}N", minus, gnd, -float(spec.bias_V))
     _drivers_and_nudge_loads(net, spec)
 
+    suffix = _tc_suffix(spec)  # PySpice's resistor has no tc1/tc2: such decks are written as lines
     if spec.wire_ohm is not None:
         elements = _wired_resistors(circuit)
         if bulk is None:
             bulk = len(elements) > BULK_RESISTORS
-        if bulk:
-            net.raw_spice += "".join(f"R{name} {a} {b} {r!r}\n" for name, a, b, r in elements)
+        if bulk or suffix:
+            net.raw_spice += "".join(
+                f"R{name} {a} {b} {r!r}{'' if name.startswith('S') else suffix}\n" for name, a, b, r in elements
+            )
         else:
             for name, a, b, r in elements:
                 net.R(name, a, b, r)
@@ -163,8 +177,8 @@ def build_network(circuit: Circuit, title: str, bulk: bool | None = None) -> Spi
     resistors = _resistors(circuit)
     if bulk is None:
         bulk = sum(len(rows) * len(cols) for _, rows, cols, _ in resistors) > BULK_RESISTORS
-    if bulk:
-        net.raw_spice += resistor_lines(resistors)
+    if bulk or suffix:
+        net.raw_spice += resistor_lines(resistors, suffix)
     else:
         for prefix, sources, targets, ohms in resistors:
             for i, src in enumerate(sources):

@@ -166,9 +166,15 @@ class AnalogBlock(nn.Module):
             conductances = self.conductances()
         depth = self.spec.depth
         tensors = [t.detach() for t in conductances]
+        # The devices' temperature coefficients (TC1/TC2) scale what every device presents.
+        factor = self.spec.conductance_factor()
         if self.devices.ideal and self.io.ideal:
-            return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]))
+            if factor != 1.0:
+                tensors = [t * factor for t in tensors]
+            return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), factor == 1.0)
         tensors = [array.read(t, self.io) for array, t in zip(self.arrays, tensors, strict=True)]
+        if factor != 1.0:
+            tensors = [t * factor for t in tensors]
         area = None if self.diode_area is None else self.diode_area.to(tensors[0])
         emission = None if self.diode_emission is None else self.diode_emission.to(tensors[0])
         return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), False, area, emission)

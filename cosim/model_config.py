@@ -82,6 +82,11 @@ class AnalogBlockConfig(Strict):
     diode_up_V: float | None = _SPEC["diode_up_V"]
     diode_down_V: float | None = _SPEC["diode_down_V"]
     amplifier_gains: list[float | None] | None = None
+    conductance_tc1: float = _SPEC["conductance_tc1"]
+    """First-order temperature coefficient of the crossbar devices' resistance, 1/K (ngspice
+    ``tc1``, about ``tnom_C``)."""
+    conductance_tc2: float = _SPEC["conductance_tc2"]
+    """Second-order temperature coefficient of the devices' resistance, 1/K^2 (ngspice ``tc2``)."""
     nudge_scale_V: float = _SPEC["nudge_scale_V"]
     """Voltage scale of the nudge: its full-scale current is ``g_max_S * nudge_scale_V`` and
     ``train.beta`` a fraction of it; set it to the design's node swing (sub-volt designs)."""
@@ -193,6 +198,8 @@ class AnalogBlockConfig(Strict):
                 amplifier_gains=None if self.amplifier_gains is None else tuple(self.amplifier_gains),
                 conductance=conductance,
                 nudge_scale_V=self.nudge_scale_V,
+                conductance_tc1=self.conductance_tc1,
+                conductance_tc2=self.conductance_tc2,
                 wire_ohm=self.wire_ohm,
                 user_models=user,
                 peripherals=peripherals,

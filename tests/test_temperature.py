@@ -12,7 +12,7 @@ import torch
 
 from analog import Circuit, CircuitSpec
 from analog.diode import ZERO_CELSIUS_K, DiodeModel, thermal_voltage
-from analog.netlist import build_batch, netlist_text
+from analog.netlist import build_batch, build_operating_point, netlist_text
 from analog.solvers import FastSolver
 from tests.conftest import log_uniform_circuit, make_solver, random_inputs
 
@@ -93,3 +93,41 @@ def test_a_card_named_like_a_part_number_with_its_own_tnom(tmp_path):
     fast = FastSolver().solve(circuit, source_V)
     spice = make_solver("ngspice").solve(circuit, source_V)
     assert (fast.all_voltages() - spice.all_voltages()).abs().max().item() <= 1e-8
+
+
+def _tc_spec(temperature_C: float) -> CircuitSpec:
+    return CircuitSpec(
+        (6, 8, 3),
+        input_gain_V=12.0,  # driven hard: with no diode conducting, a uniform scale would change nothing
+        diode=DiodeModel(temperature_C=temperature_C),
+        conductance_tc1=2e-3,
+        conductance_tc2=1e-6,
+    )
+
+
+def test_conductance_temperature_coefficients_follow_the_resistor_equation():
+    spec = _tc_spec(85.0)
+    assert spec.conductance_factor() == pytest.approx(1 / (1 + 2e-3 * 58 + 1e-6 * 58**2), rel=1e-15)
+    assert _tc_spec(27.0).conductance_factor() == 1.0
+    with pytest.raises(ValueError, match="conductance_tc1: must be in"):
+        CircuitSpec((2, 2), conductance_tc1=0.5)
+    with pytest.raises(ValueError, match="non-positive at -200 C"):
+        CircuitSpec((2, 2), diode=DiodeModel(temperature_C=-200.0), conductance_tc1=0.1)
+
+
+@pytest.mark.parametrize("temperature_C", [-40.0, 125.0])
+def test_ngspice_applies_the_same_tc1_tc2(temperature_C, ngspice_solver):
+    spec = _tc_spec(temperature_C)
+    base = Circuit.random(spec, 1)
+    f = spec.conductance_factor()
+    # What the block presents at temperature; the deck holds the nominal values with tc1/tc2.
+    circuit = Circuit(spec, tuple(w * f for w in base.weights), tuple(b * f for b in base.biases), False)
+    text = netlist_text(build_operating_point(circuit, spec.source_voltages(torch.ones(1, 6))[0]))
+    assert " tc1=0.002 tc2=1e-06" in text and f"RW0_0_0 L0_N0 L1_N0 {1 / float(base.weights[0][0, 0])!r}" in text
+    src = spec.source_voltages(torch.rand(4, 6, generator=torch.Generator().manual_seed(1)))
+    fast = FastSolver().solve(circuit, src)
+    ref = ngspice_solver.solve(circuit, src)
+    assert max(float((a - b).abs().max()) for a, b in zip(fast.voltages, ref.voltages, strict=True)) <= 1e-8
+    # ...and the coefficients matter: the nominal circuit at the same temperature is another one.
+    nominal = FastSolver().solve(base, src)
+    assert max(float((a - b).abs().max()) for a, b in zip(fast.voltages, nominal.voltages, strict=True)) > 1e-3
