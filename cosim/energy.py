@@ -133,6 +133,7 @@ def simulate_block(
     options: TransientOptions,
     ngspice_samples: int = 0,
     ngspice_workers: int = 1,
+    say=lambda _: None,
 ) -> list[PhaseResult]:
     """Static power and settling of each phase of ``phases`` (name, nudging currents ``[B, n_out]``
     or ``None``), simulated in order: the first from rest, each next from the previous one's state.
@@ -150,6 +151,7 @@ def simulate_block(
     start = torch.zeros(source_V.shape[0], sum(circuit.spec.layer_sizes[1:]), dtype=torch.float64)
     free: Equilibrium | None = None
     results = []
+    t0 = time.perf_counter()
     for name, nudge in phases:
         nudge = None if nudge is None else nudge.detach().to(torch.float64)
         eq = solver.solve(circuit, source_V, nudge, init=free)
@@ -166,8 +168,13 @@ def simulate_block(
         )
         results.append(result)
         start = final
+        tr = result.transient
+        elapsed = time.perf_counter() - t0
+        say(f"  {name}: settled in {float(tr.settle_time_s.max()) * 1e9:.3g} ns ({tr.steps} steps, {elapsed:.1f} s)")
     if ngspice_samples > 0:
+        say(f"  ngspice: DC and .tran of {len(phases)} phases on {ngspice_samples} sample(s) ...")
         _ngspice_phases(circuit, source_V, results, caps, options, ngspice_samples, ngspice_workers)
+        say(f"  ngspice done ({time.perf_counter() - t0:.1f} s)")
     return results
 
 
@@ -340,6 +347,7 @@ def energy_report(
             options,
             ngspice_samples=cfg.ngspice_samples if cfg.ngspice else 0,
             ngspice_workers=config.solver.workers,
+            say=say,
         )
         details[block.name] = results
         line_F = caps.input_line_F(circuit)
