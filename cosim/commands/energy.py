@@ -84,6 +84,18 @@ def report_text(report: dict) -> str:
     for key in ("analog", "converters", "digital", "programming", "total"):
         lines.append(f"{key:18s} {si(inf[key], 'J'):>11s} {si(tr[key], 'J'):>11s}")
     lines.append(f"training step ({report['batch_size']} samples): {si(report['per_training_step_J'], 'J')}")
+    comp = report["comparison"]
+    lines += [
+        "",
+        f"inference efficiency: {comp['macs_per_inference']} MACs in {si(comp['energy_J'], 'J')} (analog + "
+        f"converters): {comp['tops_per_W']:.3g} TOPS/W",
+    ]
+    for ref in comp["published"]:
+        lines.append(
+            f"  vs {ref['tops_per_W']:g} TOPS/W, {ref['name']}: {si(ref['energy_J_same_macs'], 'J')} for the same "
+            f"MACs ({ref['source']})"
+        )
+    lines.append(f"  ({comp['note']})")
     lines += ["", "assumptions:", *(f"  {a}" for a in report["assumptions"])]
     return "\n".join(lines)
 
