@@ -171,6 +171,10 @@ class CircuitSpec:
     def has_temperature_coefficients(self) -> bool:
         return bool(self.conductance_tc1 or self.conductance_tc2)
 
+    def amplified_nodes(self) -> int:
+        """Number of nodes that drive a crossbar through an amplifier (one amplifier each)."""
+        return sum(self.layer_sizes[l] for l in range(1, self.depth) if self.has_amplifier(l))
+
     def full_scale_current_A(self) -> float:
         """The nudging sources' full-scale current ``g_max * nudge_scale_V``, amperes."""
         return self.conductance.g_max_S * self.nudge_scale_V
@@ -271,6 +275,9 @@ class Circuit:
     diode_emission: torch.Tensor | None = None
     """Per-diode factor multiplying the emission coefficient ``N`` (device spread), laid out as
     ``diode_area``; ``N`` times it must stay in [0.5, 10]. ``None`` for 1."""
+    amp_offset: torch.Tensor | None = None
+    """Each amplifier's own input offset, volts (mismatch, on top of ``peripherals.amp_offset_V``):
+    one per amplified node, the amplified layers' nodes concatenated in layer order; ``None``: none."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(self.weights))
@@ -294,6 +301,17 @@ class Circuit:
                     f"diode_emission: N times the factor must stay in [0.5, 10], found "
                     f"[{float(n.min()):.3g}, {float(n.max()):.3g}]"
                 )
+        if self.amp_offset is not None:
+            n_amp = spec.amplified_nodes()
+            if not isinstance(self.amp_offset, torch.Tensor) or tuple(self.amp_offset.shape) != (n_amp,):
+                raise ValueError(
+                    f"amp_offset: expected shape [{n_amp}] (one per amplified node), got "
+                    f"{getattr(self.amp_offset, 'shape', self.amp_offset)}"
+                )
+            if not torch.isfinite(self.amp_offset).all() or float(self.amp_offset.abs().max()) > 1.0:
+                raise ValueError("amp_offset: offsets must be finite and within +/-1 V")
+            if spec.wire_ohm is not None:
+                raise ValueError("amp_offset: amplifier offsets with resistive wires (wire_ohm) are not supported")
         dtypes = {t.dtype for t in (*self.weights, *self.biases)}
         if len(dtypes) > 1:
             raise ValueError(f"weights/biases: all conductances must share one dtype, got {dtypes}")
@@ -358,6 +376,12 @@ class Circuit:
         return self._wires
 
     @property
+    def ideal_peripherals(self) -> bool:
+        """Whether the drivers, amplifiers and nudging sources are ideal (no offsets drawn either):
+        the layered solvers' circuit; otherwise :mod:`analog.solvers.general`'s."""
+        return self.spec.peripherals.ideal and self.amp_offset is None
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.weights[0].dtype
 
@@ -376,6 +400,7 @@ class Circuit:
             self.check_range,
             None if self.diode_area is None else move(self.diode_area),
             None if self.diode_emission is None else move(self.diode_emission),
+            None if self.amp_offset is None else move(self.amp_offset),
         )
 
     def detach(self) -> Circuit:
@@ -386,4 +411,5 @@ class Circuit:
             self.check_range,
             self.diode_area,
             self.diode_emission,
+            self.amp_offset,
         )

@@ -93,6 +93,9 @@ class DeviceConfig:
     diode_n_sigma: float = 0.0
     """Device-to-device spread of the neuron diodes' emission coefficient: each diode's ``N`` is
     multiplied by ``exp(sigma z)``, drawn once per diode and kept within ngspice's [0.5, 10]."""
+    amp_offset_sigma_V: float = 0.0
+    """Mismatch of the bidirectional amplifiers: each amplifier's input offset is drawn once as
+    ``sigma z`` volts (added to the block's systematic ``amp_offset_V``, :mod:`analog.peripherals`)."""
     drift_nu: float = 0.0
     """Conductance drift exponent: a device read ``t`` seconds after programming (``io.drift_time_s``)
     presents ``G0 ((t + t0) / t0)^-nu`` (the power law of PCM, aihwkit's ``PCMLikeNoiseModel``
@@ -129,6 +132,7 @@ class DeviceConfig:
             ("write_noise_sigma", 10.0),
             ("diode_is_sigma", 5.0),
             ("diode_n_sigma", 1.0),
+            ("amp_offset_sigma_V", 1.0),
             ("pulse_noise_sigma", 100.0),
             ("drift_nu", 1.0),
             ("drift_nu_sigma", 1.0),

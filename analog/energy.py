@@ -133,7 +133,7 @@ def static_power(
     the network laws give for ``voltages``.
     """
     spec = circuit.spec
-    if not spec.peripherals.ideal:
+    if not circuit.ideal_peripherals:
         return _peripheral_power(circuit, source_V, voltages, nudge_A, input_currents_A, bias_currents_A)
     user_models = getattr(spec, "user_models", None)
     if user_models is not None and (reason := user_models.fast_refusal()):

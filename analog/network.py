@@ -204,6 +204,8 @@ def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit
     sizes = spec.nodes_per_layer()
     gnd = net.gnd
     p = spec.peripherals
+    drawn = None if circuit.amp_offset is None else circuit.amp_offset.detach().double().tolist()
+    k = 0
     for l in range(1, spec.depth):
         if not spec.has_amplifier(l):
             continue
@@ -213,10 +215,12 @@ def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit
             out, cross = _amplifier_nodes(l, j)
             # With an output resistance the forward stage drives L{l}_E{j}, then RAOUT to L{l}_A{j}.
             stage = out if p.amp_out_ohm is None else f"L{l}_E{j}"
-            if p.amp_swing_V is None and p.amp_offset_V == 0.0:
+            offset = float(p.amp_offset_V) + (0.0 if drawn is None else drawn[k])
+            k += 1
+            if p.amp_swing_V is None and offset == 0.0:
                 net.VCVS(f"AMP_{node}", stage, gnd, node, gnd, voltage_gain=gain)
             else:
-                x = f"(v({node})+({float(p.amp_offset_V)!r}))"
+                x = f"(v({node})+({offset!r}))"
                 if p.amp_swing_V is None:
                     expression = f"{gain!r}*{x}"
                 else:

@@ -128,7 +128,7 @@ def _line_currents(circuit: Circuit, source_V: torch.Tensor, eq: Equilibrium) ->
     for l, g in enumerate(circuit.weights):
         g = g.detach()
         y = v[l]
-        if not spec.peripherals.ideal:
+        if not circuit.ideal_peripherals:
             x = row_voltages(circuit, l, src, v)
         elif l == 0:
             x = src

@@ -144,6 +144,13 @@ class AnalogBlock(nn.Module):
             z = torch.randn(2, sum(spec.layer_sizes[1:]), generator=gen, dtype=torch.float64)
             n = spec.diode.n
             emission = torch.exp(self.devices.diode_n_sigma * z).clamp(0.5 / n, 10.0 / n)
+        offset = None
+        if self.devices.amp_offset_sigma_V and spec.amplified_nodes():
+            # Drawn after the older draws, so that blocks without it keep their devices.
+            z = torch.randn(spec.amplified_nodes(), generator=gen, dtype=torch.float64)
+            offset = (self.devices.amp_offset_sigma_V * z).clamp(-1.0, 1.0)
+        self.register_buffer("amp_offset", offset)
+        """Each amplifier's input offset, volts ``[n_amplified]``, ``None`` without mismatch."""
         self.register_buffer("diode_area", area)
         """Area factor of each diode ``[2, n_free]`` (rows: up, down), ``None`` without Is spread."""
         self.register_buffer("diode_emission", emission)
@@ -172,12 +179,13 @@ class AnalogBlock(nn.Module):
             if factor != 1.0:
                 tensors = [t * factor for t in tensors]
             return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), factor == 1.0)
+        offset = None if self.amp_offset is None else self.amp_offset.to(tensors[0])
         tensors = [array.read(t, self.io) for array, t in zip(self.arrays, tensors, strict=True)]
         if factor != 1.0:
             tensors = [t * factor for t in tensors]
         area = None if self.diode_area is None else self.diode_area.to(tensors[0])
         emission = None if self.diode_emission is None else self.diode_emission.to(tensors[0])
-        return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), False, area, emission)
+        return Circuit(self.spec, tuple(tensors[:depth]), tuple(tensors[depth:]), False, area, emission, offset)
 
     def record(self, phase: str, eq: Equilibrium) -> None:
         check_kcl(eq, self.spec, f"analog block {self.name}, {phase} phase")

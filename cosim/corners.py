@@ -33,7 +33,7 @@ __all__ = ["DRAW_SEED_STRIDE", "evaluate_checkpoint", "operating_point"]
 
 DRAW_SEED_STRIDE = 7919
 """Seed offset between device draws (a prime, so draws do not repeat the training seeds)."""
-_DEVICE_BUFFER = re.compile(r"\.arrays\.\d+\.(factor|offset|stuck|drift_nu)$|\.diode_(area|emission)$")
+_DEVICE_BUFFER = re.compile(r"\.arrays\.\d+\.(factor|offset|stuck|drift_nu)$|\.diode_(area|emission)$|\.amp_offset$")
 
 
 def operating_point(block: AnalogBlock, source_V: torch.Tensor, eq: Equilibrium) -> dict:

@@ -222,7 +222,7 @@ def ep_estimates(
             weights.append(grad[: grad.shape[0] - spec.n_bias])
             biases.append(grad[grad.shape[0] - spec.n_bias :])
         return BlockGradients(grad_source, tuple(weights), tuple(biases), phases)
-    peripherals = not spec.peripherals.ideal
+    peripherals = not circuit.ideal_peripherals
     if peripherals:
         moved = tuple(h + d for h, d in zip(held, delta, strict=True))
     for l in range(spec.depth):
@@ -284,7 +284,7 @@ class ImplicitDifferentiation(GradientMethod):
                 "such Jacobian: use the 'fast' or 'ngspice' solver for the exact reference"
             )
         spec = circuit.spec
-        if not spec.peripherals.ideal:
+        if not circuit.ideal_peripherals:
             # Non-ideal peripherals: the adjoint of the general (possibly non-symmetric) Jacobian.
             grad_source, weights, biases = implicit_gradients(circuit, source_V, free, grad_output)
             return BlockGradients(grad_source, weights, biases)

@@ -235,3 +235,27 @@ def test_power_balances_with_peripherals(name):
         # Tellegen: what the sources deliver is what the elements dissipate, at rounding level.
         assert float(((power.delivered_W - power.dissipated_W).abs() / power.delivered_W.abs()).max()) <= 1e-13
         assert float(power.peripherals_W.min()) > 0 and float(power.charging_W.abs().max()) <= 1e-18
+
+
+def test_amplifier_offset_draws_per_amplifier(ngspice_solver):
+    from analog.devices import DeviceConfig
+    from cosim.block import AnalogBlock
+
+    block = AnalogBlock(SPEC, seed=3, devices=DeviceConfig(amp_offset_sigma_V=0.02))
+    offsets = block.amp_offset
+    assert offsets.shape == (8,) and 0.005 < float(offsets.std()) < 0.05  # one per amplified node
+    assert "amp_offset" in block.state_dict()  # model state: a checkpoint holds these amplifiers
+    circuit = block.circuit()
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(1))
+    src = SPEC.source_voltages(x)
+    fast = FastSolver().solve(circuit, src)
+    ref = ngspice_solver.solve(circuit, src)
+    assert max(float((a - b).abs().max()) for a, b in zip(fast.voltages, ref.voltages, strict=True)) <= 1e-8
+    ideal = FastSolver().solve(Circuit(SPEC, circuit.weights, circuit.biases), src)
+    assert max(float((a - b).abs().max()) for a, b in zip(fast.voltages, ideal.voltages, strict=True)) > 1e-3
+    grad_out = torch.randn(4, SPEC.n_outputs, generator=torch.Generator().manual_seed(3))
+    exact = _flat(ImplicitDifferentiation()(FastSolver(), circuit, src, fast, grad_out))
+    ep = _flat(EquilibriumPropagation(beta=0.01)(FastSolver(), circuit, src, fast, grad_out))
+    assert float((ep - exact).norm() / exact.norm()) <= 1e-6  # offsets keep the circuit reciprocal
+    with pytest.raises(ValueError, match=r"amp_offset: expected shape \[8\]"):
+        Circuit(SPEC, circuit.weights, circuit.biases, True, None, None, torch.zeros(3))

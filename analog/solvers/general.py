@@ -80,6 +80,15 @@ class GeneralSystem:
         self.gain: list[float | None] = [None]  # per crossbar: amplifier gain of its rows (None: not amplified)
         for l in range(1, self.depth):
             self.gain.append(gains[l - 1] if spec.has_amplifier(l) else None)
+        # Each amplifier's own offset (mismatch draws), per crossbar whose rows are amplified.
+        self.amp_offsets: dict[int, torch.Tensor] | None = None
+        if circuit.amp_offset is not None:
+            self.amp_offsets, first = {}, 0
+            for l in range(1, self.depth):
+                if self.gain[l] is not None:
+                    n = spec.layer_sizes[l]
+                    self.amp_offsets[l] = circuit.amp_offset[first : first + n].to(dtype=self.dtype, device=self.device)
+                    first += n
         self.series_S: list[float | None] = []
         for l in range(self.depth):
             ohm = p.driver_ohm if l == 0 else (p.amp_out_ohm if self.gain[l] is not None else None)
@@ -97,6 +106,8 @@ class GeneralSystem:
         if a is None:
             return x, torch.ones_like(x)
         x = x + self.p.amp_offset_V
+        if self.amp_offsets is not None:
+            x = x + self.amp_offsets[l]
         if self.p.amp_swing_V is None:
             return a * x, torch.full_like(x, a)
         s = self.p.amp_swing_V
@@ -350,7 +361,9 @@ def implicit_gradients(circuit: Circuit, source_V: torch.Tensor, free: Equilibri
         weights = [w.detach().clone().requires_grad_(True) for w in circuit.weights]
         biases = [b.detach().clone().requires_grad_(True) for b in circuit.biases]
         src = source_V.clone().requires_grad_(True)
-        live = Circuit(circuit.spec, weights, biases, False, circuit.diode_area, circuit.diode_emission)
+        live = Circuit(
+            circuit.spec, weights, biases, False, circuit.diode_area, circuit.diode_emission, circuit.amp_offset
+        )
         r = GeneralSystem(live, src).residual(v)
         params = [src, *weights, *[b for b in biases if b.numel()]]
         grads = torch.autograd.grad((lam * r).sum(), params, allow_unused=True)

@@ -166,7 +166,7 @@ class FastSolver(EquilibriumSolver):
         nudge_A: torch.Tensor | None = None,
         init: Equilibrium | None = None,
     ) -> Equilibrium:
-        if not circuit.spec.peripherals.ideal:
+        if not circuit.ideal_peripherals:
             # Non-ideal drivers/amplifiers/nudging sources: the dense solver, started from this one's
             # equilibrium of the ideal-peripheral block.
             general = GeneralSolver(tol_V=self.tol_V, max_iterations=self.max_iterations, name=self.name, start=self)

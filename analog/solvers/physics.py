@@ -36,9 +36,10 @@ class LayeredSystem:
         spec = circuit.spec
         if spec.user_models is not None and (reason := spec.user_models.fast_refusal()):
             raise SolverError(reason)
-        if not spec.peripherals.ideal:
+        if not circuit.ideal_peripherals:
+            which = spec.peripherals.set_fields() + ([] if circuit.amp_offset is None else ["amplifier offset draws"])
             raise SolverError(
-                f"non-ideal peripherals ({', '.join(spec.peripherals.set_fields())}): the layered solvers and the "
+                f"non-ideal peripherals ({', '.join(which)}): the layered solvers and the "
                 "fast transient assume ideal drivers and amplifiers; use solver.name = 'fast' (DC) or 'ngspice'"
             )
         self.circuit = circuit
@@ -267,7 +268,7 @@ def kcl_residual(
 
     ``voltages``: physical node voltages of free layers ``1..L``, each ``[B, n_l]``.
     """
-    if not circuit.spec.peripherals.ideal:
+    if not circuit.ideal_peripherals:
         general = GeneralSystem(circuit, source_V, nudge_A)
         return general.residual(torch.cat([t.to(general.dtype) for t in voltages], dim=1)).abs().amax(1)
     system = LayeredSystem(circuit, source_V, nudge_A)
