@@ -51,7 +51,7 @@ def operating_point(block: AnalogBlock, source_V: torch.Tensor, eq: Equilibrium)
         i, _ = spec.diode.current(
             sign * (v - rail), None if area is None else area[row], None if emission is None else emission[row]
         )
-        conducting += int((i > threshold).sum())
+        conducting += int((i.abs() > threshold).sum())  # forward, or in breakdown
         diodes += i.numel()
     return {
         "name": block.name,
