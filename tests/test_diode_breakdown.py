@@ -345,3 +345,17 @@ def test_a_1n4148_card_with_breakdown_trains_exports_resumes_and_gradchecks(tmp_
     report = json.loads(capsys.readouterr().out)
     centered = [r for r in report["results"] if r["method"] == "ep-centered" and r["param"] == "all"]
     assert min(r["cosine"] for r in centered) > 1 - 1e-9
+
+
+def test_the_ideal_diode_solver_clamps_at_an_ideal_zener(library):
+    """fast-ideal's box: a node pushed past a rail the wrong way stops where its Zener carries
+    g_max * 1 V, xbv + NBV Vt ln(1 + g_max / Is) below the rail; the Shockley solution is near."""
+    from analog.solvers.ideal import IdealDiodeSolver
+
+    circuit, source_V = _zener_block(UserModels(library, diode_model="1N4733"), 27.0)
+    ideal = IdealDiodeSolver().solve(circuit, source_V).all_voltages()
+    diode = circuit.spec.diode
+    v_z = diode.breakdown_voltage() + diode.vte_brk_V * math.log1p(1e-2 / diode.saturation_current())
+    assert float(ideal.min()) >= -v_z - 1e-12 and float(ideal.max()) < -4.5
+    exact = FastSolver().solve(circuit, source_V).all_voltages()
+    assert (ideal - exact).abs().max().item() < 0.3
