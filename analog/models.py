@@ -17,7 +17,7 @@ from analog.diode import DiodeModel
 __all__ = ["ModelCard", "ModelFileError", "ModelLibrary", "SubCircuit", "UserModels", "is_number", "number"]
 
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(meg|mil|[tgkmunpf])?\Z", re.IGNORECASE)
-_DIODE_FAST_PARAMS = {"IS", "N", "TNOM", "XTI", "EG", "RS"}
+_DIODE_FAST_PARAMS = {"IS", "N", "TNOM", "XTI", "EG", "RS", "BV", "IBV", "NBV", "TCV", "AREA"}
 _DIODE_CHARGE_PARAMS = {"CJO", "CJ0", "VJ", "M", "FC", "TT"}
 """Charge-storage parameters: no effect on a DC solution (the fast DC solver accepts them); the fast
 transient does not model them (:meth:`UserModels.charge_refusal`)."""
@@ -136,29 +136,45 @@ class UserModels:
                     f"neuron node), it has {len(sub.pins)}: {' '.join(sub.pins)}"
                 )
 
-    def diode(self, temperature_C: float = 27.0, tnom_C: float = 27.0) -> DiodeModel | None:
+    def diode(self, temperature_C: float = 27.0, tnom_C: float = 27.0, area: float = 1.0) -> DiodeModel | None:
         """The diode card as a :class:`DiodeModel` at ``temperature_C`` when the fast solver can
         represent it, else ``None``; a card without ``TNOM`` was measured at ``tnom_C`` (the
-        deck's ``.options TNOM``)."""
+        deck's ``.options TNOM``). ``area``: the instance area of every diode; a card's own
+        ``AREA`` (ngspice takes it when the instance gives none) is refused alongside another."""
         if self.diode_model is None:
             return None
         card = self.library.model(self.diode_model)
         params = dict(card.params)
         if not set(params) <= _DIODE_FAST_PARAMS | _DIODE_CHARGE_PARAMS:
             return None
+        where = f"model file {self.library.source}: .model {card.name}"
+        if "AREA" in params and area != 1.0:
+            raise ModelFileError(
+                f"{where} sets AREA={params['AREA']} and the block sets diode_area = {area!r}; ngspice would take "
+                "the instance's and ignore the card's: set one of them"
+            )
         defaults = DiodeModel()
+
+        def value(key: str, default):
+            return number(params[key]) if key in params else default
+
         try:
             return DiodeModel(
-                is_A=number(params["IS"]) if "IS" in params else defaults.is_A,
-                n=number(params["N"]) if "N" in params else defaults.n,
+                is_A=value("IS", defaults.is_A),
+                n=value("N", defaults.n),
                 temperature_C=temperature_C,
-                tnom_C=number(params["TNOM"]) if "TNOM" in params else tnom_C,
-                xti=number(params["XTI"]) if "XTI" in params else defaults.xti,
-                eg_eV=number(params["EG"]) if "EG" in params else defaults.eg_eV,
-                rs_ohm=number(params["RS"]) if "RS" in params else defaults.rs_ohm,
+                tnom_C=value("TNOM", tnom_C),
+                xti=value("XTI", defaults.xti),
+                eg_eV=value("EG", defaults.eg_eV),
+                rs_ohm=value("RS", defaults.rs_ohm),
+                bv_V=value("BV", defaults.bv_V),
+                ibv_A=value("IBV", defaults.ibv_A),
+                nbv=value("NBV", defaults.nbv),
+                tcv_V_per_K=value("TCV", defaults.tcv_V_per_K),
+                area=value("AREA", area),
             )
         except ValueError as exc:
-            raise ModelFileError(f"model file {self.library.source}: .model {card.name}: {exc}") from None
+            raise ModelFileError(f"{where}: {exc}") from None
 
     def fast_refusal(self) -> str | None:
         """Why the fast solver cannot simulate these models (``None``: it can)."""

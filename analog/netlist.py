@@ -52,6 +52,7 @@ from PySpice.Spice.Netlist import Circuit as SpiceCircuit
 from PySpice.Spice.NgSpice.Simulation import NgSpiceCircuitSimulator
 
 from analog.circuit import node_name
+from analog.diode import NGSPICE_RELTOL
 from analog.network import build_network, nudge_source
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ _SWEEP_NODE = "IDX"
 # Solver options written into every deck. Tolerances this tight cost a few Newton iterations and
 # bring ngspice to rounding error (defaults leave ~1e-5 V); bypass=0 makes sure no device
 # evaluation is skipped between iterations (some ngspice builds enable it by default).
-_TOLERANCES = {"reltol": 1e-9, "vntol": 1e-12, "abstol": 1e-15, "bypass": 0, "itl1": 200, "itl2": 200}
+_TOLERANCES = {"reltol": NGSPICE_RELTOL, "vntol": 1e-12, "abstol": 1e-15, "bypass": 0, "itl1": 200, "itl2": 200}
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,18 @@ BULK_RESISTORS = 5000
 
 
 def _card(diode: DiodeModel, n: float) -> dict[str, float]:
-    """Parameters of the built-in neuron diode's ``.model`` card, temperature model included."""
-    return {"IS": diode.is_A, "N": n, "TNOM": diode.tnom_C, "XTI": diode.xti, "EG": diode.eg_eV}
+    """Parameters of the built-in neuron diode's ``.model`` card, temperature model and breakdown
+    included (``NBV`` only when set: ngspice's default is the card's own ``N``)."""
+    card = {"IS": diode.is_A, "N": n, "TNOM": diode.tnom_C, "XTI": diode.xti, "EG": diode.eg_eV}
+    if diode.rs_ohm:
+        card["RS"] = diode.rs_ohm
+    if diode.bv_V is not None:
+        card.update(BV=diode.bv_V, IBV=diode.ibv_A)
+        if diode.nbv is not None:
+            card["NBV"] = diode.nbv
+        if diode.tcv_V_per_K:
+            card["TCV"] = diode.tcv_V_per_K
+    return card
 
 
 def _bias_nodes(layer: int) -> tuple[str, str]:
@@ -296,7 +306,9 @@ def _neurons(
             ):
                 if not present:
                     continue
-                extra = {} if factors is None else {"area": float(factors[row][flat])}
+                # ngspice's instance area: the block's own times the diode's spread factor.
+                area = diode.area if factors is None else diode.area * float(factors[row][flat])
+                extra = {} if area == 1.0 and factors is None else {"area": area}
                 own = model
                 if n_factors is not None:
                     # ngspice has no instance parameter for N: one model card per diode.

@@ -4,7 +4,8 @@ configuration that change how the chip runs, never what was trained.
 Allowed (``i`` indexes ``model.blocks``; a key without an index applies to every analog block):
 
 * temperature and process: ``temperature_C``, ``diode_is_A``, ``diode_n``, ``diode_xti``,
-  ``diode_eg_eV``, the devices' ``conductance_tc1`` / ``conductance_tc2``, and supplies ``bias_V``,
+  ``diode_eg_eV``, the breakdown ``diode_bv_V``, ``diode_ibv_A``, the devices' ``conductance_tc1`` /
+  ``conductance_tc2``, and supplies ``bias_V``,
   ``diode_up_V``, ``diode_down_V``;
 * the crossbar wires: ``wire_ohm``;
 * the peripherals (:mod:`analog.peripherals`): driver output resistance ``driver_ohm``, amplifier
@@ -38,6 +39,8 @@ ANALOG_KEYS = (
     "diode_eg_eV",
     "conductance_tc1",
     "conductance_tc2",
+    "diode_bv_V",
+    "diode_ibv_A",
     "bias_V",
     "diode_up_V",
     "diode_down_V",

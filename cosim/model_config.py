@@ -57,8 +57,16 @@ _RANGE = library_defaults(ConductanceRange)
 _PERIPHERALS = library_defaults(Peripherals)
 PERIPHERAL_KEYS = tuple(_PERIPHERALS)
 """Analog-block keys of the drivers, amplifiers and nudging sources (:mod:`analog.peripherals`)."""
-_DIODE_KEYS = {"is_A": "diode_is_A", "n": "diode_n", "xti": "diode_xti", "eg_eV": "diode_eg_eV"}
-_CARD_KEYS = ("diode_is_A", "diode_n", "diode_xti", "diode_eg_eV")
+_DIODE_KEYS = {
+    "is_A": "diode_is_A",
+    "n": "diode_n",
+    "xti": "diode_xti",
+    "eg_eV": "diode_eg_eV",
+    "bv_V": "diode_bv_V",
+    "ibv_A": "diode_ibv_A",
+    "area": "diode_area",
+}
+_CARD_KEYS = ("diode_is_A", "diode_n", "diode_xti", "diode_eg_eV", "diode_bv_V", "diode_ibv_A")
 """Keys a ``diode_model`` card replaces."""
 _SPICE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_]{0,63}$"
 """A SPICE model or subcircuit name; it may start with a digit (``1N4148``)."""
@@ -102,6 +110,13 @@ class AnalogBlockConfig(Strict):
     """Saturation-current temperature exponent ``XTI`` of the neuron diodes."""
     diode_eg_eV: float = _DIODE["eg_eV"]
     """Activation energy ``EG`` of the neuron diodes, electron volts."""
+    diode_bv_V: float | None = _DIODE["bv_V"]
+    """Reverse breakdown voltage ``BV`` of the neuron diodes, volts; ``None``: no breakdown."""
+    diode_ibv_A: float = _DIODE["ibv_A"]
+    """Current at the breakdown voltage ``IBV``, amperes."""
+    diode_area: float = _DIODE["area"]
+    """Instance area of every neuron diode (ngspice's ``D ... area=``): multiplies ``IS``, divides
+    ``RS``; the device spread ``devices.diode_is_sigma`` multiplies it per diode."""
     wire_ohm: float | None = _SPEC["wire_ohm"]
     """Resistance of every crossbar wire segment (rows and columns, one per cross-point), ohms;
     ``None``: ideal wires. Both solvers include it exactly (see :mod:`analog.wires`)."""
@@ -127,7 +142,8 @@ class AnalogBlockConfig(Strict):
     taken from the current directory. Validated when the configuration is read."""
     diode_model: str | None = Field(None, pattern=_SPICE_NAME)
     """Name of a ``.model NAME D`` card of ``model_file`` used for every neuron diode (instead of
-    ``diode_is_A`` / ``diode_n``; the fast solver accepts cards that set only IS and N)."""
+    ``diode_is_A``, ``diode_n``, ``diode_xti``, ``diode_eg_eV``, ``diode_bv_V``, ``diode_ibv_A``; the fast
+    solver accepts cards that set IS, N, TNOM, XTI, EG, RS, BV, IBV, NBV, TCV, AREA and charge parameters)."""
     neuron_subckt: str | None = Field(None, pattern=_SPICE_NAME)
     """Name of a one-pin ``.subckt`` of ``model_file`` placed at every free node instead of the
     diodes (ngspice only)."""
@@ -176,10 +192,13 @@ class AnalogBlockConfig(Strict):
                 tnom_C=self.tnom_C,
                 xti=self.diode_xti,
                 eg_eV=self.diode_eg_eV,
+                bv_V=self.diode_bv_V,
+                ibv_A=self.diode_ibv_A,
+                area=self.diode_area,
             )
         except ValueError as exc:
             raise _renamed(exc, _DIODE_KEYS) from None
-        if user is not None and (card := user.diode(self.temperature_C, self.tnom_C)) is not None:
+        if user is not None and (card := user.diode(self.temperature_C, self.tnom_C, self.diode_area)) is not None:
             diode = card
         try:
             conductance = ConductanceRange(self.g_min_S, self.g_max_S)

@@ -100,16 +100,21 @@ def test_example_library_in_ngspice_and_fast_refusals(ngspice_solver):
     spice = ngspice_solver.solve(circuit, source_V)
     assert (fast.all_voltages() - spice.all_voltages()).abs().max().item() <= 1e-9
 
-    # RS (solved per junction) and CJO (no DC effect) are the fast solver's now; BV is not.
+    # RS (solved per junction), CJO (no DC effect) and BV/IBV are the fast solver's now; IKF is not.
     real = UserModels(library, diode_model="DREAL")
     spec_real = CircuitSpec((6, 4, 3), input_gain_V=5.0, diode=real.diode(), user_models=real)
     with_rs = Circuit(spec_real, circuit.weights, circuit.biases)
     fast_rs = FastSolver().solve(with_rs, source_V)
     assert (fast_rs.all_voltages() - ngspice_solver.solve(with_rs, source_V).all_voltages()).abs().max() <= 1e-9
     breakdown = UserModels(library, diode_model="DBREAK")
-    with pytest.raises(SolverError, match=r"diode model 'DBREAK'.*BV, IBV"):
-        spec_bv = CircuitSpec((6, 4, 3), user_models=breakdown)
-        FastSolver().solve(Circuit(spec_bv, circuit.weights, circuit.biases), source_V)
+    spec_bv = CircuitSpec((6, 4, 3), input_gain_V=5.0, diode=breakdown.diode(), user_models=breakdown)
+    with_bv = Circuit(spec_bv, circuit.weights, circuit.biases)
+    fast_bv = FastSolver().solve(with_bv, source_V)
+    assert (fast_bv.all_voltages() - ngspice_solver.solve(with_bv, source_V).all_voltages()).abs().max() <= 1e-9
+    knee = UserModels(library, diode_model="DKNEE")
+    with pytest.raises(SolverError, match=r"diode model 'DKNEE'.*IKF"):
+        spec_knee = CircuitSpec((6, 4, 3), user_models=knee)
+        FastSolver().solve(Circuit(spec_knee, circuit.weights, circuit.biases), source_V)
     neuron = UserModels(library, neuron_subckt="NEURON_CLAMP")
     clamp = Circuit(CircuitSpec((6, 4, 3), input_gain_V=5.0, user_models=neuron), circuit.weights, circuit.biases)
     with pytest.raises(SolverError, match="neuron subcircuit 'NEURON_CLAMP'"):

@@ -72,7 +72,32 @@ class IdealDiodeSolver(EquilibriumSolver):
         inf = torch.full((system.n_free,), math.inf, dtype=system.dtype, device=system.device)
         lo = -inf if spec.diode_down_V is None else spec.diode_down_V - v_on[1]
         hi = inf if spec.diode_up_V is None else spec.diode_up_V + v_on[0]
+        if diode.bv_V is not None:
+            lo, hi = self._breakdown_bounds(system, lo, hi)
         return lo / system.scale, hi / system.scale
+
+    def _breakdown_bounds(self, system: LayeredSystem, lo: torch.Tensor, hi: torch.Tensor):
+        """An ideal Zener: a reverse-biased diode conducts once it is ``V_z`` past its rail, ``V_z``
+        where the diode carries the full-scale current ``g_max * 1 V`` in breakdown,
+        ``xbv + NBV Vt ln(1 + g_max / Is)``."""
+        spec, circuit = system.spec, system.circuit
+        diode = spec.diode
+        ones = torch.ones(2, system.n_free, dtype=torch.float64)
+        area = ones if circuit.diode_area is None else circuit.diode_area.to(ones)
+        emission = ones if circuit.diode_emission is None else circuit.diode_emission.to(ones)
+        i_s = diode.saturation_current(emission) * area
+        vbk = diode.vte_brk_V * (emission if diode.nbv is None else 1.0)
+        v_z = (diode.breakdown_voltage(area, emission) + vbk * torch.log1p(spec.conductance.g_max_S / i_s)).to(lo)
+        if spec.diode_up_V is not None:
+            lo = torch.maximum(lo, spec.diode_up_V - v_z[0])
+        if spec.diode_down_V is not None:
+            hi = torch.minimum(hi, spec.diode_down_V + v_z[1])
+        if bool((lo > hi).any()):
+            raise SolverError(
+                "fast-ideal: the diode rails are further apart than the breakdown voltage, so both diodes of a node "
+                "break down at once; an ideal Zener pair has no solution there: use the 'fast' solver"
+            )
+        return lo, hi
 
     def solve(
         self,

@@ -297,6 +297,7 @@ def _start(system: LayeredSystem, layer: _Layer, b: torch.Tensor, steps: int = 2
     if spec.diode_up_V is None and spec.diode_down_V is None:
         return a / s
     vte, inv_is = diode.vte_V, 1.0 / diode.saturation_current()
+    xbv = diode.breakdown_voltage()
     v = a.clone()
     for _ in range(steps):
         up = dn = None
@@ -304,8 +305,25 @@ def _start(system: LayeredSystem, layer: _Layer, b: torch.Tensor, steps: int = 2
             up = torch.log1p((a - v).mul_(layer.d).clamp_(min=0.0).mul_(inv_is)).mul_(vte).add_(spec.diode_up_V)
         if spec.diode_down_V is not None:
             dn = torch.log1p((v - a).mul_(layer.d).clamp_(min=0.0).mul_(inv_is)).mul_(-vte).add_(spec.diode_down_V)
+        if xbv is not None:
+            up, dn = _breakdown_start(spec, a, v, layer.d, xbv, up, dn)
         v = torch.clamp(a, min=dn, max=up)
     return v / s
+
+
+def _breakdown_start(spec, a, v, d, xbv, up, dn):
+    """:func:`_start`'s bounds with the diodes' breakdown: a node pushed ``xbv`` past a rail the
+    wrong way sits where the reverse-biased diode carries ``D (a - v)``,
+    ``v = V_up - xbv - NBV Vt ln(1 + D (v - a) / Is)`` (likewise above the down rail)."""
+    diode = spec.diode
+    vbk, inv_is = diode.vte_brk_V, 1.0 / diode.saturation_current()
+    if spec.diode_up_V is not None:
+        floor = torch.log1p((v - a).mul_(d).clamp_(min=0.0).mul_(inv_is)).mul_(-vbk).add_(spec.diode_up_V - xbv)
+        dn = floor if dn is None else torch.maximum(dn, floor)
+    if spec.diode_down_V is not None:
+        ceiling = torch.log1p((a - v).mul_(d).clamp_(min=0.0).mul_(inv_is)).mul_(vbk).add_(spec.diode_down_V + xbv)
+        up = ceiling if up is None else torch.minimum(up, ceiling)
+    return up, dn
 
 
 def _big(dtype: torch.dtype) -> float:
@@ -331,12 +349,17 @@ def _curvature_per_volt(system: LayeredSystem) -> float:
     ``f(u) = I(s u) / s``.
 
     Forward, ``I'' / I' = 1 / (n Vt)``; on the smooth reverse branch ``I = -Is (1 + (k / vd)^3)``,
-    ``I'' / I' = -4 / vd <= 4 / (3 n Vt)`` since ``vd <= -3 n Vt`` there. ``h' = D + I'`` only
-    lowers the ratio. The smallest emission factor of the diode spread gives the steepest curve.
-    After a Newton step ``delta`` the error left is below ``curvature delta^2``.
+    ``I'' / I' = -4 / vd <= 4 / (3 n Vt)`` since ``vd <= -3 n Vt`` there; in breakdown
+    ``|I''| / I' = 1 / (NBV Vt)``. ``h' = D + I'`` only lowers the ratio. The smallest emission
+    factor of the diode spread gives the steepest curve. After a Newton step ``delta`` the error
+    left is below ``curvature delta^2``.
     """
+    diode = system.spec.diode
     n_min = 1.0 if system.emission is None else min(1.0, float(system.emission.min()))
-    return 4.0 / (3.0 * system.spec.diode.vte_V * n_min)
+    bound = 4.0 / (3.0 * diode.vte_V * n_min)
+    if diode.bv_V is not None:
+        bound = max(bound, 1.0 / (diode.vte_brk_V * (n_min if diode.nbv is None else 1.0)))
+    return bound
 
 
 def _contraction(history: list[float], omega: float) -> float | None:

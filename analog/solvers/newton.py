@@ -131,9 +131,27 @@ def initial_guess(system: LayeredSystem) -> torch.Tensor:
             excess = (diag * spec.diode_down_V - s * current).clamp(min=0.0)
             on = spec.diode_down_V - diode.vte_V * torch.log1p(excess / diode.saturation_current())
             v = torch.maximum(v, on)
+        if diode.bv_V is not None:
+            v = _breakdown_guess(spec, v, s * current, diag)
         system.layer(u, l).copy_(v / s)
         upstream = system.layer(u, l)
     return u
+
+
+def _breakdown_guess(spec, v: torch.Tensor, drive: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+    """:func:`initial_guess` for nodes driven ``xbv`` past a rail the wrong way: the reverse-biased
+    diode takes the excess, ``v = V_up - xbv - NBV Vt ln(1 + I / Is)`` (likewise above the down rail)."""
+    diode = spec.diode
+    xbv, vbk, i_s = diode.breakdown_voltage(), diode.vte_brk_V, diode.saturation_current()
+    if spec.diode_up_V is not None:
+        knee = spec.diode_up_V - xbv
+        excess = (diag * knee - drive).clamp(min=0.0)
+        v = torch.maximum(v, knee - vbk * torch.log1p(excess / i_s))
+    if spec.diode_down_V is not None:
+        knee = spec.diode_down_V + xbv
+        excess = (drive - diag * knee).clamp(min=0.0)
+        v = torch.minimum(v, knee + vbk * torch.log1p(excess / i_s))
+    return v
 
 
 @dataclass

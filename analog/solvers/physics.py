@@ -93,6 +93,10 @@ class LayeredSystem:
         # Per-diode factors of N, likewise.
         if circuit.diode_emission is not None and present:
             self.emission = circuit.diode_emission[rows].to(dtype=dtype, device=device).unsqueeze(1)
+        # The breakdown knee of every diode (it depends on Is), computed once per system.
+        self.breakdown = self.diode.breakdown_voltage(self.area, self.emission)
+        if isinstance(self.breakdown, torch.Tensor):
+            self.breakdown = self.breakdown.to(dtype=dtype, device=device)
 
     def _ideal_wires(self, bias_V: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Diagonal conductance sums D and constant currents c of (1) per layer, u-space."""
@@ -156,11 +160,13 @@ class LayeredSystem:
 
     def diodes(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """u-space diode current leaving each node ``f(u)`` and its derivative, both ``[B, N]``."""
-        return self._diodes(u, None if self.unit_scale else self.scale, self.area, self.emission)
+        return self._diodes(u, None if self.unit_scale else self.scale, self.area, self.emission, self.breakdown)
 
-    def node_params(self, layers: Sequence[int]) -> tuple[torch.Tensor | None, ...]:
-        """``(scale, area, emission)`` of the nodes of free layers ``layers`` (1-based), concatenated
-        in that order, for :meth:`diodes_of`; ``None`` where it is 1 for every such node."""
+    def node_params(self, layers: Sequence[int]) -> tuple[torch.Tensor | float | None, ...]:
+        """``(scale, area, emission, breakdown)`` of the nodes of free layers ``layers`` (1-based),
+        concatenated in that order, for :meth:`diodes_of`; ``None`` where it is 1 for every such
+        node (``breakdown``: the knee of :meth:`analog.diode.DiodeModel.breakdown_voltage`, ``None``
+        without breakdown, a float without spreads)."""
         scale = None
         if any(self.layer_scales[l - 1] != 1.0 for l in layers):
             scale = torch.cat([self.layer(self.scale.unsqueeze(0), l)[0] for l in layers])
@@ -168,14 +174,15 @@ class LayeredSystem:
         def part(t):
             return None if t is None else torch.cat([t[..., self.offsets[l - 1] : self.offsets[l]] for l in layers], -1)
 
-        return scale, part(self.area), part(self.emission)
+        breakdown = part(self.breakdown) if isinstance(self.breakdown, torch.Tensor) else self.breakdown
+        return scale, part(self.area), part(self.emission), breakdown
 
     def diodes_of(self, u: torch.Tensor, params: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`diodes` of some nodes alone: ``u`` ``[B, n]`` holds the nodes that ``params``
         (from :meth:`node_params`) describes; the same values as those nodes' part of :meth:`diodes`."""
         return self._diodes(u, *params)
 
-    def _diodes(self, u, scale, area, emission) -> tuple[torch.Tensor, torch.Tensor]:
+    def _diodes(self, u, scale, area, emission, breakdown) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.rails:
             z = torch.zeros_like(u)
             return z, z
@@ -183,7 +190,7 @@ class LayeredSystem:
         # Junction voltage of the up diode is v - V_up, of the down diode V_dn - v: one broadcast
         # operation for both, exactly the same floating-point values as the two subtractions.
         vd = torch.addcmul(self._rail_offsets, self._rail_signs, v)
-        i, g = self.diode.current(vd, area, emission)
+        i, g = self.diode.current(vd, area, emission, breakdown)
         if len(self.rails) == 2:
             f, g = i[0] - i[1], g[0] + g[1]
         else:
@@ -196,7 +203,8 @@ class LayeredSystem:
             return torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
         v = u * self.scale
         vd = torch.stack([sign * (v - rail) for rail, sign in self.rails])
-        return (self.diode.cocontent(vd, self.area, self.emission).sum(0) / self.scale**2).sum(1)
+        phi = self.diode.cocontent(vd, self.area, self.emission, self.breakdown)
+        return (phi.sum(0) / self.scale**2).sum(1)
 
     def residual(self, u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """``r = -dE/du``: net current into each node over ``s_l``, ``[B, N]``."""
