@@ -213,6 +213,18 @@ class GeneralSystem:
         _, inputs, biases = self._currents(self.split(v_flat))
         return inputs, biases
 
+    def newton_step(self, v_flat: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Newton step ``-J^{-1} r`` ``[B, N]`` and a per-sample failure flag: Cholesky of ``-J``
+        when it is symmetric positive definite (a reciprocal block without amplifiers), else LU."""
+        jac = self.jacobian(v_flat)
+        if _symmetric(self):
+            chol, info = torch.linalg.cholesky_ex(jac.neg_())
+            if int(info.max()) == 0:
+                return torch.cholesky_solve(r.unsqueeze(2), chol).squeeze(2), info
+            jac = self.jacobian(v_flat)  # not definite after all (e.g. far from the solution): LU
+        delta, info = torch.linalg.solve_ex(jac, -r.unsqueeze(2))
+        return delta.squeeze(2), info
+
     def jacobian(self, v_flat: torch.Tensor) -> torch.Tensor:
         """``d(net current)/dv`` ``[B, N, N]`` (siemens), assembled from (W)."""
         circuit = self.circuit
@@ -245,6 +257,12 @@ class GeneralSystem:
             diag[:, off[-2] :] += nudge[1]
         jac.diagonal(dim1=1, dim2=2).add_(diag)
         return jac
+
+
+def _symmetric(system: GeneralSystem) -> bool:
+    """Whether the Jacobian is symmetric (negative definite): no amplifier (its gains make the
+    physical-voltage Jacobian non-symmetric) and no swing limit."""
+    return all(a is None for a in system.gain) and system.p.amp_swing_V is None
 
 
 def row_voltages(circuit: Circuit, l: int, source_V: torch.Tensor, voltages: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -300,9 +318,7 @@ class GeneralSolver(EquilibriumSolver):
         status = SolverStatus.MAX_ITERATIONS
         iterations = 0
         for iterations in range(1, self.max_iterations + 1):
-            jac = system.jacobian(v)
-            delta, info = torch.linalg.solve_ex(jac, -r.unsqueeze(2))
-            delta = delta.squeeze(2)
+            delta, info = system.newton_step(v, r)
             if int(info.max()) > 0 or not bool(torch.isfinite(delta).all()):
                 status = SolverStatus.NONFINITE
                 break
