@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from analog.circuit import Circuit
+from analog.diode_charge import card_charge
 from analog.energy import Power, equilibrium_power
 from analog.ngspice import NgspiceTransient
 from analog.settling import Capacitances, Transient, TransientOptions, simulate_phase
@@ -126,9 +127,6 @@ def simulate_block(
     first ``ngspice_samples`` samples; the fast transient is re-run on ngspice's time points to
     compare the waveforms.
     """
-    user = circuit.spec.user_models
-    if user is not None and (why := user.charge_refusal()):
-        raise ConfigError(f"{why}; set those parameters to 0 for an energy report, or use the card in ngspice alone")
     circuit = circuit.detach().to(torch.float64)
     source_V = source_V.detach().to(torch.float64)
     solver = FastSolver(record_history=True)
@@ -331,6 +329,8 @@ def energy_report(
                 "layer_sizes": list(block.spec.layer_sizes),
                 "phases": rows,
                 "input_lines_J": input_lines_J,
+                # The card whose junction charge replaces capacitances_F["diode"] (None: diode_F).
+                "diode_charge": None if card_charge(circuit.spec) is None else circuit.spec.user_models.diode_model,
                 "counts": counts,
                 "seconds": time.perf_counter() - start,
             }
