@@ -13,15 +13,16 @@ import re
 from dataclasses import dataclass
 
 from analog.diode import DiodeModel
+from analog.diode_charge import JunctionCharge
 
 __all__ = ["ModelCard", "ModelFileError", "ModelLibrary", "SubCircuit", "UserModels", "is_number", "number"]
 
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(meg|mil|[tgkmunpf])?\Z", re.IGNORECASE)
 _DIODE_FAST_PARAMS = {"IS", "N", "TNOM", "XTI", "EG", "RS", "BV", "IBV", "NBV", "TCV", "AREA"}
-_DIODE_CHARGE_PARAMS = {"CJO", "CJ0", "VJ", "M", "FC", "TT"}
-"""Charge-storage parameters: no effect on a DC solution (the fast DC solver accepts them); the fast
-transient does not model them (:meth:`UserModels.charge_refusal`)."""
 """Diode card parameters the fast solver represents (:class:`~analog.diode.DiodeModel`)."""
+_DIODE_CHARGE_PARAMS = {"CJO", "CJ0", "VJ", "M", "FC", "TT"}
+"""Charge-storage parameters: no effect on a DC solution; the fast transient simulates them
+(:meth:`UserModels.junction_charge`, :mod:`analog.diode_charge`)."""
 _SCALE = {
     "t": 1e12,
     "g": 1e9,
@@ -195,18 +196,25 @@ class UserModels:
             )
         return None
 
-    def charge_refusal(self) -> str | None:
-        """Why the fast transient cannot simulate these models' charge storage (``None``: it can)."""
+    def junction_charge(self, temperature_C: float = 27.0, tnom_C: float = 27.0) -> JunctionCharge | None:
+        """The diode card's charge storage at ``temperature_C`` (a card without ``TNOM`` was
+        measured at ``tnom_C``), or ``None`` when the card stores none (``CJO`` and ``TT`` zero or
+        absent): then the transients model each junction by the linear ``energy.diode_F``."""
         if self.diode_model is None:
             return None
         card = self.library.model(self.diode_model)
-        charge = sorted(k for k, v in card.params if k in _DIODE_CHARGE_PARAMS and number(v) != 0)
-        if not charge:
+        params = dict(card.params)
+        values = {}
+        for key, name in (("CJO", "cjo_F"), ("CJ0", "cjo_F"), ("VJ", "vj_V"), ("M", "m"), ("FC", "fc"), ("TT", "tt_s")):
+            if key in params:
+                values[name] = number(params[key])
+        if not values.get("cjo_F") and not values.get("tt_s"):
             return None
-        return (
-            f"the fast transient models each junction as the linear capacitance energy.diode_F; diode model "
-            f"{card.name!r} sets {', '.join(charge)} (junction / diffusion charge), which it does not simulate"
-        )
+        tnom = number(params["TNOM"]) if "TNOM" in params else tnom_C
+        try:
+            return JunctionCharge(**values, temperature_C=temperature_C, tnom_C=tnom)
+        except ValueError as exc:
+            raise ModelFileError(f"model file {self.library.source}: .model {card.name}: {exc}") from None
 
     def spice(self) -> str:
         return self.library.spice()

@@ -8,7 +8,9 @@ Every deck is the network of :func:`analog.network.build_network` plus its own s
   matrix once. A dummy source ``VIDX`` is swept over ``0..B-1``; every input source and nudging
   current is a behavioral source ``pwl(v(IDX), 0, x_0, 1, x_1, ...)`` that takes sample ``b``'s
   value at ``v(IDX) = b``. Each sweep point starts Newton from the previous one;
-* :func:`build_transient`: one sample's RC transient (``.tran ... uic``), a capacitor per free node;
+* :func:`build_transient`: one sample's RC transient (``.tran ... uic``), a capacitor per free node
+  (``energy.diode_F`` left out where the user's diode card stores charge: the card's charge is the
+  junction's capacitance, in both transients);
 * :func:`build_export`: the ``.op`` deck with parameters, for plain ``ngspice -b``.
 
 Names (ngspice lower-cases them in its output vectors):
@@ -53,6 +55,7 @@ from PySpice.Spice.NgSpice.Simulation import NgSpiceCircuitSimulator
 
 from analog.circuit import node_name
 from analog.diode import NGSPICE_RELTOL
+from analog.diode_charge import card_charge
 from analog.network import build_network, nudge_source
 
 if TYPE_CHECKING:
@@ -81,6 +84,7 @@ _SWEEP_NODE = "IDX"
 # Solver options written into every deck. Tolerances this tight cost a few Newton iterations and
 # bring ngspice to rounding error (defaults leave ~1e-5 V); bypass=0 makes sure no device
 # evaluation is skipped between iterations (some ngspice builds enable it by default).
+STEP_DIVISOR = 1e7
 _TOLERANCES = {"reltol": NGSPICE_RELTOL, "vntol": 1e-12, "abstol": 1e-15, "bypass": 0, "itl1": 200, "itl2": 200}
 
 
@@ -248,7 +252,8 @@ def build_transient(
     (``[n_out]`` A, ``None`` for the free phase) and a capacitor ``CN_<node>`` from every free node
     to ground: ``node_F`` ``[N]`` farads, flat over layers ``1..L`` (e.g.
     :meth:`analog.settling.Capacitances.nodes_F`), initial condition ``start`` ``[N]`` volts
-    (``uic``). ``max_step_s``: longest time step, seconds (``None``: ``t_stop_s / 200``).
+    (``uic``; ``.ic`` when the diode card stores charge, see below). ``max_step_s``: longest time
+    step, seconds (``None``: ``t_stop_s / 200``).
     """
     v = _floats(source_V).reshape(1, -1)
     i = None if nudge_A is None else _floats(nudge_A).reshape(1, -1)
@@ -264,16 +269,46 @@ def build_transient(
     if i is not None:
         for j in range(spec.n_outputs):
             nudge_source(net, spec, j, float(i[0, j]))
+    # A diode card with charge (CJO/TT): ngspice's "uic" starts every diode junction uncharged,
+    # q(0), whatever its node's voltage (and ignores the diode's own IC), so its first step dumps
+    # charge into the node. Such decks hold the nodes at their initial voltages through ".ic"
+    # instead: ngspice's initial operating point then charges each junction to the voltage its DC
+    # current through RS gives, the state the fast transient starts from.
+    charge = card_charge(spec)
+    initial = {}
     k = 0
     for l in range(1, spec.depth + 1):
         for j in range(spec.layer_sizes[l]):
-            net.C(f"N_{node_name(l, j)}", node_name(l, j), net.gnd, caps[k], initial_condition=v0[k])
+            node = node_name(l, j)
+            if charge is not None:
+                net.C(f"N_{node}", node, net.gnd, caps[k])
+                initial[node] = v0[k]
+            else:
+                net.C(f"N_{node}", node, net.gnd, caps[k], initial_condition=v0[k])
             k += 1
     deck = _deck(circuit, net)
     # Trapezoidal integration with trtol = 1 reached ngspice's best accuracy here (1e-7 V against
     # the fast integrator, in fewer points than gear); chgtol far below the charges here so that
     # reltol (1e-9) governs the steps.
     deck.options(method="trap", trtol=1, chgtol=1e-30)
+    step_time = t_stop_s / 1000
+    if charge is not None:
+        # Junction charges (pF here, on fF nodes) need ngspice settings of their own, found by
+        # trial on the decks of tests/test_diode_charge.py (free and nudged phases, 27 and 85 C):
+        # * chgtol = 1e-30 makes its steps "too small" in the first picoseconds; its default,
+        #   1e-14 C, puts the floor reltol * chgtol = 1e-23 C below 1e-9 V on a 10 fF node;
+        # * its first step is backward Euler over a hundredth of step_time. Behind RS the junction
+        #   charges through RS in RS x CJO (2 ps for the 1N4148) and its node in femtoseconds; the
+        #   usual first step left 5e-4 V errors (against an independent Radau solution), one of
+        #   4e-4 RS x CJO leaves ~3e-7 V;
+        # * at such tiny steps the charge's rounding over the step (1e-28 C / 1e-16 s) exceeds
+        #   abstol = 1e-15 A in the rail sources' currents and Newton never converges: abstol =
+        #   1e-12 A, still negligible against the junctions' charging currents; without RS the
+        #   usual first step, which tiny steps there cannot pass even so.
+        deck.options(chgtol=1e-14, abstol=1e-12)
+        if spec.diode.rs_ohm and charge.cj_F:
+            step_time = 100 * min(t_stop_s / 1e8, 4e-4 * spec.diode.rs_ohm * charge.cj_F)
+        deck.initial_condition(**initial)
     max_step = max_step_s if max_step_s is not None else t_stop_s / 200
-    deck.transient(step_time=t_stop_s / 1000, end_time=t_stop_s, max_time=max_step, use_initial_condition=True)
+    deck.transient(step_time=step_time, end_time=t_stop_s, max_time=max_step, use_initial_condition=charge is None)
     return deck

@@ -12,6 +12,17 @@ free node; the input lines' charging energy ``C_line V^2`` is reported separatel
 (:meth:`Capacitances.input_line_F`). Diode junction capacitances are linear and placed to
 ground: the rails are DC sources, so the dynamics are those of a capacitance to the rail.
 
+Junction charge. When the block's diode card sets ``CJO`` or ``TT``, its diodes carry ngspice's
+nonlinear depletion and diffusion charge ``q(u)`` (:mod:`analog.diode_charge`) *instead of*
+``diode_F`` (which (C) then leaves out, in both transients). Each junction is charged from its node
+through the card's ``RS`` (without ``RS`` its charge is the node's): the integrator below runs in
+charge form for the junctions, each stage solving every junction's charge balance for the node
+voltages it is given (:func:`~analog.diode_charge.stage_current`), so that Newton's Jacobian is
+``M / (d h) + H`` with each diode's ``dI/dvd`` in ``H`` the stage's ``G / (1 + RS G)``,
+``G = dI_d/du + C(u) / (d h)``. The junctions start at their DC state for the initial node
+voltages. The error estimate takes each node's ``dQ/dt`` (node and, without ``RS``, junction
+charge) and, behind ``RS``, each junction's own.
+
 Dynamics. With ``M = diag(C)`` and ``r(u)`` the KCL residual of :mod:`analog.solvers.physics`
 (net resistive current into each node over its amplifier scale ``s``), the rescaled voltages
 obey ``M du/dt = r(u)`` (``C s du/dt = s r``). The fast integrator is TR-BDF2 (Bank et al. 1985;
@@ -34,7 +45,8 @@ Steps adapt to ``|err| <= atol + rtol |v|``; the step sequence is shared by the 
 
 ngspice runs the same circuit as a reference (:class:`analog.ngspice.NgspiceTransient`): one
 capacitor per free node (``CN_L{l}_N{j}``, :func:`analog.netlist.build_transient`), initial
-condition from the previous phase, trapezoidal integration and tight tolerances.
+condition from the previous phase, trapezoidal integration and tight tolerances; a card's junction
+charge is ngspice's own (the card is in the deck).
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from dataclasses import dataclass, field
 import torch
 
 from analog.circuit import Circuit
+from analog.diode_charge import JunctionCharge, StageJunction, card_charge, stage_current
 from analog.energy import static_power
 from analog.solvers.base import SolverError
 from analog.solvers.newton import BlockTridiagonal
@@ -68,7 +81,8 @@ class Capacitances:
     crosspoint_F: float = 0.5e-15
     """Capacitance each crossbar or bias device adds to the line of a free node, F."""
     diode_F: float = 1e-15
-    """Junction capacitance of each diode (linear), F."""
+    """Junction capacitance of each diode (linear), F; not used for the diodes of a card that sets
+    ``CJO`` or ``TT``, whose own charge replaces it (:func:`analog.diode_charge.card_charge`)."""
 
     def __post_init__(self) -> None:
         for name in ("node_F", "crosspoint_F", "diode_F"):
@@ -83,6 +97,8 @@ class Capacitances:
         spec = circuit.spec
         sizes = spec.nodes_per_layer()
         diodes = (spec.diode_up_V is not None) + (spec.diode_down_V is not None)
+        if card_charge(spec) is not None:
+            diodes = 0  # the card's charge (analog.diode_charge) replaces diode_F
         out = []
         for l in range(1, spec.depth + 1):
             devices = sizes[l - 1] + spec.n_bias
@@ -165,14 +181,16 @@ def _shifted(system: LayeredSystem, diag_add: torch.Tensor, const_add: torch.Ten
     return stage
 
 
-def _newton(stage: LayeredSystem, u: torch.Tensor, tol_V: float, iterations: int, limit_V: float = 0.5):
-    """Solve the stage's KCL by Newton with each step limited to ``limit_V`` (SPICE-style).
+def _newton(stage: LayeredSystem, u: torch.Tensor, tol_V: float, iterations: int, currents, limit_V: float = 0.5):
+    """Solve the stage's KCL by Newton with each step limited to ``limit_V`` (SPICE-style);
+    ``currents(u)``: the diode current leaving each node and its conductance (``stage.diodes``, or
+    the diodes with their charge in the stage, :class:`_Junctions`).
 
     Returns ``(u, converged, iterations, factorisation near u)``."""
     scale = stage.scale
     factor = None
     for it in range(1, iterations + 1):
-        f, g = stage.diodes(u)
+        f, g = currents(u)
         r = stage.residual(u, f)
         factor = BlockTridiagonal(stage, stage.diag + g)
         delta = factor.solve(r)
@@ -255,12 +273,122 @@ def simulate_phase(
         return _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t_eval)
 
 
+class _Junctions:
+    """The diodes of a block whose card stores charge (:mod:`analog.diode_charge`): each junction
+    is a state of its own, and each stage of the integrator sees it through
+    :func:`~analog.diode_charge.stage_current` as a conductance from its node to its rail.
+
+    Per-diode tensors are ``[n_rails, B, N]``; the node-level currents are in the rescaled
+    coordinates of :class:`~analog.solvers.physics.LayeredSystem` (``f = sum sign I / s``)."""
+
+    def __init__(self, system: LayeredSystem, charge: JunctionCharge):
+        self.system, self.charge, self.diode = system, charge, system.diode
+        self.signs = torch.tensor([sign for _, sign in system.rails], dtype=system.dtype).view(-1, 1, 1)
+        self.rail_V = torch.tensor([rail for rail, _ in system.rails], dtype=system.dtype).view(-1, 1, 1)
+
+    def terminal(self, u: torch.Tensor) -> torch.Tensor:
+        """Voltage across every diode (anode minus cathode) for rescaled node voltages ``u``."""
+        return self.signs * (u * self.system.scale - self.rail_V)
+
+    def to_nodes(self, current: torch.Tensor, conductance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.signs * current).sum(0) / self.system.scale, conductance.sum(0)
+
+    def at_rest(self, u: torch.Tensor, m: torch.Tensor) -> tuple[StageJunction, torch.Tensor]:
+        """The junctions at ``t = 0`` (each at the voltage its DC current through ``RS`` gives) and
+        ``f = M du/dt`` there. Without ``RS`` the junction charge shares the node's derivative:
+        ``(M + sum C) du/dt = r``."""
+        system, diode = self.system, self.diode
+        vd = self.terminal(u)
+        junction = vd if not diode.rs_ohm else diode.junction_voltage(vd, system.area, system.emission)
+        i, g = diode.junction_current(junction.clone(), system.area, system.emission)
+        q, c = self.charge.charge(diode, junction, system.area, system.emission, (i, g))
+        f_dc = (self.signs * (diode.current(vd, system.area, system.emission)[0])).sum(0) / system.scale
+        r = system.residual(u, f_dc)
+        if diode.rs_ohm:
+            return StageJunction(junction, i, g, q, torch.zeros_like(q), g), r
+        dudt = r / (m + c.sum(0))
+        charging = c * self.signs * system.scale * dudt
+        return StageJunction(junction, i + charging, g, q, charging, g), m * dudt
+
+    def stage(self, history_C: torch.Tensor, dh_s: float, start: torch.Tensor) -> _StageCurrents:
+        """The ``currents`` of :func:`_newton` in a stage with charge history ``history_C``,
+        starting each junction's solve at ``start`` (its voltage at the previous stage)."""
+        return _StageCurrents(self, history_C, dh_s, start)
+
+    def node_slope(self, state: StageJunction) -> torch.Tensor | None:
+        """The junctions' part of each node's ``dQ/dt`` (rescaled): without ``RS`` their charge is
+        the node's, so the error estimate takes its slope with the node capacitance's; with
+        ``RS`` the junctions are states of their own (:meth:`error`) and this is ``None``."""
+        if self.diode.rs_ohm:
+            return None
+        return (self.signs * state.charging).sum(0) / self.system.scale
+
+    def error(self, n: StageJunction, z: StageJunction, y: StageJunction, atol: float, rtol: float) -> float:
+        """(LTE) of every junction voltage behind ``RS`` over ``atol + rtol |u|``: the slopes are
+        ``dq/dt``, filtered through the junction's own ``C / (d h) + dI_d/du + 1 / R``."""
+        area = self.system.area
+        r = self.diode.rs_ohm if area is None else self.diode.rs_ohm / area
+        slopes = (y.charging - z.charging) / (1.0 - _GAMMA) - (z.charging - n.charging) / _GAMMA
+        est = slopes / (y.stage_conductance + 1.0 / r) * (2.0 * _LTE / _D)
+        weight = atol + rtol * torch.maximum(y.voltage.abs(), n.voltage.abs())
+        return float((est.abs() / weight).max())
+
+    def energy_J(self, junction: torch.Tensor) -> torch.Tensor:
+        """Energy stored in every junction's charge, ``integral_0^u x dq``, summed per sample."""
+        system = self.system
+        return self.charge.energy_J(self.diode, junction, system.area, system.emission).sum(dim=(-3, -1))
+
+
+class _StageCurrents:
+    """Node currents and conductances of the junctions in one stage (:func:`_newton`'s
+    ``currents``); ``last`` / ``ok``: the junctions at the last ``u`` evaluated and whether their
+    charge balance converged there. Each call starts from the previous call's junction voltages."""
+
+    def __init__(self, junctions: _Junctions, history_C: torch.Tensor, dh_s: float, start: torch.Tensor):
+        self.junctions, self.history_C, self.dh_s, self.start = junctions, history_C, dh_s, start
+        self.last: StageJunction | None = None
+        self.ok = False
+
+    def __call__(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        j, system = self.junctions, self.junctions.system
+        self.last, self.ok = stage_current(
+            j.diode, j.charge, j.terminal(u), self.history_C, self.dh_s, self.start, system.area, system.emission
+        )
+        self.start = self.last.voltage
+        return j.to_nodes(self.last.current, self.last.conductance)
+
+
+def _with_junctions(junctions: _Junctions, states: list[StageJunction], power, n_t: int, batch: int, stored):
+    """Delivered and dissipated power ``[T, B]`` and stored energy ``[T, B]`` with the junctions'
+    own states: the rails carry each diode's terminal current (charging current included), a
+    diode dissipates ``u I_d(u) + R I^2`` and its charge stores ``integral_0^u x dq``."""
+    voltage = torch.stack([s.voltage for s in states])  # [T, n_rails, B, N]
+    current = torch.stack([s.current for s in states])
+    junction_A = current - torch.stack([s.charging for s in states])
+    rails = (-(junctions.signs * junctions.rail_V) * current).sum(dim=(1, 3))
+    diodes = (voltage * junction_A).sum(dim=(1, 3))
+    rs = junctions.diode.rs_ohm
+    if rs:
+        area = junctions.system.area
+        diodes = diodes + ((rs if area is None else rs / area) * current**2).sum(dim=(1, 3))
+    delivered = (power.delivered_W - power.rails_W).reshape(n_t, batch) + rails
+    dissipated = (power.dissipated_W - power.diodes_W).reshape(n_t, batch) + diodes
+    return delivered, dissipated, stored + junctions.energy_J(voltage)
+
+
 def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t_eval) -> Transient:
     options = options or TransientOptions()
     circuit = circuit.detach().to(torch.float64)
     system = LayeredSystem(circuit, source_V.detach().to(torch.float64), None if nudge_A is None else nudge_A)
     scale = system.scale
     m = capacitances.nodes_F(circuit)
+    charge = card_charge(circuit.spec)
+    junctions = None if charge is None else _Junctions(system, charge)
+    if junctions is not None and not bool((m > 0).all()):
+        raise SolverError(
+            "energy.node_F: diode model cards that store charge replace energy.diode_F, so every free node "
+            "needs node_F + crosspoint_F > 0 F of its own (the nodes without it have no dynamics)"
+        )
     v0 = start.detach().to(torch.float64)
     final = final.detach().to(torch.float64)
     reference = (final - v0).abs().amax(1)
@@ -272,12 +400,16 @@ def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t
     stop = torch.maximum(0.05 * tol, torch.full_like(tol, 20 * atol))
 
     u = v0 / scale
-    f_n = system.residual(u, system.diodes(u)[0])
+    if junctions is None:
+        f_n = system.residual(u, system.diodes(u)[0])
+        state_n = None
+    else:
+        state_n, f_n = junctions.at_rest(u, m)
     tau = float((m / system.diag).min())
     h = 1e-3 * tau
     t = 0.0
     eval_points = None if t_eval is None else [float(x) for x in t_eval if float(x) > 0]
-    times, states = [0.0], [v0]
+    times, states, junction_states = [0.0], [v0], [state_n]
     steps = rejected = newton_total = 0
     while True:
         if eval_points is not None:
@@ -295,24 +427,47 @@ def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t
                 "or check that the capacitances are > 0"
             )
         dh = _D * h
+        # (TR) and (BDF2) in charge form for the junctions: q(z) - q_n = d h (dq/dt(z) + dq/dt_n),
+        # q(y) - (q(z) - (1 - gamma)^2 q_n) / (gamma (2 - gamma)) = d h dq/dt(y).
         stage1 = _shifted(system, m / dh, m * u / dh + f_n)
-        z, ok1, it1, _ = _newton(stage1, u, newton_tol, options.newton_iterations)
-        ok = ok1
+        currents = (
+            system.diodes
+            if junctions is None
+            else junctions.stage(state_n.charge + dh * state_n.charging, dh, state_n.voltage)
+        )
+        z, ok, it1, _ = _newton(stage1, u, newton_tol, options.newton_iterations, currents)
         if ok:
-            f_z = system.residual(z, system.diodes(z)[0])
+            f_z = system.residual(z, currents(z)[0])
+            if junctions is not None:
+                ok, state_z = currents.ok, currents.last
+        if ok:
             a = (z - (1.0 - _GAMMA) ** 2 * u) / (_GAMMA * (2.0 - _GAMMA))
             stage2 = _shifted(system, m / dh, m * a / dh)
-            y, ok2, it2, factor = _newton(stage2, u + (z - u) / _GAMMA, newton_tol, options.newton_iterations)
-            ok = ok2
+            if junctions is not None:
+                history = (state_z.charge - (1.0 - _GAMMA) ** 2 * state_n.charge) / (_GAMMA * (2.0 - _GAMMA))
+                currents = junctions.stage(history, dh, state_z.voltage)
+            y, ok, it2, factor = _newton(stage2, u + (z - u) / _GAMMA, newton_tol, options.newton_iterations, currents)
             newton_total += it1 + it2
+        if ok:
+            f_y = system.residual(y, currents(y)[0])
+            if junctions is not None:
+                ok, state_y = currents.ok, currents.last
         if not ok:
             rejected += 1
             h *= 0.25
             continue
-        f_y = system.residual(y, system.diodes(y)[0])
-        est = factor.solve((f_y - f_z) / (1.0 - _GAMMA) - (f_z - f_n) / _GAMMA) * (2.0 * _LTE / _D)
+        # The slopes are dQ/dt of each node (M du/dt, plus the junctions' dq/dt without RS),
+        # filtered through (M / (d h) + H)^{-1}, H with each junction's C(u) / (d h) in the charge
+        # form: the estimate is scaled by the local capacitance. Junctions behind RS: their own.
+        slopes = (f_n, f_z, f_y)
+        if junctions is not None and (extra := junctions.node_slope(state_n)) is not None:
+            slopes = (f_n + extra, f_z + junctions.node_slope(state_z), f_y + junctions.node_slope(state_y))
+        s_n, s_z, s_y = slopes
+        est = factor.solve((s_y - s_z) / (1.0 - _GAMMA) - (s_z - s_n) / _GAMMA) * (2.0 * _LTE / _D)
         weight = atol + options.rtol * torch.maximum((y * scale).abs(), (u * scale).abs())
         err = float(((est * scale).abs() / weight).max())
+        if junctions is not None and junctions.diode.rs_ohm:
+            err = max(err, junctions.error(state_n, state_z, state_y, atol, options.rtol))
         if not math.isfinite(err) or err > 1.0:
             rejected += 1
             h *= max(0.2, 0.9 * (err if math.isfinite(err) else 1e9) ** (-1.0 / 3.0))
@@ -322,8 +477,11 @@ def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t
         if eval_points is not None and t >= eval_points[0] - 1e-12 * eval_points[0]:
             t = eval_points.pop(0)
         u, f_n = y, f_y
+        if junctions is not None:
+            state_n = state_y
         times.append(t)
         states.append(u * scale)
+        junction_states.append(state_n)
         h *= min(4.0, max(0.2, 0.9 * max(err, 1e-12) ** (-1.0 / 3.0)))
 
     times_t = torch.tensor(times, dtype=torch.float64)
@@ -336,6 +494,8 @@ def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t
     delivered = power.delivered_W.reshape(n_t, batch)
     dissipated = power.dissipated_W.reshape(n_t, batch)
     stored = (0.5 * m * voltages**2).sum(2)
+    if junctions is not None:
+        delivered, dissipated, stored = _with_junctions(junctions, junction_states, power, n_t, batch, stored)
     error = (voltages - final).abs().amax(2)
     settle = _settle_times(times_t, error, tol)
     if t_eval is None and not bool(torch.isfinite(settle).all()):

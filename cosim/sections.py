@@ -193,7 +193,9 @@ class EnergyConfig(Strict):
     crosspoint_F: float = _CAPS["crosspoint_F"]
     """Capacitance each crossbar or bias device adds to the line it sits on, farads."""
     diode_F: float = _CAPS["diode_F"]
-    """Linear junction capacitance of each diode, farads."""
+    """Linear junction capacitance of each diode, farads. Not used for a block whose diode card
+    (``model_file`` + ``diode_model``) sets ``CJO`` or ``TT``: the card's nonlinear junction and
+    diffusion charge replaces it, in the fast transient and in ngspice."""
     settle_tol: float = _TRANSIENT["settle_tol"]
     """A phase has settled once every node is within this fraction of the phase's largest node
     voltage change from its equilibrium."""

@@ -76,19 +76,3 @@ def test_the_1n4148_card_in_the_fast_solver_equals_ngspice(tmp_path, solver):
                              conductance=ConductanceRange(1e-5, 1e-2))  # fmt: skip
     plain = FastSolver().solve(Circuit(spec_no_rs, circuit.weights, circuit.biases), source_V)
     assert (fast.all_voltages() - plain.all_voltages()).abs().max().item() > 5e-4, "RS matters at these currents"
-
-
-def test_the_fast_transient_refuses_charge_parameters(tmp_path):
-    from analog.settling import Capacitances, TransientOptions
-    from cosim.config import ConfigError
-    from cosim.energy import simulate_block
-
-    lib = tmp_path / "diodes.lib"
-    lib.write_text(CARD_1N4148 + "\n", encoding="ascii")
-    user = UserModels(load_model_library(lib), diode_model="1N4148")
-    spec = CircuitSpec((4, 3), diode=user.diode(), user_models=user)
-    circuit = Circuit.random(spec, seed=1)
-    with pytest.raises(ConfigError, match="CJO, M, TT"):
-        simulate_block(
-            circuit, spec.source_voltages(torch.rand(2, 4)), [("free", None)], Capacitances(), TransientOptions()
-        )
