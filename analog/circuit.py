@@ -147,16 +147,18 @@ class CircuitSpec:
         p = self.peripherals
         if not isinstance(p, Peripherals):
             raise ValueError(f"peripherals: expected analog.peripherals.Peripherals, got {type(p).__name__}")
-        if p.ideal:
+        if p.ideal and not p.dynamic:
             return
-        if self.wire_ohm is not None:
+        if self.wire_ohm is not None and not p.ideal:
             raise ValueError(
                 f"{p.set_fields()[0]}: non-ideal peripherals with resistive wires (wire_ohm) are not supported "
                 "(the wire model has ideal drivers); set one or the other"
             )
         gains = self.amplifier_gains
+        if p.amp_gbw_Hz is not None and p.ideal and self.wire_ohm is not None:
+            raise ValueError("amp_gbw_Hz: amplifier dynamics with resistive wires (wire_ohm) are not supported")
         if not p.amplifiers_ideal and (gains is None or all(a is None for a in gains)):
-            amp = next(k for k in p.set_fields() if k.startswith("amp_"))
+            amp = next((k for k in p.set_fields() if k.startswith("amp_")), "amp_gbw_Hz")
             raise ValueError(
                 f"{amp}: this block has no amplifiers (amplifier_gains); the amp_* keys describe them, "
                 "drop the key or add amplifier_gains"

@@ -230,10 +230,12 @@ def static_power(
     )
 
 
-def _peripheral_power(circuit, source_V, voltages, nudge_A, input_currents_A, bias_currents_A) -> Power:
+def _peripheral_power(circuit, source_V, voltages, nudge_A, input_currents_A, bias_currents_A, drives=None) -> Power:
     """:func:`static_power` with non-ideal peripherals: the devices see the row nodes behind the
     drivers' and amplifiers' output resistances (:mod:`analog.solvers.general`, (W)); an amplifier's
-    forward stage delivers ``e I`` at its open-circuit voltage ``e`` and its CCCS absorbs ``v I / A``."""
+    forward stage delivers ``e I`` at its open-circuit voltage ``e`` and its CCCS absorbs ``v I / A``.
+    ``drives``: the amplifiers' outputs when they lag their inputs (a gain-bandwidth-limited transient,
+    :class:`~analog.solvers.general.GeneralSystem`); the net currents into the nodes then charge them."""
     spec = circuit.spec
     p = spec.peripherals
     dtype, device = circuit.dtype, circuit.device
@@ -248,7 +250,7 @@ def _peripheral_power(circuit, source_V, voltages, nudge_A, input_currents_A, bi
     network_inputs = None
     for l, g in enumerate(circuit.weights):
         y, b = v[l], circuit.biases[l]
-        e, _ = system.drive(l, v)
+        e, _ = system.drive(l, v, drives)
         w = system.rows(l, e, y)
         weights_W = weights_W + crossbar_power(w, y, g)
         row_current = w * g.sum(1) - y @ g.T
@@ -282,7 +284,7 @@ def _peripheral_power(circuit, source_V, voltages, nudge_A, input_currents_A, bi
         d, r, _ = _diode_terms(circuit, v[l], slice(first, first + v[l].shape[1]))
         first += v[l].shape[1]
         diodes_W, rails_W = diodes_W + d, rails_W + r
-    net = system.residual(torch.cat(v, dim=1))
+    net = system.residual(torch.cat(v, dim=1), drives)
     charging_W = (torch.cat(v, dim=1) * net).sum(1)
     return Power(
         weights_W=weights_W,

@@ -28,7 +28,16 @@ if TYPE_CHECKING:
 
     from analog.circuit import Circuit
 
-__all__ = ["BULK_RESISTORS", "DIODE_MODEL", "build_network", "driver_node", "nudge_source", "resistor_lines"]
+__all__ = [
+    "BULK_RESISTORS",
+    "DIODE_MODEL",
+    "POLE_OHM",
+    "build_network",
+    "driver_node",
+    "nudge_source",
+    "pole_node",
+    "resistor_lines",
+]
 
 DIODE_MODEL = "DNEURON"
 BULK_RESISTORS = 5000
@@ -197,6 +206,16 @@ def build_network(circuit: Circuit, title: str, bulk: bool | None = None) -> Spi
     return _amplifiers_and_neurons(net, circuit)
 
 
+POLE_OHM = 1000.0
+"""Resistance of each amplifier's pole network (its capacitor, added by transient decks, sets the
+time constant ``A / (2 pi GBW)``)."""
+
+
+def pole_node(layer: int, index: int) -> str:
+    """The node of amplifier ``index``'s pole capacitor (after free layer ``layer``)."""
+    return f"L{layer}_Q{index}"
+
+
 def _drivers_and_nudge_loads(net: SpiceCircuit, spec) -> None:
     """The input drivers' output resistances ``RDRV{k}`` and the nudging sources' ``RNUDGE{j}``
     (:mod:`analog.peripherals`), when they are not ideal."""
@@ -223,8 +242,15 @@ def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit
         for j in range(sizes[l]):
             node = node_name(l, j)
             out, cross = _amplifier_nodes(l, j)
-            # With an output resistance the forward stage drives L{l}_E{j}, then RAOUT to L{l}_A{j}.
+            # With an output resistance the forward stage drives L{l}_E{j}, then RAOUT to L{l}_A{j};
+            # with a gain-bandwidth it drives the pole L{l}_P{j} -> RPOLE -> L{l}_Q{j} (CPOLE to
+            # ground: transient decks) and a unity buffer EBUF from there.
             stage = out if p.amp_out_ohm is None else f"L{l}_E{j}"
+            buffered = stage
+            if p.amp_gbw_Hz is not None:
+                stage = f"L{l}_P{j}"
+                net.R(f"POLE_{node}", stage, pole_node(l, j), POLE_OHM)
+                net.VCVS(f"BUF_{node}", buffered, gnd, pole_node(l, j), gnd, voltage_gain=1.0)
             offset = float(p.amp_offset_V) + (0.0 if drawn is None else drawn[k])
             k += 1
             if p.amp_swing_V is None and offset == 0.0:
@@ -238,7 +264,7 @@ def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit
                     expression = f"{swing!r}*tanh({gain / swing!r}*{x})"
                 net.BehavioralSource(f"AMP_{node}", stage, gnd, voltage_expression=expression)
             if p.amp_out_ohm is not None:
-                net.R(f"AOUT_{node}", stage, out, float(p.amp_out_ohm))
+                net.R(f"AOUT_{node}", buffered, out, float(p.amp_out_ohm))
             net.V(f"SENSE_{node}", out, cross, 0.0)
             net.CCCS(f"AMP_{node}", node, gnd, f"VSENSE_{node}", current_gain=1.0 / gain)
             if p.amp_in_ohm is not None:

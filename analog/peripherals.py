@@ -14,6 +14,8 @@ circuit is (element names of the ngspice deck in :mod:`analog.netlist`):
   smooth limit at ``+/-S`` (its slope is ``A`` at the origin), while the backward CCCS keeps its
   gain ``1 / A``. This one breaks reciprocity: the circuit no longer has a co-content, so EP is
   no longer exact (measure it with ``cosim gradcheck``);
+* ``amp_gbw_Hz``: the forward stage settles through a single pole at ``GBW / A`` (transients only:
+  ngspice as ``RPOLE``/``CPOLE`` and a unity buffer ``EBUF`` after the forward stage);
 * ``nudge_out_ohm``: each nudging current source has its output resistance ``RNUDGE{j}`` from the
   output node to ground, present in every phase (the source is there when it is off);
 * ``nudge_compliance_V``: a nudging source delivers its current only while it has headroom: the
@@ -68,6 +70,10 @@ class Peripherals:
     """Input-referred offset voltage of every amplifier, volts."""
     amp_swing_V: float | None = None
     """Output swing limit ``+/-S`` of every amplifier's forward stage, volts (smooth, ``tanh``)."""
+    amp_gbw_Hz: float | None = None
+    """Gain-bandwidth product of every amplifier's forward stage, hertz: a single pole at
+    ``GBW / A`` (time constant ``A / (2 pi GBW)``) between its input and its output. Transients only:
+    the DC solution does not depend on it."""
     nudge_out_ohm: float | None = None
     """Output resistance of every nudging current source, ohms."""
     nudge_compliance_V: float | None = None
@@ -83,6 +89,11 @@ class Peripherals:
         _check_volts("amp_swing_V", self.amp_swing_V, 1e-3, 100.0, allow_none=True)
         _check_volts("nudge_compliance_V", self.nudge_compliance_V, 1e-3, 100.0, allow_none=True)
         _check_volts("nudge_knee_V", self.nudge_knee_V, 1e-4, 1.0, allow_none=False)
+        gbw = self.amp_gbw_Hz
+        if gbw is not None and (
+            isinstance(gbw, bool) or not isinstance(gbw, int | float) or not (math.isfinite(gbw) and 1e3 <= gbw <= 1e12)
+        ):
+            raise ValueError(f"amp_gbw_Hz: must be a frequency in [1e3, 1e12] Hz or None (unlimited), got {gbw!r}")
 
     @property
     def ideal(self) -> bool:
@@ -97,14 +108,20 @@ class Peripherals:
     @property
     def amplifiers_ideal(self) -> bool:
         """Whether the amplifiers are the ideal VCVS/CCCS pair."""
-        return not any(k.startswith("amp_") for k in self.set_fields())
+        return self.amp_gbw_Hz is None and not any(k.startswith("amp_") for k in self.set_fields())
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether transients need the amplifiers' own dynamics (a finite gain-bandwidth)."""
+        return self.amp_gbw_Hz is not None
 
     def set_fields(self) -> list[str]:
-        """Names of the fields that make a peripheral non-ideal (the knee alone changes nothing)."""
+        """Names of the fields that make a peripheral non-ideal at DC (the knee alone changes
+        nothing; the gain-bandwidth only acts in transients, :attr:`dynamic`)."""
         out = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "nudge_knee_V":
+            if f.name in ("nudge_knee_V", "amp_gbw_Hz"):
                 continue
             if (f.name == "amp_offset_V" and value != 0.0) or (f.name != "amp_offset_V" and value is not None):
                 out.append(f.name)

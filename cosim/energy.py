@@ -35,7 +35,8 @@ from analog.diode_charge import card_charge
 from analog.energy import Power, equilibrium_power
 from analog.ngspice import NgspiceTransient
 from analog.operating_point import operating_point
-from analog.settling import Capacitances, Transient, TransientOptions, simulate_phase
+from analog.settling import Capacitances, Transient, TransientOptions
+from analog.settling_general import simulate as simulate_phase
 from analog.solvers.base import Equilibrium, EquilibriumSolver, WrappedSolver
 from analog.solvers.newton import FastSolver
 from cosim.block import AnalogBlock

@@ -131,6 +131,8 @@ class AnalogBlockConfig(Strict):
     amp_swing_V: float | None = _PERIPHERALS["amp_swing_V"]
     """Output swing limit +/-S of every amplifier (smooth), volts; ``None``: unlimited. Breaks the
     circuit's reciprocity: EP is then approximate (``cosim gradcheck --fidelity`` measures it)."""
+    amp_gbw_Hz: float | None = _PERIPHERALS["amp_gbw_Hz"]
+    """Gain-bandwidth product of every amplifier, hertz (a single pole at GBW / A; transients only)."""
     nudge_out_ohm: float | None = _PERIPHERALS["nudge_out_ohm"]
     """Output resistance of every nudging current source, ohms; ``None``: infinite."""
     nudge_compliance_V: float | None = _PERIPHERALS["nudge_compliance_V"]

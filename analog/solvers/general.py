@@ -96,13 +96,23 @@ class GeneralSystem:
 
     # --- the crossbars --------------------------------------------------------------------------
 
-    def drive(self, l: int, v: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def drive(
+        self, l: int, v: tuple[torch.Tensor, ...], drives: dict[int, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Open-circuit voltage ``e`` of crossbar ``l``'s weight rows ``[B, R]`` and ``de/dv`` of the
-        node that drives each (``None`` for the input sources)."""
+        node that drives each (``None`` for the input sources). ``drives``: the amplifiers' forward
+        outputs as given values (a gain-bandwidth-limited transient's states), per crossbar; they do
+        not follow ``v`` (slope 0)."""
         if l == 0:
             return self.source_V, None
+        if drives is not None and l in drives:
+            return drives[l], torch.zeros_like(drives[l])
+        return self.target(l, v[l - 1])
+
+    def target(self, l: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What crossbar ``l``'s row drivers put out for the nodes ``x`` of layer ``l`` that drive
+        them, and its slope: the node itself, or the amplifier's forward stage."""
         a = self.gain[l]
-        x = v[l - 1]
         if a is None:
             return x, torch.ones_like(x)
         x = x + self.p.amp_offset_V
@@ -158,11 +168,11 @@ class GeneralSystem:
             current, slope = current - load * v_out, slope - load
         return current, slope
 
-    def residual(self, v_flat: torch.Tensor) -> torch.Tensor:
+    def residual(self, v_flat: torch.Tensor, drives: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Net current into every free node, amperes ``[B, N]`` (0 at the equilibrium)."""
-        return torch.cat(self._currents(self.split(v_flat))[0], dim=1)
+        return torch.cat(self._currents(self.split(v_flat), drives)[0], dim=1)
 
-    def _currents(self, v: tuple[torch.Tensor, ...]):
+    def _currents(self, v: tuple[torch.Tensor, ...], drives: dict[int, torch.Tensor] | None = None):
         """``(net current per layer, input source currents, bias source currents per layer)``."""
         circuit = self.circuit
         net = [torch.zeros_like(t) for t in v]
@@ -170,7 +180,7 @@ class GeneralSystem:
         for l in range(self.depth):
             g, b = circuit.weights[l], circuit.biases[l]
             y = v[l]
-            e, _ = self.drive(l, v)
+            e, _ = self.drive(l, v, drives)
             w = self.rows(l, e, y)
             row_current = w * g.sum(1) - y @ g.T
             net[l] = net[l] + w @ g - y * g.sum(0)
@@ -225,8 +235,32 @@ class GeneralSystem:
         delta, info = torch.linalg.solve_ex(jac, -r.unsqueeze(2))
         return delta.squeeze(2), info
 
-    def jacobian(self, v_flat: torch.Tensor) -> torch.Tensor:
-        """``d(net current)/dv`` ``[B, N, N]`` (siemens), assembled from (W)."""
+    def amplified(self) -> list[int]:
+        """The crossbars whose rows are driven by amplifiers."""
+        return [l for l in range(1, self.depth) if self.gain[l] is not None]
+
+    def drive_jacobian(self) -> torch.Tensor:
+        """``d(net current)/de`` ``[N, n_e]`` (siemens) for the amplifiers' forward outputs ``e`` as
+        independent values, the amplified crossbars' rows concatenated in order (see ``drives``)."""
+        circuit, off = self.circuit, self.offsets
+        cols_e = sum(self.spec.layer_sizes[l] for l in self.amplified())
+        out = torch.zeros(self.n_free, cols_e, dtype=self.dtype, device=self.device)
+        first = 0
+        for l in self.amplified():
+            g = circuit.weights[l]
+            n = g.shape[0]
+            kappa = self.kappa(l)
+            k = torch.ones_like(g[:, 0]) if kappa is None else kappa
+            idx = torch.arange(first, first + n, device=self.device)
+            out[off[l] : off[l + 1], first : first + n] += (g * k.unsqueeze(1)).T  # columns see w = kappa e + ...
+            rows = torch.arange(off[l - 1], off[l], device=self.device)
+            out[rows, idx] -= (k * g.sum(1)) / self.gain[l]  # the CCCS gives up I / A
+            first += n
+        return out
+
+    def jacobian(self, v_flat: torch.Tensor, drives: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """``d(net current)/dv`` ``[B, N, N]`` (siemens), assembled from (W); with ``drives`` the
+        amplifiers' outputs are held (their dependence on ``v`` is :meth:`drive_jacobian`'s business)."""
         circuit = self.circuit
         v = self.split(v_flat)
         off = self.offsets
@@ -243,7 +277,7 @@ class GeneralSystem:
             if l == 0:
                 continue
             rows = slice(off[l - 1], off[l])
-            _, slope = self.drive(l, v)
+            _, slope = self.drive(l, v, drives)
             k = torch.ones_like(g[:, 0]) if kappa is None else kappa
             a = self.gain[l]
             m = 1.0 if a is None else 1.0 / a
