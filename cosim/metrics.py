@@ -5,7 +5,8 @@ A metric row is a dict of column name -> number: ``epoch``, ``loss``, ``train_ac
 and ``<block>.<phase>.residual_A_max``; ``<block>.write.pulses_epoch``, ``.energy_J_epoch`` and
 ``.time_s_epoch`` (the devices' programming over the epoch, when the devices count it, see
 :meth:`analog.devices.DeviceArray.programming`); ``<block>.nudge.L<l>_dv_V_max`` (the largest
-change a nudge caused at free layer ``l``); and ``seconds`` last.
+change a nudge caused at free layer ``l``); ``<block>.diodes_conducting`` (the fraction of diodes
+past their knee on a few test samples, :mod:`analog.operating_point`); and ``seconds`` last.
 """
 
 from __future__ import annotations

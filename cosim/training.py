@@ -101,6 +101,10 @@ def train(run: TrainingRun, say: Callable[[str], None] = _stderr) -> None:
         start = time.perf_counter()
         row = train_epoch(run, epoch)
         row["test_accuracy"] = accuracy(run.model, run.data.test_x, run.data.test_y, run.device, run.dtype)
+        # The operating point as training moves it: diodes past their knee on a few test samples.
+        probe = run.data.test_x[:OPERATING_POINT_PROBE]
+        for op in block_operating_points(run.model, probe, run.device, run.dtype):
+            row[f"{op['name']}.diodes_conducting"] = op["diodes_conducting_fraction"]
         row["seconds"] = time.perf_counter() - start
         run.rows.append(row)
         # The checkpoint holds the metric rows and is written first: with checkpoint_every = 1,
@@ -178,6 +182,8 @@ def finish(run: TrainingRun, ngspice: bool, say: Callable[[str], None] = _stderr
 
 OPERATING_POINT_SAMPLES = 256
 """Test samples the trained design's operating point is reported on."""
+OPERATING_POINT_PROBE = 64
+"""Test samples whose operating point every epoch's metrics record."""
 
 
 def _design_checks(run: TrainingRun) -> dict:
