@@ -182,6 +182,7 @@ def _eval_metric(task: dict) -> dict:
     metrics = {"test_accuracy": report["test_accuracy"], "loss": report["loss"]}
     for block in report["blocks"]:
         metrics[f"{block['name']}.diodes_conducting_fraction"] = block["diodes_conducting_fraction"]
+        metrics[f"{block['name']}.output_swing_V"] = block["output_swing_V"]
     return metrics
 
 
