@@ -30,9 +30,6 @@ from analog.circuit import Circuit
 from analog.diode_charge import card_charge
 from analog.energy import _peripheral_power
 from analog.settling import (
-    _D,
-    _GAMMA,
-    _LTE,
     Capacitances,
     Transient,
     TransientOptions,
@@ -43,6 +40,9 @@ from analog.settling import (
 )
 from analog.solvers.base import SolverError
 from analog.solvers.general import GeneralSystem
+from analog.trbdf2 import GAMMA as _GAMMA
+from analog.trbdf2 import LTE as _LTE
+from analog.trbdf2 import D as _D
 
 __all__ = ["needs_general", "simulate", "simulate_general"]
 

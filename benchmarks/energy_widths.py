@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analog import Circuit, CircuitSpec
 from cosim.config import EnergyConfig, TrainConfig
-from cosim.energy import CostModel, block_counts, simulate_block
+from cosim.costs import CostModel, block_counts
+from cosim.energy import simulate_block
 from cosim.gradients import EquilibriumPropagation
 
 

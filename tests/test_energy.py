@@ -12,7 +12,7 @@ from analog import Circuit, CircuitSpec
 from analog.energy import crossbar_power, equilibrium_power, static_power
 from analog.solvers import FastSolver
 from analog.solvers.physics import LayeredSystem
-from cosim.energy import block_counts, digital_macs
+from cosim.costs import block_counts, digital_macs
 from tests.conftest import log_uniform_circuit, make_solver, random_inputs
 
 SPECS = {

@@ -17,8 +17,9 @@ from cosim.commands.common import (
     say,
 )
 from cosim.config import ConfigError, parse_config, resolve_config, set_path
+from cosim.costs import programming_from_run
 from cosim.data import load_dataset
-from cosim.energy import energy_report, programming_from_run
+from cosim.energy import energy_report
 from cosim.io import atomic_write_json, atomic_write_text
 from cosim.plots import plot_breakdown, plot_convergence, plot_waveforms
 from cosim.runs import SUMMARY_FILE
