@@ -393,9 +393,20 @@ def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t
     stored = (0.5 * m * voltages**2).sum(2)
     if junctions is not None:
         delivered, dissipated, stored = with_junctions(junctions, junction_states, power, n_t, batch, stored)
+    return transient_result(
+        times_t, voltages, final, tol, delivered, dissipated, stored, t_eval is None, (steps, rejected, newton_total)
+    )
+
+
+def transient_result(times_t, voltages, final, tol, delivered, dissipated, stored, settled: bool, counts) -> Transient:
+    """The :class:`Transient` of an integration: waveforms ``[T, B, N]``, powers and stored energy
+    ``[T, B]``; energies integrated up to each sample's settling time. ``settled``: the integration
+    ran until every sample settled (else it stopped at requested times). ``counts``: steps, rejected
+    steps, Newton iterations."""
+    batch = voltages.shape[1]
     error = (voltages - final).abs().amax(2)
     settle = _settle_times(times_t, error, tol)
-    if t_eval is None and not bool(torch.isfinite(settle).all()):
+    if settled and not bool(torch.isfinite(settle).all()):
         raise SolverError("transient: a sample had not settled when the integration stopped")
 
     def cumulative(p):
@@ -404,6 +415,7 @@ def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t
         return torch.cat([torch.zeros(1, batch, dtype=p.dtype), steps_J.cumsum(0)])
 
     window = settle.clamp(max=float(times_t[-1]))
+    steps, rejected, newton = counts
     return Transient(
         times_s=times_t,
         voltages=voltages,
@@ -417,5 +429,5 @@ def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t
         charge_J=_at_times(times_t, stored, window) - stored[0],
         steps=steps,
         rejected=rejected,
-        newton_iterations=newton_total,
+        newton_iterations=newton,
     )

@@ -33,10 +33,9 @@ from analog.settling import (
     Capacitances,
     Transient,
     TransientOptions,
-    _at_times,
-    _settle_times,
     _threads,
     simulate_phase,
+    transient_result,
 )
 from analog.solvers.base import SolverError
 from analog.solvers.general import GeneralSystem
@@ -261,28 +260,6 @@ def _simulate(circuit, capacitances, source_V, start, final, nudge_A, options, t
     dissipated = power.dissipated_W.reshape(n_t, batch)
     voltages = full[:, :, :n]
     stored = (0.5 * dyn.mass[:n] * voltages**2).sum(2)
-    error = (voltages - final).abs().amax(2)
-    settle = _settle_times(times_t, error, tol)
-    if t_eval is None and not bool(torch.isfinite(settle).all()):
-        raise SolverError("transient: a sample had not settled when the integration stopped")
-
-    def cumulative(p):
-        dt = (times_t[1:] - times_t[:-1]).unsqueeze(1)
-        return torch.cat([torch.zeros(1, batch, dtype=p.dtype), (0.5 * (p[1:] + p[:-1]) * dt).cumsum(0)])
-
-    window = settle.clamp(max=float(times_t[-1]))
-    return Transient(
-        times_s=times_t,
-        voltages=voltages,
-        final=final,
-        settle_time_s=settle,
-        delivered_W=delivered,
-        dissipated_W=dissipated,
-        stored_J=stored,
-        supply_J=_at_times(times_t, cumulative(delivered), window),
-        dissipated_J=_at_times(times_t, cumulative(dissipated), window),
-        charge_J=_at_times(times_t, stored, window) - stored[0],
-        steps=steps,
-        rejected=rejected,
-        newton_iterations=newton_total,
+    return transient_result(
+        times_t, voltages, final, tol, delivered, dissipated, stored, t_eval is None, (steps, rejected, newton_total)
     )
