@@ -70,10 +70,12 @@ def resolve_device(name: str) -> torch.device:
 
 def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSolver:
     name = name or config.name
+    if name == "auto":
+        return get_solver("auto", tol_V=config.tol_V, max_iterations=config.max_iterations, fuse=config.fuse)
     if name == "fast":
         return get_solver("fast", tol_V=config.tol_V, max_iterations=config.max_iterations)
     if name == "fast-layerwise":
-        return get_solver("fast-layerwise", tol_V=config.tol_V)
+        return get_solver("fast-layerwise", tol_V=config.tol_V, fuse=bool(config.fuse))
     return get_solver("ngspice", workers=config.workers, timeout_s=config.timeout_s)
 
 

@@ -117,8 +117,8 @@ def evaluate_checkpoint(
         raise ConfigError(f"--draws: must be >= 1, got {draws}")
     if samples < 0:
         raise ConfigError(f"--samples: must be >= 0 (0: every test sample), got {samples}")
-    if solver not in ("fast", "fast-layerwise", "ngspice"):
-        raise ConfigError(f"--solver: 'fast', 'fast-layerwise' or 'ngspice', got {solver!r}")
+    if solver not in ("auto", "fast", "fast-layerwise", "ngspice"):
+        raise ConfigError(f"--solver: 'auto', 'fast', 'fast-layerwise' or 'ngspice', got {solver!r}")
     stored = read_checkpoint(checkpoint)
     resolved = Conditions(stored.config, list(conditions))
     config = apply_conditions(stored.config, resolved, str(checkpoint))

@@ -81,9 +81,14 @@ class DataConfig(Strict):
 
 
 class SolverConfig(Strict):
-    name: Literal["fast", "fast-layerwise", "ngspice"] = "fast"
-    """``fast``: damped Newton; ``fast-layerwise``: layer sweeps with per-node Newton (faster on wide
-    batches and deep blocks, see benchmarks/); both Shockley-exact. ``ngspice``: the ground truth."""
+    name: Literal["auto", "fast", "fast-layerwise", "ngspice"] = "auto"
+    """``auto``: ``fast-layerwise`` where it applies, else ``fast``; ``fast``: damped Newton (also
+    wired crossbars and non-ideal peripherals); ``fast-layerwise``: layer sweeps with per-node
+    Newton (faster on every block it solves, see benchmarks/); all Shockley-exact. ``ngspice``: the
+    ground truth."""
+    fuse: bool | None = None
+    """Fused (compiled) layer sweeps: ``None`` for blocks of at least 50,000 conductances (compiling
+    costs seconds once per process), ``true``/``false`` for all."""
     tol_V: float | None = Field(None, gt=0, lt=1)
     max_iterations: int = Field(100, ge=1, le=10_000)
     workers: int = Field(1, ge=1, le=64)

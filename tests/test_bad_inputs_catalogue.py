@@ -365,9 +365,9 @@ def test_an_unphysical_equilibrium_is_a_solver_error_never_exit_0(tmp_path, caps
     ends the command with exit 3 and the residual named, not with results."""
     import dataclasses
 
-    from analog.solvers.newton import FastSolver
+    from analog.solvers.auto import AutoSolver
 
-    solve = FastSolver.solve
+    solve = AutoSolver.solve
 
     def unbalanced(self, circuit, source_V, *args, **kw):
         eq = solve(self, circuit, source_V, *args, **kw)
@@ -375,7 +375,7 @@ def test_an_unphysical_equilibrium_is_a_solver_error_never_exit_0(tmp_path, caps
             return eq
         return dataclasses.replace(eq, residual_A=eq.residual_A + 1e-3)
 
-    monkeypatch.setattr(FastSolver, "solve", unbalanced)
+    monkeypatch.setattr(AutoSolver, "solve", unbalanced)
     code = main(train(tmp_path, config_text()))
     out, err = capsys.readouterr()
     assert code == 3, err

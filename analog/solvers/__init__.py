@@ -1,11 +1,13 @@
 """Equilibrium solvers: one interface (:class:`EquilibriumSolver`), several backends."""
 
+from analog.solvers.auto import AutoSolver
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus, WrappedSolver
 from analog.solvers.ideal import IdealDiodeSolver
 from analog.solvers.layerwise import LayerwiseSolver
 from analog.solvers.newton import FastSolver
 
 __all__ = [
+    "AutoSolver",
     "Equilibrium",
     "EquilibriumSolver",
     "FastSolver",
@@ -19,8 +21,10 @@ __all__ = [
 
 
 def get_solver(name: str, **options) -> EquilibriumSolver:
-    """Solver by name: ``"fast"`` (Newton), ``"fast-layerwise"`` (layer sweeps), ``"fast-ideal"``
-    (ideal-diode limit) or ``"ngspice"``."""
+    """Solver by name: ``"auto"`` (layer sweeps where they apply, else Newton), ``"fast"`` (Newton),
+    ``"fast-layerwise"`` (layer sweeps), ``"fast-ideal"`` (ideal-diode limit) or ``"ngspice"``."""
+    if name == "auto":
+        return AutoSolver(**options)
     if name == "fast":
         return FastSolver(**options)
     if name == "fast-layerwise":
@@ -31,4 +35,6 @@ def get_solver(name: str, **options) -> EquilibriumSolver:
         from analog.solvers.ngspice import NgspiceSolver
 
         return NgspiceSolver(**options)
-    raise ValueError(f"solver: unknown solver {name!r}; choose 'fast', 'fast-layerwise', 'fast-ideal' or 'ngspice'")
+    raise ValueError(
+        f"solver: unknown solver {name!r}; choose 'auto', 'fast', 'fast-layerwise', 'fast-ideal' or 'ngspice'"
+    )

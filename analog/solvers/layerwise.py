@@ -58,6 +58,7 @@ from analog.solvers.base import (
     check_tol_V,
     tolerance_V,
 )
+from analog.solvers.fused import kernels
 from analog.solvers.newton import initial_guess
 from analog.solvers.physics import LayeredSystem
 
@@ -80,6 +81,11 @@ class LayerwiseSolver(EquilibriumSolver):
     max_newton: int = 60
     """Scalar Newton (or bisection) steps per layer update before the update is cut short."""
     overrelax: bool = True
+    fuse: bool = False
+    """Run the per-node work of each layer update as compiled kernels (:mod:`analog.solvers.fused`):
+    the same results to rounding, several times faster at small batches, after a few seconds of
+    compiling once per process. Applies to nominal diodes (no spreads, breakdown or series
+    resistance); other blocks use the unfused kernels."""
     """Over-relax with Young's parameter (3) once the sweeps are slow and nearly linear."""
     name: str = "fast-layerwise"
 
@@ -105,35 +111,31 @@ class LayerwiseSolver(EquilibriumSolver):
             )
         system = LayeredSystem(circuit, source_V, nudge_A)
         tol = tolerance_V(self.tol_V, system.dtype)
+        parts = None
         if init is not None:
             if init.batch_size != system.batch:
                 raise ValueError(f"init: warm start has batch {init.batch_size}, the sources have {system.batch}")
             u = system.from_voltages(init.voltages).to(system.dtype)
-        else:
-            u = initial_guess(system)
-        return self._sweep(system, u, tol, cold=init is None)
+            parts = [system.layer(u, l).clone() for l in range(1, system.depth + 1)]
+        return self._sweep(system, parts, tol, _warm_omega(init) if self.overrelax else 1.0)
 
-    def _sweep(self, system: LayeredSystem, u: torch.Tensor, tol: float, cold: bool) -> Equilibrium:
+    def _sweep(self, system, parts: list[torch.Tensor] | None, tol: float, omega: float = 1.0) -> Equilibrium:
+        """Sweep from ``parts`` (the free layers' u-space values; ``None``: a cold start), over-relaxed
+        by ``omega`` from the first sweep."""
         layers = _layers(system)
-        parts = [system.layer(u, l).clone() for l in range(1, system.depth + 1)]
-        omega, history = 1.0, []
+        fused = _fused_args(system, layers) if self.fuse else None
+        history = []
         status, sweeps, change, tail = SolverStatus.MAX_ITERATIONS, 0, math.inf, math.inf
         for sweeps in range(1, self.max_sweeps + 1):
             # Inner solves need only be accurate to a fraction of what the next sweep will change
             # (inexact block Gauss-Seidel keeps its rate while the inner errors stay below that).
             q = _contraction(history, omega)
             inner_tol = max(0.25 * tol, 0.1 * (1e-2 if q is None else q) * change) if history else 1e-3
-            change = 0.0
-            for k, layer in enumerate(layers):
-                b = layer.drive(parts)
-                before = parts[k]
-                if sweeps == 1 and cold:
-                    parts[k] = _start(system, layer, b)
-                parts[k], update = self._relax(system, layer, parts[k], b, inner_tol, omega)
-                if sweeps == 1 and cold:  # the change of the whole first sweep, start included
-                    update = float((parts[k] - before).abs().max()) * layer.scale
-                # max() would drop a NaN: keep it, so that a non-finite sweep is reported as such.
-                change = update if (update > change or math.isnan(update)) else change
+            change = None
+            if fused is not None:
+                parts, change = self._fused(layers, parts, fused, omega)
+            if change is None:
+                parts, change = self._eager(system, layers, parts, inner_tol, omega)
             if not math.isfinite(change):
                 status = SolverStatus.NONFINITE
                 break
@@ -150,17 +152,62 @@ class LayerwiseSolver(EquilibriumSolver):
                 f"error {tail:.3e} V, tol {tol:.1e} V); {status.hint}, or use the 'fast' (Newton) solver"
             )
         u = torch.cat(parts, dim=1)
-        f, _ = system.diodes(u)
-        r = system.residual(u, f)
+        if fused is not None:
+            residual_A = kernels.residual(parts, *fused[:4], fused[6]).abs().amax(1)
+        else:
+            f, _ = system.diodes(u)
+            residual_A = system.physical_residual(system.residual(u, f))
         return Equilibrium(
             voltages=system.to_voltages(u),
             iterations=sweeps,
-            residual_A=system.physical_residual(r),
+            residual_A=residual_A,
             status=status,
             solver=self.name,
             source_currents=lambda: system.source_currents(u),
-            history={"change_V": history},
+            history={"change_V": history, "omega": omega},
         )
+
+    def _eager(self, system, layers, parts, inner_tol, omega) -> tuple[list[torch.Tensor], float]:
+        """One sweep, layer by layer (``parts`` ``None``: the cold first sweep, from
+        :func:`~analog.solvers.newton.initial_guess` and (5)); the layers and the largest change (V)."""
+        cold = parts is None
+        if cold:
+            u = initial_guess(system)
+            parts = [system.layer(u, l).clone() for l in range(1, system.depth + 1)]
+        change = 0.0
+        for k, layer in enumerate(layers):
+            b = layer.drive(parts)
+            before = parts[k]
+            if cold:
+                parts[k] = _start(system, layer, b)
+            parts[k], update = self._relax(system, layer, parts[k], b, inner_tol, omega)
+            if cold:  # the change of the whole first sweep, start included
+                update = float((parts[k] - before).abs().max()) * layer.scale
+            # max() would drop a NaN: keep it, so that a non-finite sweep is reported as such.
+            change = update if (update > change or math.isnan(update)) else change
+        return parts, change
+
+    @staticmethod
+    def _fused(layers, parts, fused, omega) -> tuple[list[torch.Tensor] | None, float | None]:
+        """One sweep by the compiled kernels (:mod:`analog.solvers.fused`; ``parts`` ``None``: the
+        cold first sweep), kept if every layer's Newton step is short enough to be a contraction
+        (as :meth:`_relax` requires); otherwise ``(parts, None)``: the eager sweep runs from the
+        same values."""
+        if parts is None:
+            new, steps, moves = kernels.cold_sweep(*fused[:4], fused[4], fused[5], fused[6])
+            moves = moves.tolist()
+        else:
+            omega_t = torch.tensor(omega, dtype=parts[0].dtype, device=parts[0].device)
+            new, steps = kernels.sweep(parts, *fused[:4], omega_t, fused[6])
+            moves = None
+        steps = steps.tolist()
+        if not all(step * layer.curvature <= 0.05 for step, layer in zip(steps, layers, strict=True)):
+            return parts, None
+        change = 0.0
+        for k, layer in enumerate(layers):
+            update = (moves[k] if moves is not None else omega * steps[k]) * layer.scale
+            change = update if (update > change or math.isnan(update)) else change
+        return new, change
 
     def _relaxation(self, history: list[float], omega: float, change: float) -> float:
         """Young's parameter (3) once two successive contractions agree (the linear regime) and
@@ -176,24 +223,34 @@ class LayerwiseSolver(EquilibriumSolver):
 
     def _relax(self, system, layer, x0, b, inner_tol, omega) -> tuple[torch.Tensor, float]:
         """Solve (2) for every node of one layer; the new values and the largest change (V)."""
-        d = layer.d
         tol_u = inner_tol / layer.scale
-        f, g = system.diodes_of(x0, layer.params)
-        delta = torch.addcmul(b - f, d, x0, value=-1.0).div_(d + g)
-        step = float(delta.abs().max())
+        x, step, first = self._newton(system, layer, x0, b)
+        moved = False
+        if step * layer.curvature > 0.05 and layer.lambert:
+            # Far from the root (the drive changed a lot): restart from (5), within microvolts of
+            # it for nominal diodes, rather than bracketing from where the node was.
+            x, step, first = self._newton(system, layer, _start(system, layer, b), b)
+            moved = True
         # A step this short stays where the diode current changes by a few percent, so the
         # Newton step is a contraction without a bracket: the common case once sweeps are local.
         if step * layer.curvature <= 0.05:
-            x = x0 + delta
             if layer.curvature * step * step > tol_u:
                 x = self._bracketed(system, layer, x, b, tol_u)
-            elif omega == 1.0:
+            elif omega == 1.0 and not moved:
                 return x, step * layer.scale
         else:
-            x = self._bracketed(system, layer, x0, b, tol_u, (f, g))
+            x = self._bracketed(system, layer, x0, b, tol_u, None if moved else first)
         if omega != 1.0:
             x = torch.lerp(x0, x, omega)
         return x, float((x - x0).abs().max()) * layer.scale
+
+    @staticmethod
+    def _newton(system, layer, x0, b):
+        """One Newton step on (2) from ``x0``: the new values, the largest step (u-space) and the
+        diode currents and conductances at ``x0``."""
+        f, g = first = system.diodes_of(x0, layer.params)
+        delta = torch.addcmul(b - f, layer.d, x0, value=-1.0).div_(layer.d + g)
+        return x0 + delta, float(delta.abs().max()), first
 
     def _bracketed(self, system, layer, x, b, tol_u, first=None):
         """Newton on (2) kept inside the bracket between ``a = b / D`` and the rails, which holds
@@ -248,6 +305,13 @@ class _Layer:
     hi: float
     curvature: float
     """``|h''| / h'`` bound in u-space (1/V), see :func:`_curvature_per_volt`."""
+    is_over_d: torch.Tensor
+    """``Is / D`` per node (V), nominal diode, for :func:`_start`."""
+    lambert_offset: torch.Tensor
+    """``ln q + q`` with ``q = Is / (D n Vt)`` per node: the constant part of (5)."""
+    lambert: bool = False
+    """(5) of :func:`_start` is exact for this layer's diodes up to gmin and the far rail's
+    junction (nominal diodes, no breakdown or series resistance)."""
 
     def drive(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """``b`` of (2) given every layer's current values ``parts`` (``[B, n_l]`` each)."""
@@ -260,42 +324,124 @@ class _Layer:
 
 
 def _layers(system: LayeredSystem) -> list[_Layer]:
+    spec = system.spec
+    lambert = (
+        bool(system.rails)
+        and system.area is None
+        and system.emission is None
+        and spec.diode.breakdown_voltage() is None
+        and not spec.diode.rs_ohm
+    )
     anchors = _rail_anchors(system)
     per_volt = _curvature_per_volt(system)
     layers = []
+    diode = system.spec.diode
+    i_s = diode.saturation_current()
     for l in range(1, system.depth + 1):
         s = system.layer_scales[l - 1]
+        d = system.layer(system.diag.unsqueeze(0), l)[0]
+        q = i_s / (d * diode.vte_V)
         layers.append(
             _Layer(
                 system=system,
                 l=l,
-                d=system.layer(system.diag.unsqueeze(0), l)[0],
+                d=d,
                 const=system.layer(system.const, l),
                 params=system.node_params([l]),
                 scale=s,
                 lo=anchors[l - 1][0],
                 hi=anchors[l - 1][1],
                 curvature=per_volt * s,
+                is_over_d=i_s / d,
+                lambert_offset=torch.log(q) + q,
+                lambert=lambert,
             )
         )
     return layers
 
 
-def _start(system: LayeredSystem, layer: _Layer, b: torch.Tensor, steps: int = 2) -> torch.Tensor:
-    """A cold start for (2), near the root of the nodes whose diode conducts.
+def _fused_args(system: LayeredSystem, layers: list[_Layer]) -> tuple | None:
+    """``(const, diag, weights, physics, is_over_d, lambert_offset, rails)``, the arguments of
+    :mod:`analog.solvers.fused`'s kernels, or ``None`` where they do not apply: diodes other than nominal ones (spreads,
+    breakdown, series resistance), wired crossbars, or a device other than the CPU (where the
+    eager sweep runs; the compiled one is only checked on CPU)."""
+    if not all(layer.lambert for layer in layers) or system.offdiag is not None or system.device.type != "cpu":
+        return None
+    spec = system.spec
+    diode = spec.diode
+    up, down = spec.diode_up_V, spec.diode_down_V
+    rails = (0.0 if up is None else up, 0.0 if down is None else down)
+    physics = torch.tensor(
+        [[s, *rails, diode.vte_V, diode.saturation_current(), diode.gmin_S] for s in system.layer_scales],
+        dtype=system.dtype,
+        device=system.device,
+    )
+    const = [layer.const for layer in layers]
+    diag = [layer.d for layer in layers]
+    split = up is not None and down is not None and up - down >= 6.0 * diode.vte_V
+    lambert = ([layer.is_over_d for layer in layers], [layer.lambert_offset for layer in layers])
+    return const, diag, list(system.weights[1:]), physics, *lambert, (up is not None, down is not None, split)
 
-    With the layer's drive ``b`` known, a node beyond a rail sits where its diode carries what
-    the conductances bring, ``I(v) = D (a - v)`` (``a = s b / D``, physical volts). The fixed
-    point ``v <- V_up + n Vt ln(1 + D (a - v) / Is)`` contracts by ``n Vt / (a - v)``, a few
-    percent once conducting, where Newton on (2) from the all-off value would crawl ``n Vt`` per
-    step. Nominal diodes only: the bracketed Newton of :meth:`LayerwiseSolver._bracketed` then
-    solves the exact equation with spreads, gmin and both rails.
+
+def _start(system: LayeredSystem, layer: _Layer, b: torch.Tensor, steps: int = 2) -> torch.Tensor:
+    """A cold start for (2): each node where its nearer diode alone carries what the
+    conductances bring.
+
+    With the layer's drive ``b`` known (``a = s b / D``, physical volts, the all-off value), a
+    node above the up rail sits where ``D (a - v) = Is (exp((v - V_up) / (n Vt)) - 1)``. With
+    ``y = a - v`` and ``z = (D y + Is) / (D n Vt)`` this is ``z e^z = X``, so ``z = W(X)``
+    (Lambert's W) with
+
+        ln X = ln(Is / (D n Vt)) + (a - V_up + Is / D) / (n Vt),                           (5)
+
+    and likewise below the down rail (mirrored). The same expression holds between the rails,
+    where it gives the small reverse current. ``W`` of a huge ``X`` is found in log form, as the
+    root of ``w + ln w = ln X`` by :data:`_W_NEWTON` Newton steps from ``softplus(ln X)``
+    (largest error 1e-4 in ``w``, i.e. 3e-6 V, over ``ln X`` in [-60, 2000]), so the nodes start
+    where one Newton step on (2) takes them to rounding: nominal diodes without gmin or the
+    other rail's junction, which that step accounts for. With breakdown the fixed point of
+    :func:`_start_breakdown` is used instead.
     """
     spec, s = system.spec, layer.scale
     diode = spec.diode
-    a = b / layer.d * s
-    if spec.diode_up_V is None and spec.diode_down_V is None:
+    a = b / layer.d
+    if s != 1.0:
+        a = a * s
+    up, dn = spec.diode_up_V, spec.diode_down_V
+    if up is None and dn is None:
         return a / s
+    if diode.breakdown_voltage() is not None:
+        return _start_breakdown(system, layer, a, steps) / s
+    # sigma = +1 where the up diode is the nearer (or only) one, -1 for the down diode; t is
+    # how far a lies past that diode's rail (negative between the rails).
+    if up is not None and dn is not None:
+        past = a - 0.5 * (up + dn)
+        sigma = torch.sign(past)
+        t = past.abs_().sub_(0.5 * (up - dn))
+    elif up is not None:
+        sigma, t = 1.0, a - up
+    else:
+        sigma, t = -1.0, dn - a
+    vte = diode.vte_V
+    log_x = t.mul_(1.0 / vte).add_(layer.lambert_offset).clamp_(min=-60.0)
+    w = torch.nn.functional.softplus(log_x)
+    for _ in range(_W_NEWTON):
+        w = w - (w + torch.log(w) - log_x) * w / (w + 1.0)
+    y = w.mul_(vte).sub_(layer.is_over_d)  # a - v for the up diode, v - a for the down one
+    v = a - sigma * y
+    return v / s if s != 1.0 else v
+
+
+_W_NEWTON = 2
+"""Newton steps on ``w + ln w = ln X`` in :func:`_start`."""
+
+
+def _start_breakdown(system: LayeredSystem, layer: _Layer, a: torch.Tensor, steps: int) -> torch.Tensor:
+    """:func:`_start` for diodes with reverse breakdown: ``steps`` passes of the fixed point
+    ``v <- V_up + n Vt ln(1 + D (a - v) / Is)`` (contracting by ``n Vt / (a - v)`` once a node
+    conducts), bounded by the breakdown branch of :func:`_breakdown_start`; physical volts."""
+    spec = system.spec
+    diode = spec.diode
     vte, inv_is = diode.vte_V, 1.0 / diode.saturation_current()
     xbv = diode.breakdown_voltage()
     v = a.clone()
@@ -305,10 +451,9 @@ def _start(system: LayeredSystem, layer: _Layer, b: torch.Tensor, steps: int = 2
             up = torch.log1p((a - v).mul_(layer.d).clamp_(min=0.0).mul_(inv_is)).mul_(vte).add_(spec.diode_up_V)
         if spec.diode_down_V is not None:
             dn = torch.log1p((v - a).mul_(layer.d).clamp_(min=0.0).mul_(inv_is)).mul_(-vte).add_(spec.diode_down_V)
-        if xbv is not None:
-            up, dn = _breakdown_start(spec, a, v, layer.d, xbv, up, dn)
+        up, dn = _breakdown_start(spec, a, v, layer.d, xbv, up, dn)
         v = torch.clamp(a, min=dn, max=up)
-    return v / s
+    return v
 
 
 def _breakdown_start(spec, a, v, d, xbv, up, dn):
@@ -360,6 +505,14 @@ def _curvature_per_volt(system: LayeredSystem) -> float:
     if diode.bv_V is not None:
         bound = max(bound, 1.0 / (diode.vte_brk_V * (n_min if diode.nbv is None else 1.0)))
     return bound
+
+
+def _warm_omega(init: Equilibrium | None) -> float:
+    """The over-relaxation a warm start inherits: the final ``omega`` of the layer-wise solve it
+    comes from (a nudged phase starts from the free equilibrium of the same block, whose linearised
+    sweeps have the same contraction), else 1."""
+    omega = None if init is None else init.history.get("omega")
+    return float(omega) if isinstance(omega, float) and 1.0 <= omega < 2.0 else 1.0
 
 
 def _contraction(history: list[float], omega: float) -> float | None:

@@ -44,7 +44,7 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained checkpoint under other conditions and device draws")
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a `cosim train` run")
-    p.add_argument("--solver", choices=["fast", "fast-layerwise", "ngspice"], default="fast")
+    p.add_argument("--solver", choices=["auto", "fast", "fast-layerwise", "ngspice"], default="auto")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a condition, e.g. temperature_C=85, devices.d2d_sigma=0.1, model.blocks[0].wire_ohm=10 (repeatable)",

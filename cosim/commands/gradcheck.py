@@ -88,7 +88,7 @@ def register(sub) -> None:
     p = sub.add_parser("gradcheck", help="compare EP gradients with the exact gradient, per parameter and beta")
     p.add_argument("--config", required=True, help=CONFIG_HELP)
     add_set_argument(p)
-    p.add_argument("--solver", choices=["fast", "fast-layerwise", "ngspice"], default="fast")
+    p.add_argument("--solver", choices=["auto", "fast", "fast-layerwise", "ngspice"], default="auto")
     p.add_argument("--betas", type=_positive_floats, default=None, help="e.g. '0.2,0.1,0.05'")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", type=Path, default=None, help="PNG of relative error vs beta")

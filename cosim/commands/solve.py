@@ -113,7 +113,7 @@ def register(sub) -> None:
     p = sub.add_parser("solve", help="solve a batch of one analog block with the fast solver, ngspice or both")
     p.add_argument("--config", required=True, help=CONFIG_HELP)
     add_set_argument(p)
-    p.add_argument("--solver", choices=["fast", "fast-layerwise", "ngspice", "both"], default="both")
+    p.add_argument("--solver", choices=["auto", "fast", "fast-layerwise", "ngspice", "both"], default="both")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", type=Path, default=None, help="folder for solve.json (the report)")
     p.set_defaults(func=run)

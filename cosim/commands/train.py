@@ -59,7 +59,7 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (override the config's device)")
     p.add_argument(
         "--solver",
-        choices=["fast", "fast-layerwise", "ngspice"],
+        choices=["auto", "fast", "fast-layerwise", "ngspice"],
         default=None,
         help="training solver (default: config)",
     )
