@@ -75,7 +75,7 @@ def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSo
     if name == "fast":
         return get_solver("fast", tol_V=config.tol_V, max_iterations=config.max_iterations)
     if name == "fast-layerwise":
-        return get_solver("fast-layerwise", tol_V=config.tol_V, fuse=bool(config.fuse))
+        return get_solver("fast-layerwise", tol_V=config.tol_V, fuse=config.fuse)
     return get_solver("ngspice", workers=config.workers, timeout_s=config.timeout_s)
 
 

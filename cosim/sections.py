@@ -86,9 +86,10 @@ class SolverConfig(Strict):
     wired crossbars and non-ideal peripherals); ``fast-layerwise``: layer sweeps with per-node
     Newton (faster on every block it solves, see benchmarks/); all Shockley-exact. ``ngspice``: the
     ground truth."""
-    fuse: bool | None = None
-    """Fused (compiled) layer sweeps: ``None`` for blocks of at least 50,000 conductances (compiling
-    costs seconds once per process), ``true``/``false`` for all."""
+    fuse: bool = False
+    """Run the layer sweeps as compiled kernels (``fast-layerwise``/``auto``): faster single solves
+    at small batches, after 10-30 s of compiling per process; no faster per training epoch as
+    measured (see the README)."""
     tol_V: float | None = Field(None, gt=0, lt=1)
     max_iterations: int = Field(100, ge=1, le=10_000)
     workers: int = Field(1, ge=1, le=64)

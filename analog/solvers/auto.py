@@ -8,10 +8,10 @@ peripherals to be ideal, so blocks with wired crossbars (``wire_ohm``) or non-id
 amplifiers or nudging sources go to :class:`~analog.solvers.newton.FastSolver`, which solves them
 exactly (dense KCL with the peripherals, or the reduced wired crossbars).
 
-The fused (compiled) sweeps of :mod:`analog.solvers.fused` cost seconds of compiling once per
-process; they are used where that pays off within one run: blocks of at least
-:data:`FUSE_MIN_CONDUCTANCES` conductances (the MNIST presets, 100k-160k), not the digits ones (36k,
-whose whole run takes about as long as compiling).
+The fused (compiled) sweeps of :mod:`analog.solvers.fused` are used when asked (``fuse=True``):
+they make a single solve 1.5-2x faster at B = 4 and B = 128, but compiling costs 10-30 s once
+per process and network, and in training (B = 64, MNIST presets) the sweeps were measured no
+faster per epoch after it (``benchmarks/deep.py``, the README), so they are off by default.
 """
 
 from __future__ import annotations
@@ -25,40 +25,35 @@ from analog.solvers.base import Equilibrium, EquilibriumSolver, check_tol_V
 from analog.solvers.layerwise import LayerwiseSolver
 from analog.solvers.newton import FastSolver
 
-__all__ = ["FUSE_MIN_CONDUCTANCES", "AutoSolver"]
-
-FUSE_MIN_CONDUCTANCES = 50_000
-"""Blocks at least this large get the fused sweeps (compiled once per process)."""
+__all__ = ["AutoSolver"]
 
 
 @dataclass
 class AutoSolver(EquilibriumSolver):
     """The layer-wise sweeps where they apply, Newton (or the dense peripheral solver) elsewhere.
 
-    ``fuse``: ``None`` (default) fuses the sweeps of blocks of at least
-    :data:`FUSE_MIN_CONDUCTANCES` conductances; ``True``/``False`` for every block."""
+    ``fuse``: the layer-wise sweeps run as compiled kernels (:mod:`analog.solvers.fused`)."""
 
     tol_V: float | None = None
     max_iterations: int = 100
-    fuse: bool | None = None
+    fuse: bool = False
     name: str = "auto"
-    _layerwise: dict = field(default_factory=dict, init=False, repr=False)
+    _newton: FastSolver = field(init=False, repr=False)
+    _layerwise: LayerwiseSolver = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_tol_V(self.tol_V)
         if self.max_iterations < 1:
             raise ValueError(f"max_iterations: must be >= 1, got {self.max_iterations!r}")
         self._newton = FastSolver(tol_V=self.tol_V, max_iterations=self.max_iterations)
+        self._layerwise = LayerwiseSolver(tol_V=self.tol_V, fuse=self.fuse)
 
     def choose(self, circuit: Circuit) -> EquilibriumSolver:
         """The solver this block gets."""
         spec = circuit.spec
         if spec.wire_ohm is not None or not circuit.ideal_peripherals:
             return self._newton
-        fuse = self.fuse if self.fuse is not None else _conductances(spec) >= FUSE_MIN_CONDUCTANCES
-        if fuse not in self._layerwise:
-            self._layerwise[fuse] = LayerwiseSolver(tol_V=self.tol_V, fuse=fuse)
-        return self._layerwise[fuse]
+        return self._layerwise
 
     def solve(
         self,
@@ -68,7 +63,3 @@ class AutoSolver(EquilibriumSolver):
         init: Equilibrium | None = None,
     ) -> Equilibrium:
         return self.choose(circuit).solve(circuit, source_V, nudge_A, init)
-
-
-def _conductances(spec) -> int:
-    return sum(r * c for r, c in spec.weight_shapes()) + sum(r * c for r, c in spec.bias_shapes())
