@@ -171,14 +171,14 @@ def static_power(
                 biases_W = biases_W + crossbar_power(xb, y, b)
                 into[l] = into[l] + xb @ b - y * b.sum(0)
         else:
-            # Through the reduced crossbar: terminal currents L_red T; device drops from the wire nodes.
+            # Through the wired crossbar: device drops from the wire nodes, terminal currents by KCL.
             terminals = torch.cat([x, xb, y], dim=1)
-            reduced = torch.from_numpy(wires[l].reduced).to(terminals)
-            current = terminals @ reduced
+            drops = wires[l].device_voltages(terminals)
+            current = wires[l].terminal_currents(drops)
             rows = x.shape[1]
             out_of_x, out_of_bias = current[:, :rows], current[:, rows : rows + xb.shape[1]]
             into[l] = into[l] - current[:, rows + xb.shape[1] :]
-            drops = wires[l].device_voltages(terminals).square()
+            drops = drops.square()
             devices_w = (drops[:, :rows] * g).sum((1, 2))
             devices_b = (drops[:, rows:] * b).sum((1, 2))
             weights_W, biases_W = weights_W + devices_w, biases_W + devices_b
