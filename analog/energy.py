@@ -171,14 +171,13 @@ def static_power(
                 biases_W = biases_W + crossbar_power(xb, y, b)
                 into[l] = into[l] + xb @ b - y * b.sum(0)
         else:
-            # Through the wired crossbar: device drops from the wire nodes, terminal currents by KCL.
+            # Through the wired crossbar: terminal currents L_red T; device drops from the wire nodes.
             terminals = torch.cat([x, xb, y], dim=1)
-            drops = wires[l].device_voltages(terminals)
-            current = wires[l].terminal_currents(drops)
+            current = wires[l].terminal_currents(terminals)
             rows = x.shape[1]
             out_of_x, out_of_bias = current[:, :rows], current[:, rows : rows + xb.shape[1]]
             into[l] = into[l] - current[:, rows + xb.shape[1] :]
-            drops = drops.square()
+            drops = wires[l].device_voltages(terminals).square()
             devices_w = (drops[:, :rows] * g).sum((1, 2))
             devices_b = (drops[:, rows:] * b).sum((1, 2))
             weights_W, biases_W = weights_W + devices_w, biases_W + devices_b

@@ -89,6 +89,7 @@ class CrossbarWires:
         if order.shape != (rows,) or not np.array_equal(np.sort(order), np.arange(rows)):
             raise ValueError(f"row_order: expected a permutation of 0..{rows - 1}, got {row_order!r}")
         self._order = torch.from_numpy(order)
+        self._logical = torch.from_numpy(np.argsort(order))  # physical position of each logical row
         self.conductances = g
         """``[R, C]`` siemens, logical order."""
         self._g = g[self._order]  # physical rows from here on
@@ -129,16 +130,15 @@ class CrossbarWires:
         self._K = k
 
     def _chain_solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        """``T_i^-1 rhs_i`` for every row chain at once; ``rhs`` ``[R, C, m]``."""
+        """``T_i^-1 rhs_i`` for every row chain at once, in place; ``rhs`` ``[C, R, m]`` (along the
+        chain first, so that every step is contiguous)."""
         gw, pivot = self.wire_S, self._pivot.T.unsqueeze(2)  # [C, R, 1]
-        r = rhs.permute(1, 0, 2).contiguous()  # along the chain first, so that every step is contiguous
         for j in range(self.cols - 2, -1, -1):
-            r[j].addcdiv_(r[j + 1], pivot[j + 1], value=gw)
-        x = torch.empty_like(r)
-        torch.div(r[0], pivot[0], out=x[0])
+            rhs[j].addcdiv_(rhs[j + 1], pivot[j + 1], value=gw)
+        rhs[0].div_(pivot[0])
         for j in range(1, self.cols):
-            torch.div(r[j].add_(x[j - 1], alpha=gw), pivot[j], out=x[j])
-        return x.permute(1, 0, 2)
+            rhs[j].add_(rhs[j - 1], alpha=gw).div_(pivot[j])
+        return rhs
 
     def _sweep(self) -> None:
         """Step 2, (W1): the inverse Schur complements ``S_i^-1`` ``[R, C, C]`` and ``L_cc``."""
@@ -157,16 +157,17 @@ class CrossbarWires:
         del self._K
 
     def _network_solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        """Column-node voltages ``L_b^-1 rhs`` for currents ``rhs`` ``[R, C, m]`` into them."""
+        """Column-node voltages ``L_b^-1 rhs`` for currents ``rhs`` ``[R, C, m]`` into them, in place."""
         gw, s_inv = self.wire_S, self._s_inv
-        y = rhs.clone(memory_format=torch.contiguous_format)
         for i in range(1, self.rows):
-            y[i].addmm_(s_inv[i - 1], y[i - 1], alpha=gw)
-        x = torch.empty_like(y)
-        torch.mm(s_inv[-1], y[-1], out=x[-1])
+            rhs[i].addmm_(s_inv[i - 1], rhs[i - 1], alpha=gw)
+        step = torch.empty_like(rhs[0])
+        torch.mm(s_inv[-1], rhs[-1], out=step)
+        rhs[-1].copy_(step)
         for i in range(self.rows - 2, -1, -1):
-            torch.mm(s_inv[i], y[i].add_(x[i + 1], alpha=gw), out=x[i])
-        return x
+            torch.mm(s_inv[i], rhs[i].add_(rhs[i + 1], alpha=gw), out=step)
+            rhs[i].copy_(step)
+        return rhs
 
     def _held_blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_rc`` ``[R, C]`` (physical rows) from one back substitution with the readouts as
@@ -214,9 +215,7 @@ class CrossbarWires:
         return {k: v.to(dtype=dtype, device=device) for k, v in out.items()}
 
     def _logical_rows(self, physical: torch.Tensor) -> torch.Tensor:
-        out = torch.empty_like(physical)
-        out[self._order] = physical
-        return out
+        return physical[self._logical]
 
     @property
     def reduced(self) -> np.ndarray:
@@ -227,21 +226,32 @@ class CrossbarWires:
         top = torch.cat([m["rr"], m["rc"]], dim=1)
         return torch.cat([top, torch.cat([m["rc"].T, m["cc"]], dim=1)]).numpy()
 
+    def _column_side(self, terminal_V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Column-node voltages ``[R, C, B]`` (physical rows) for terminal voltages ``[B, R + C]``,
+        and the row voltages ``[R, B]`` in physical order."""
+        t = terminal_V.detach().to("cpu", torch.float64)
+        rows_V = t[:, : self.rows][:, self._order].T
+        rhs = self._h.unsqueeze(2) * rows_V.unsqueeze(1)
+        rhs[-1].add_(t[:, self.rows :].T, alpha=self.wire_S)
+        return self._network_solve(rhs), rows_V
+
     def device_voltages(self, terminal_V: torch.Tensor) -> torch.Tensor:
         """Voltage across every device (row side minus column side), ``[B, R, C]``, for terminal
         voltages ``[B, R + C]`` (rows then columns): one solve of the elimination per batch."""
-        t = terminal_V.detach().to("cpu", torch.float64)
-        rows_V = t[:, : self.rows][:, self._order].T.unsqueeze(1)  # [R, 1, B], physical rows
-        rhs = self._h.unsqueeze(2) * rows_V
-        rhs[-1] += self.wire_S * t[:, self.rows :].T
-        column_side = self._network_solve(rhs)
-        row_side = self._chain_solve(self._g.unsqueeze(2) * column_side) + self._reach.unsqueeze(2) * rows_V
-        drop = self._logical_rows(row_side - column_side).permute(2, 0, 1)
+        column_side, rows_V = self._column_side(terminal_V)
+        side = column_side.permute(1, 0, 2)  # [C, R, B]
+        row_side = self._chain_solve(torch.mul(side, self._g.T.unsqueeze(2)))
+        row_side.addcmul_(self._reach.T.unsqueeze(2), rows_V.unsqueeze(0)).sub_(side)  # now the drop
+        drop = row_side.permute(2, 1, 0)[:, self._logical]
         return drop.to(dtype=terminal_V.dtype, device=terminal_V.device)
 
-    def terminal_currents(self, device_V: torch.Tensor) -> torch.Tensor:
+    def terminal_currents(self, terminal_V: torch.Tensor) -> torch.Tensor:
         """Current into the crossbar at every terminal, ``[B, R + C]`` amperes (``L_red`` times the
-        terminal voltages), from the device voltages of :meth:`device_voltages`: by KCL at the
-        source-free wire nodes, a row delivers what its devices carry and a column takes it."""
-        current = device_V * self.conductances.to(device_V)
-        return torch.cat([current.sum(2), -current.sum(1)], dim=1)
+        terminal voltages ``[B, R + C]``), from the same solve as :meth:`device_voltages` without
+        the row wires: row ``i`` takes ``rho_i t_i - h_i . b_i``, column ``j`` what its last
+        segment carries."""
+        column_side, rows_V = self._column_side(terminal_V)
+        rows = self._rho.unsqueeze(1) * rows_V - torch.einsum("rc,rcb->rb", self._h, column_side)
+        columns = self.wire_S * (terminal_V.detach().to("cpu", torch.float64)[:, self.rows :] - column_side[-1].T)
+        current = torch.cat([rows[self._logical].T, columns], dim=1)
+        return current.to(dtype=terminal_V.dtype, device=terminal_V.device)

@@ -261,7 +261,7 @@ class LayeredSystem:
         y = self.layer(u, 1) * self.layer_scales[0]
         terminals = torch.cat([self.source_V, bias_V.expand(self.batch, -1), y], dim=1)
         first = self._wires[0]
-        current = first.terminal_currents(first.device_voltages(terminals))
+        current = first.terminal_currents(terminals)
         n_in = self.source_V.shape[1]
         inputs, biases = current[:, :n_in], [current[:, n_in : first.rows]]
         for l in range(1, self.depth):
