@@ -39,8 +39,8 @@ The elimination follows the grid (all in float64, no general sparse factorisatio
    the departure from a bare wire, again without cancellation; the readout block is
    ``L_cc = g_w D_{R-1} S_{R-1}^-1``. One back substitution with the ``C`` readouts as right-hand
    sides gives ``L_rc``; the rows' own block ``L_rr = diag(rho) - H^T L_b^-1 H`` needs one
-   right-hand side per row. Cost ``O(R C^3)``, memory ``R C^2``: the blocks run along the longer
-   side when rows outnumber columns, as in an input crossbar.
+   right-hand side per row. Cost ``O(R C^3)`` and memory ``R C^2``: cheap for a crossbar taller
+   than wide, as input crossbars are (1570x100 for MNIST's 784 input pairs and 100 hidden nodes).
 
 The input crossbar's rows are all held by sources, so the free phase needs only ``L_cc`` and
 ``L_rc`` (:meth:`CrossbarWires.blocks` with ``held_rows=True``): ``C`` right-hand sides, not
@@ -77,8 +77,8 @@ class CrossbarWires:
     ``wire_ohm``: resistance of every wire segment; ``row_order``: the row at each physical position
     (a permutation of ``0..R-1``; default: as given). Terminals, :meth:`blocks`, :attr:`reduced`,
     :meth:`device_voltages` and :meth:`terminal_currents` are in the logical order: rows as given,
-    then columns. Construction does steps 1 and 2 of the module docstring; the reduced blocks are
-    formed on first use and kept.
+    then columns. Construction does steps 1 and 2 of the module docstring (once per set of
+    conductances); the reduced blocks are formed on first use and kept.
     """
 
     def __init__(self, conductances: torch.Tensor, wire_ohm: float, row_order=None):
@@ -97,7 +97,8 @@ class CrossbarWires:
         self.wire_S = 1.0 / float(wire_ohm)
         self._chains()
         self._sweep()
-        self._cache: dict[bool, dict[str, torch.Tensor]] = {}
+        self._rc: torch.Tensor | None = None  # L_rc and L_rr (logical rows), formed on first use
+        self._rr: torch.Tensor | None = None
 
     def _chains(self) -> None:
         """Step 1: pivots of every row chain, ``rho``, ``h`` and the blocks ``K`` ``[R, C, C]``."""
@@ -153,7 +154,7 @@ class CrossbarWires:
             if i + 1 < self.rows:
                 departure = self._K[i + 1] + carried
         self._s_inv = inverse
-        self._cc = carried
+        self._cc = carried  # L_cc = g_w D_{R-1} S_{R-1}^-1
         del self._K
 
     def _network_solve(self, rhs: torch.Tensor) -> torch.Tensor:
@@ -171,7 +172,7 @@ class CrossbarWires:
 
     def _held_blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_rc`` ``[R, C]`` (physical rows) from one back substitution with the readouts as
-        right-hand sides (they inject ``g_w`` into the last block only), and ``L_cc``."""
+        right-hand sides (they inject ``g_w`` into the last block only), and ``L_cc`` of the sweep."""
         gw, h = self.wire_S, self._h
         rc = torch.empty(self.rows, self.cols, dtype=torch.float64)
         x = gw * self._s_inv[-1]
@@ -201,21 +202,16 @@ class CrossbarWires:
         ``held_rows``: every row is held by a source (the input crossbar), so only the blocks that
         touch the columns are formed (``rc``, ``bc``, ``cc``: ``C`` right-hand sides); the currents
         the rows deliver come from :meth:`terminal_currents`."""
-        if True not in self._cache:
-            rc, cc = self._held_blocks()
-            self._cache[True] = {"rc": self._logical_rows(rc), "cc": cc}
-        if not held_rows and False not in self._cache:
-            rr = self._logical_rows(self._logical_rows(self._row_block()).T)  # symmetric: both axes
-            self._cache[False] = {"rr": rr, **self._cache[True]}
-        m = self._cache[held_rows]
+        if self._rc is None:
+            rc, self._cc = self._held_blocks()
+            self._rc = rc[self._logical]
+        if not held_rows and self._rr is None:
+            self._rr = self._row_block()[self._logical][:, self._logical]
         r, b = slice(0, n_weight_rows), slice(n_weight_rows, self.rows)
-        out = {"rc": m["rc"][r], "bc": m["rc"][b], "cc": m["cc"]}
+        out = {"rc": self._rc[r], "bc": self._rc[b], "cc": self._cc}
         if not held_rows:
-            out |= {"rr": m["rr"][r, r], "rb": m["rr"][r, b], "bb": m["rr"][b, b]}
+            out |= {"rr": self._rr[r, r], "rb": self._rr[r, b], "bb": self._rr[b, b]}
         return {k: v.to(dtype=dtype, device=device) for k, v in out.items()}
-
-    def _logical_rows(self, physical: torch.Tensor) -> torch.Tensor:
-        return physical[self._logical]
 
     @property
     def reduced(self) -> np.ndarray:
