@@ -364,9 +364,9 @@ class Circuit:
         return order + list(range(n_weight, n_weight + self.biases[layer].shape[0]))
 
     def crossbar_wires(self) -> tuple[CrossbarWires, ...] | None:
-        """The crossbars ``0..L-1`` with their wires reduced to the terminals (rows: weight rows
-        then bias rows, laid out as :meth:`wire_row_order`), computed once per circuit; ``None``
-        when the wires are ideal."""
+        """The crossbars ``0..L-1`` with their wires eliminated down to the terminals (rows: weight
+        rows then bias rows, laid out as :meth:`wire_row_order`), computed once per circuit (so
+        once per weight update); ``None`` when the wires are ideal."""
         if self.spec.wire_ohm is None:
             return None
         if not hasattr(self, "_wires"):

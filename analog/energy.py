@@ -171,10 +171,9 @@ def static_power(
                 biases_W = biases_W + crossbar_power(xb, y, b)
                 into[l] = into[l] + xb @ b - y * b.sum(0)
         else:
-            # Through the reduced crossbar: terminal currents L_red T; device drops from the wire nodes.
+            # Through the wired crossbar: terminal currents L_red T; device drops from the wire nodes.
             terminals = torch.cat([x, xb, y], dim=1)
-            reduced = torch.from_numpy(wires[l].reduced).to(terminals)
-            current = terminals @ reduced
+            current = wires[l].terminal_currents(terminals)
             rows = x.shape[1]
             out_of_x, out_of_bias = current[:, :rows], current[:, rows : rows + xb.shape[1]]
             into[l] = into[l] - current[:, rows + xb.shape[1] :]

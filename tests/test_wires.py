@@ -5,7 +5,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+import numpy as np
 import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 
 from analog import Circuit, CircuitSpec
@@ -70,6 +73,96 @@ def test_interleaved_input_pairs_cancel_where_split_halves_do_not():
     assert Circuit.random(spec).wire_row_order(0) == [0, 3, 1, 4, 2, 5, 6, 7]  # + bias pair last
     with pytest.raises(ValueError, match="row_order"):
         CrossbarWires(conductances, ohm, [*range(2 * n - 1), 0])
+
+
+def _sparse_reduction(g: torch.Tensor, wire_ohm: float, order: list[int]) -> tuple[np.ndarray, object]:
+    """The reference: the same wire network as one sparse Laplacian of all ``2 R C`` wire nodes,
+    LU-factored, with one solve per terminal (``L_red = g_w I - g_w^2 P^T L_ii^-1 P``); returns
+    ``L_red`` (logical order) and a function of terminal voltages giving the device voltages."""
+    g = g.numpy()[order]
+    rows, cols = g.shape
+    n, gw = rows * cols, 1.0 / wire_ohm
+    row_node = np.arange(n).reshape(rows, cols)
+    col_node = n + row_node
+    a = np.concatenate([row_node.ravel(), row_node[:, :-1].ravel(), col_node[:-1, :].ravel()])
+    b = np.concatenate([col_node.ravel(), row_node[:, 1:].ravel(), col_node[1:, :].ravel()])
+    w = np.concatenate([g.ravel(), np.full(rows * (cols - 1), gw), np.full((rows - 1) * cols, gw)])
+    diag = np.bincount(a, w, 2 * n) + np.bincount(b, w, 2 * n)
+    attach = np.concatenate([row_node[:, 0], col_node[-1, :]])
+    diag[attach] += gw
+    index = np.arange(2 * n)
+    lap = sp.coo_matrix(
+        (np.concatenate([diag, -w, -w]), (np.concatenate([index, a, b]), np.concatenate([index, b, a]))),
+        shape=(2 * n, 2 * n),
+    ).tocsc()
+    lu = spla.splu(lap)
+    rhs = np.zeros((2 * n, rows + cols))
+    rhs[attach, np.arange(rows + cols)] = 1.0
+    physical = gw * np.eye(rows + cols) - gw * gw * lu.solve(rhs)[attach]
+    full = np.concatenate([order, rows + np.arange(cols)])
+    reduced = np.empty_like(physical)
+    reduced[np.ix_(full, full)] = physical
+
+    def device_voltages(terminal_V: torch.Tensor) -> np.ndarray:
+        inject = np.zeros((2 * n, terminal_V.shape[0]))
+        inject[attach] = gw * terminal_V.numpy()[:, full].T
+        nodes = lu.solve(inject)
+        drop = (nodes[row_node.ravel()] - nodes[col_node.ravel()]).T.reshape(-1, rows, cols)
+        out = np.empty_like(drop)
+        out[:, order] = drop
+        return out
+
+    return reduced, device_voltages
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "ohm"), [(1, 1, 250.0), (9, 1, 10.0), (1, 7, 10.0), (13, 6, 10.0), (7, 11, 2.0)]
+)
+def test_grid_elimination_matches_a_sparse_reduction_of_the_whole_wire_network(rows, cols, ohm):
+    gen = torch.Generator().manual_seed(rows * cols)
+    g = 10 ** (-6 + 2 * torch.rand(rows, cols, generator=gen, dtype=torch.float64))
+    order = torch.randperm(rows, generator=gen).tolist()
+    wires = CrossbarWires(g, ohm, order)
+    reference, reference_drops = _sparse_reduction(g, ohm, order)
+    scale = np.abs(reference).max()
+    # The reference forms L_red as g_w I - g_w^2 (...), which rounds at eps g_w: at 2 ohm and
+    # 1e-4 S that is about 1e-12 of the largest entry.
+    tol = max(1e-12 * scale, 16 * np.finfo(np.float64).eps / ohm)
+    assert np.abs(wires.reduced - reference).max() <= tol
+    held = wires.blocks(rows - 1, torch.float64, "cpu", held_rows=True)
+    assert set(held) == {"rc", "bc", "cc"}
+    columns = torch.from_numpy(reference[:, rows:])
+    assert float((torch.cat([held["rc"], held["bc"], held["cc"]]) - columns).abs().max()) <= tol
+    terminal_V = 3 * torch.randn(5, rows + cols, generator=gen, dtype=torch.float64)
+    drops = wires.device_voltages(terminal_V)
+    assert float((drops - torch.from_numpy(reference_drops(terminal_V))).abs().max()) <= 1e-12 * 3
+    current = terminal_V @ torch.from_numpy(reference)
+    assert float((wires.terminal_currents(terminal_V) - current).abs().max()) <= 3 * tol
+
+
+def test_source_currents_and_device_voltages_of_a_wired_block_match_the_sparse_reduction():
+    """Through the solver: the input crossbar's row currents come from one solve of its wires (its
+    row blocks are never formed), the others' from their reduced blocks; EP's device voltages."""
+    from cosim.gradients import device_drops
+
+    circuit = _wired((7, 5, 3), 10.0, seed=4)
+    spec = circuit.spec
+    source_V = spec.source_voltages(2 * random_inputs(spec, 6, 4) - 1)
+    state = FastSolver().solve(circuit, source_V)
+    bias = spec.bias_voltages(torch.float64).expand(6, -1)
+    layers = [source_V, *state.voltages]
+    for l in range(spec.depth):
+        g = torch.cat([circuit.weights[l], circuit.biases[l]])
+        reduced, reference_drops = _sparse_reduction(g, spec.wire_ohm, circuit.wire_row_order(l))
+        terminals = torch.cat([layers[l], bias, layers[l + 1]], dim=1)
+        current = terminals @ torch.from_numpy(reduced)
+        rows = layers[l].shape[1]
+        if l == 0:
+            assert float((state.input_currents_A - current[:, :rows]).abs().max()) <= 1e-15
+        expected = current[:, rows : rows + spec.n_bias]
+        assert float((state.bias_currents_A[l] - expected).abs().max()) <= 1e-15
+        drops = device_drops(circuit, l, source_V, state.voltages)
+        assert float((drops - torch.from_numpy(reference_drops(terminals))).abs().max()) <= 1e-12
 
 
 def _wired(sizes, wire_ohm, seed, gains=None):

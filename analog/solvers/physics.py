@@ -120,9 +120,11 @@ class LayeredSystem:
         """Like :meth:`_ideal_wires` from the Kron-reduced crossbars (:mod:`analog.wires`): the
         couplings become ``-L_rc``, and each layer's own block ``L_cc`` of the crossbar before it
         plus ``L_rr`` of the crossbar after it is dense. Crossbar ``l`` sees all its terminals
-        scaled by ``s_{l+1}``, so in u-space its reduced matrix enters unchanged."""
+        scaled by ``s_{l+1}``, so in u-space its reduced matrix enters unchanged. The input
+        crossbar's rows are all held, so only its blocks that touch the columns are formed."""
         rows = self.spec.nodes_per_layer()
-        blocks = [x.blocks(rows[l], self.dtype, self.device) for l, x in enumerate(wires)]
+        self._wires = wires
+        blocks = [x.blocks(rows[l], self.dtype, self.device, held_rows=l == 0) for l, x in enumerate(wires)]
         self.wire_blocks = blocks
         self.weights = tuple(-b["rc"] for b in blocks)
         diag, const, self.offdiag = [], [], []
@@ -253,15 +255,18 @@ class LayeredSystem:
 
     def _wired_source_currents(self, u: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """:meth:`source_currents` through the reduced crossbars: ``L_red`` times the physical
-        terminal voltages (rows, bias rows, columns)."""
+        terminal voltages (rows, bias rows, columns); the input crossbar's, whose row blocks are
+        not formed, from one solve of its wires at these voltages."""
         bias_V = self.spec.bias_voltages(self.dtype, self.device)
-        inputs, biases = None, []
-        for l, b in enumerate(self.wire_blocks):
-            s = self.layer_scales[l]  # crossbar l drives layer l + 1, scale s_{l+1}
-            x = self.source_V if l == 0 else self.layer(u, l) * s
-            y = self.layer(u, l + 1) * s
-            if l == 0:
-                inputs = x @ b["rr"] + bias_V @ b["rb"].T + y @ b["rc"].T
+        y = self.layer(u, 1) * self.layer_scales[0]
+        terminals = torch.cat([self.source_V, bias_V.expand(self.batch, -1), y], dim=1)
+        first = self._wires[0]
+        current = first.terminal_currents(terminals)
+        n_in = self.source_V.shape[1]
+        inputs, biases = current[:, :n_in], [current[:, n_in : first.rows]]
+        for l in range(1, self.depth):
+            b, s = self.wire_blocks[l], self.layer_scales[l]  # crossbar l drives layer l + 1, scale s_{l+1}
+            x, y = self.layer(u, l) * s, self.layer(u, l + 1) * s
             biases.append(x @ b["rb"] + bias_V @ b["bb"] + y @ b["bc"].T)
         return inputs, tuple(biases)
 
