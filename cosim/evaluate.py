@@ -88,10 +88,11 @@ def ngspice_validation(
     say: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """Test accuracy on the first ``samples`` of ``x``, ``y`` with every analog block solved by
-    ngspice (with ``config.solver``'s settings: workers, timeout), next to the model's solver on the
-    same samples. On a ``cluster`` that spreads (:attr:`~cosim.cluster.Cluster.spread`) the samples
-    go to its workers in chunks (:func:`cosim.ngspice_jobs.spread_outputs`, a progress line each
-    through ``say``), with the same predictions; otherwise ngspice runs here. A solver that fails is
+    ngspice (with ``config.solver``'s timeout), next to the model's solver on the same samples. On a
+    ``cluster`` that spreads (:attr:`~cosim.cluster.Cluster.spread`) the samples go to its workers
+    in chunks, one ngspice process each (:func:`cosim.ngspice_jobs.spread_outputs`, a progress line
+    per chunk through ``say``), with the same predictions; otherwise ngspice runs here in
+    ``config.solver.workers`` processes. A solver that fails is
     reported under ``ngspice_error``, not raised."""
     n = min(samples, len(y))
     result = {

@@ -150,7 +150,8 @@ def spread_outputs(
     futures = {}
     for k, (start, stop) in enumerate(chunks):
         capture = start < operating_points
-        future = client.submit(solve_chunk, shared, x[start:stop], solver, capture, pure=False)
+        # A clone: a pickled slice carries its whole storage (all of x).
+        future = client.submit(solve_chunk, shared, x[start:stop].clone(), solver, capture, pure=False)
         futures[future] = ("chunk", k)
     outputs: dict[int, torch.Tensor] = {}
     captured: dict[int, dict[str, torch.Tensor]] = {}
@@ -213,9 +214,10 @@ def spread_gradients(
     loss is ``loss`` (a ``train.loss`` name) on labels ``y``."""
 
     def compute(runs: Sequence[tuple[str, float | None]]) -> list[dict]:
-        shared = client.scatter(model, broadcast=False)
+        # Clones: a pickled slice of the training set would carry all of it.
+        shared, samples, labels = client.scatter([model, x.clone(), y.clone()], broadcast=False)
         futures = {
-            client.submit(gradients_task, shared, loss, x, y, tuple(run), solver, pure=False): k
+            client.submit(gradients_task, shared, loss, samples, labels, tuple(run), solver, pure=False): k
             for k, run in enumerate(runs)
         }
         grads: dict[int, dict] = {}

@@ -4,7 +4,13 @@ nothing left running."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import tomllib
+from pathlib import Path
 
 import psutil
 import pytest
@@ -53,8 +59,15 @@ def trained(tmp_path_factory):
     return run
 
 
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _spawned() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()}
+    return {p.pid for p in psutil.Process().children(recursive=True) if _alive(p)}
 
 
 def test_chunks_on_two_workers_give_the_outputs_of_one_process(trained):
@@ -143,3 +156,69 @@ def test_daemonic_workers_of_an_existing_scheduler_are_refused_with_the_fix(trai
         with Cluster(scheduler=daemonic.scheduler_address).client() as client:
             with pytest.raises(DaemonicWorkerError, match="dask worker --no-nanny"):
                 spread_outputs(client, state, x, trained.config.solver)
+
+
+VALIDATED = """
+[[model.blocks]]
+type = "analog"
+sizes = [64, 256, 10]
+
+[data]
+train_subset = 32
+
+[train]
+epochs = 1
+batch_size = 32
+ngspice_eval_samples = 360
+"""
+
+
+def _ngspice_workers(process: psutil.Process) -> list[psutil.Process]:
+    """The descendants of ``process`` that are spawn workers (Dask's and ngspice's)."""
+    found = []
+    for child in process.children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_ctrl_c_during_a_cluster_validation_leaves_no_process(tmp_path):
+    """Ctrl-C reaches the whole foreground process group: the command, its Dask workers and their
+    ngspice processes."""
+    config = tmp_path / "c.toml"
+    config.write_text(VALIDATED)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "cosim.cli", "train", "--config", str(config), "--out", str(tmp_path / "run")]
+    train = subprocess.Popen(
+        [*argv, "--workers", "2"], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores it
+    )  # fmt: skip
+    parent = psutil.Process(train.pid)
+    seen: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 240
+        while len(seen) < 4:  # two Dask workers, each with its ngspice process
+            assert time.monotonic() < deadline and train.poll() is None, "no ngspice process started on the cluster"
+            seen = _ngspice_workers(parent)
+            time.sleep(0.1)
+        time.sleep(2.0)
+        seen = _ngspice_workers(parent)
+        os.killpg(train.pid, signal.SIGINT)
+        _, err = train.communicate(timeout=60)
+    finally:
+        if train.poll() is None:
+            os.killpg(train.pid, signal.SIGKILL)
+            train.wait()
+    assert train.returncode == 130, err[-2000:]
+    assert "resume with" in err and not (tmp_path / "run" / "summary.json").exists()
+    deadline = time.monotonic() + 10
+    while any(map(_alive, seen)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = [p.pid for p in seen if _alive(p)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"processes outlived the interrupted `cosim train` by 10 s: {survivors}"
