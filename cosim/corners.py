@@ -27,6 +27,7 @@ from cosim.config import MAX_SEED, ConfigError, RunConfig
 from cosim.data import load_dataset
 from cosim.evaluate import EVAL_BATCH
 from cosim.losses import loss_value
+from cosim.metrics import TOP5, reports_top5, top_k_correct
 from cosim.model import FFEBM
 
 __all__ = ["DRAW_SEED_STRIDE", "evaluate_checkpoint", "operating_point"]
@@ -89,8 +90,10 @@ def _evaluate(model: FFEBM, config: RunConfig, x, y, n_classes: int) -> dict:
     for block in blocks:  # the operating point of the first batch, solved again by the block's solver
         source_V = captured[block.name].to(dtype)
         ops.append(operating_point(block, source_V, block.solver.solve(block.circuit(), source_V)))
+    top5 = {"test_top5_accuracy": top_k_correct(out, y, TOP5) / len(y)} if reports_top5(n_classes) else {}
     return {
         "test_accuracy": float((predicted == y).double().mean()),
+        **top5,
         "loss": float(loss_value(config.train.loss, out.double(), y, n_classes)),
         "per_class_accuracy": per_class,
         "blocks": ops,
@@ -107,7 +110,8 @@ def evaluate_checkpoint(
     first_draw: int = 0,
     fresh_devices: bool | None = None,
 ) -> dict:
-    """Test accuracy, loss, per-class accuracy and operating point of a trained checkpoint under
+    """Test accuracy (and top-5 accuracy for more than 5 classes), loss, per-class accuracy and
+    operating point of a trained checkpoint under
     ``conditions`` (``(KEY, value)``, see :mod:`cosim.conditions`), over ``draws`` device
     realisations, on the first ``samples`` test samples (0: all), with the ``fast`` or ``ngspice``
     solver. ``first_draw`` numbers the draws (a sweep's seed); ``fresh_devices`` forces fresh draws
@@ -151,6 +155,8 @@ def evaluate_checkpoint(
         **results[0],
         "test_accuracy": statistics.fmean(accuracies),
     }
+    if "test_top5_accuracy" in results[0]:
+        report["test_top5_accuracy"] = statistics.fmean(r["test_top5_accuracy"] for r in results)
     if draws > 1:
         report.update(
             test_accuracy_mean=statistics.fmean(accuracies),
