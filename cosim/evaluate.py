@@ -42,7 +42,8 @@ def top_k_accuracy(
     model: FFEBM, x, y: torch.Tensor, device, dtype, ks: tuple[int, ...] = (1, 5), batch_size: int = EVAL_BATCH
 ) -> dict[int, float]:
     """``{k: fraction of x whose label y is among the k largest model outputs}`` for each ``k`` of
-    ``ks``, in one pass of the free phase (``k = 1``: the arg-max, as :func:`accuracy`)."""
+    ``ks``, in one pass of the free phase (``k = 1``: the arg-max, as :func:`accuracy`). ``x``: a
+    float tensor or :class:`cosim.data.ByteImages` (converted batch by batch)."""
     model.eval()
     correct = dict.fromkeys(ks, 0)
     for start in range(0, len(y), batch_size):

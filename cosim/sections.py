@@ -82,7 +82,7 @@ class DataConfig(Strict):
     def _safe_root(cls, root: str, info: ValidationInfo) -> str:
         # Checked where every command and every checkpoint's stored config passes, so that a hostile
         # pickle is refused before a sweep starts its workers; cosim.data reads it as safely.
-        from cosim.data import check_data_pickles  # cosim.data imports this module's parent
+        from cosim.data import check_data_pickles  # not at the top: cosim.data imports cosim.config, hence this module
 
         if root and "dataset" in info.data:
             try:

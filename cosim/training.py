@@ -140,7 +140,8 @@ def _summary(run: TrainingRun, check: dict) -> dict:
         **(
             {
                 "test_top5_accuracy": last["test_top5_accuracy"],
-                "best_test_top5_accuracy": max(r["test_top5_accuracy"] for r in rows),
+                # rows of a run resumed from a checkpoint written before top-5 was reported lack it
+                "best_test_top5_accuracy": max(r.get("test_top5_accuracy", 0.0) for r in rows),
                 "train_top5_accuracy": last["train_top5_accuracy"],
             }
             if "test_top5_accuracy" in last

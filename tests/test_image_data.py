@@ -432,6 +432,12 @@ def test_cli_trains_on_cifar_shaped_data_with_top5_and_resumes_exactly(tmp_path,
     summary = json.loads((whole / "summary.json").read_text())
     assert summary["test_top5_accuracy"] == rows[-1]["test_top5_accuracy"] and summary["n_classes"] == 10
     assert "(top-5 " in capsys.readouterr().err
+    # cosim eval reports top-5 next to top-1, for the trained chip as training measured it.
+    assert main(["eval", "--checkpoint", str(whole / "checkpoint.pt"), "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["test_accuracy"] == rows[-1]["test_accuracy"]
+    assert report["test_top5_accuracy"] == rows[-1]["test_top5_accuracy"]
+    assert f"(top-5 {100 * report['test_top5_accuracy']:.2f}%)" in capsys.readouterr().out
     # One epoch, then --resume for the second: every metric as in the uninterrupted run.
     assert main(["train", "--config", str(_train_config(tmp_path, root, 1)), "--out", str(split), "--no-ngspice"]) == 0
     assert main(["train", "--resume", str(split), "--epochs", "2", "--no-ngspice"]) == 0

@@ -70,7 +70,7 @@ def make_augmentation(config: DataConfig, seed: int, data: Dataset) -> CropFlip 
     """The training augmentation of ``config`` (``None`` for ``augment = "none"``)."""
     if config.augment == "none":
         return None
-    if not data.images:
+    if not data.has_images:
         raise ConfigError(
             f"data.augment: {config.augment!r} crops and flips images [C, H, W], but {data.name} samples have "
             f"shape {list(data.input_shape)}; set data.augment = 'none'"

@@ -79,7 +79,7 @@ class Dataset:
         return tuple(self.train_x.shape[1:])
 
     @property
-    def images(self) -> bool:
+    def has_images(self) -> bool:
         """Whether the samples are images ``[C, H, W]`` (which crops and flips apply to)."""
         return self.train_x.ndim == 4
 

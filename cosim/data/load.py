@@ -40,8 +40,9 @@ def _torchvision(config: DataConfig) -> Dataset:
     try:
         from torchvision import datasets
     except ImportError as exc:
+        where = f"data.root: {config.root} holds no local copy, and " if config.root else ""
         raise ConfigError(
-            f"data.dataset = {config.dataset!r} needs torchvision (pip install 'ffebm-cosim[vision]') "
+            f"{where}data.dataset = {config.dataset!r} needs torchvision (pip install 'ffebm-cosim[vision]') "
             f"or data.root pointing at a local copy: {exc}"
         ) from None
     cls = getattr(datasets, _TORCHVISION[config.dataset])
