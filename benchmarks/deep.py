@@ -33,12 +33,9 @@ SHALLOW, DEEP_STEP = (784, 100, 10), (784, 64, 64, 64, 10)
 
 
 def step_solves(solver, circuit, source_V, upstream):
-    """The solves of one centered-EP training step."""
-    ep = gradient_method("ep-centered")
+    """The solves of one centered-EP training step (the nudged phases as training starts them)."""
     free = solver.solve(circuit, source_V)
-    for sign in (1.0, -1.0):
-        nudge, _ = ep.nudge(circuit, upstream, sign)
-        solver.solve(circuit, source_V, nudge_A=nudge, init=free)
+    gradient_method("ep-centered").solve_phases(solver, circuit, source_V, free, upstream)
     return free
 
 

@@ -22,6 +22,7 @@ from analog.solvers.base import Equilibrium
 from cosim.block import AnalogBlock
 from cosim.build import build_model, build_solver, torch_dtype
 from cosim.checkpoint import read_checkpoint
+from cosim.cluster import IN_PROCESS, Cluster
 from cosim.conditions import Conditions, apply_conditions
 from cosim.config import MAX_SEED, ConfigError, RunConfig
 from cosim.data import load_dataset
@@ -29,6 +30,7 @@ from cosim.evaluate import EVAL_BATCH
 from cosim.losses import loss_value
 from cosim.metrics import TOP5, reports_top5, top_k_correct
 from cosim.model import FFEBM
+from cosim.ngspice_jobs import ModelState, spread_outputs
 
 __all__ = ["DRAW_SEED_STRIDE", "evaluate_checkpoint", "operating_point"]
 
@@ -79,17 +81,27 @@ def _evaluate(model: FFEBM, config: RunConfig, x, y, n_classes: int) -> dict:
     finally:
         for hook in hooks:
             hook.remove()
-    out = torch.cat(outputs)
+    ops = []
+    for block in blocks:  # the operating point of the first batch, solved again by the block's solver
+        source_V = captured[block.name].to(dtype)
+        ops.append(operating_point(block, source_V, block.solver.solve(block.circuit(), source_V)))
+    return _metrics(config, torch.cat(outputs), y, n_classes, ops)
+
+
+def _evaluate_spread(client, model: FFEBM, config: RunConfig, x, y, n_classes: int, say) -> dict:
+    """:func:`_evaluate` of a float64 model with ngspice on ``client``'s cluster (the same numbers)."""
+    state = ModelState.of(model, config, x.shape[1:])
+    out, ops = spread_outputs(client, state, x, config.solver, say, operating_points=EVAL_BATCH)
+    return _metrics(config, out, y, n_classes, ops)
+
+
+def _metrics(config: RunConfig, out: torch.Tensor, y, n_classes: int, ops: list[dict]) -> dict:
     predicted = out.argmax(1)
     per_class = {}
     for c in range(n_classes):
         mask = y == c
         if mask.any():
             per_class[str(c)] = float((predicted[mask] == c).double().mean())
-    ops = []
-    for block in blocks:  # the operating point of the first batch, solved again by the block's solver
-        source_V = captured[block.name].to(dtype)
-        ops.append(operating_point(block, source_V, block.solver.solve(block.circuit(), source_V)))
     top5 = {"test_top5_accuracy": top_k_correct(out, y, TOP5) / len(y)} if reports_top5(n_classes) else {}
     return {
         "test_accuracy": float((predicted == y).double().mean()),
@@ -109,20 +121,29 @@ def evaluate_checkpoint(
     say: Callable[[str], None] = lambda _: None,
     first_draw: int = 0,
     fresh_devices: bool | None = None,
+    cluster: Cluster = IN_PROCESS,
 ) -> dict:
     """Test accuracy (and top-5 accuracy for more than 5 classes), loss, per-class accuracy and
     operating point of a trained checkpoint under
     ``conditions`` (``(KEY, value)``, see :mod:`cosim.conditions`), over ``draws`` device
     realisations, on the first ``samples`` test samples (0: all), with the ``fast`` or ``ngspice``
     solver. ``first_draw`` numbers the draws (a sweep's seed); ``fresh_devices`` forces fresh draws
-    (``None``: fresh when ``draws > 1`` or a ``devices`` key changed). Everything is checked before
-    the first solve."""
+    (``None``: fresh when ``draws > 1`` or a ``devices`` key changed). With ``ngspice`` on a
+    ``cluster`` that spreads, each draw's samples go to its workers in chunks
+    (:func:`cosim.ngspice_jobs.spread_outputs`) with the same results. Everything is checked
+    before the first solve."""
     if draws < 1:
         raise ConfigError(f"--draws: must be >= 1, got {draws}")
     if samples < 0:
         raise ConfigError(f"--samples: must be >= 0 (0: every test sample), got {samples}")
     if solver not in ("auto", "fast", "fast-layerwise", "ngspice"):
         raise ConfigError(f"--solver: 'auto', 'fast', 'fast-layerwise' or 'ngspice', got {solver!r}")
+    if cluster.spread and solver != "ngspice":
+        raise ConfigError(
+            f"--workers/--scheduler: a cluster spreads ngspice's solves; give --solver ngspice (the {solver} "
+            "solver runs in this process)"
+        )
+    cluster = cluster.checked()
     stored = read_checkpoint(checkpoint)
     resolved = Conditions(stored.config, list(conditions))
     config = apply_conditions(stored.config, resolved, str(checkpoint))
@@ -131,7 +152,9 @@ def evaluate_checkpoint(
     x, y = data.test_x[:n], data.test_y[:n]
     fresh = draws > 1 or resolved.redraws_devices if fresh_devices is None else fresh_devices
     results = []
-    with build_solver(config.solver, solver) as equilibrium:
+    # On a cluster its tasks solve; this process only builds the models.
+    local = "fast" if cluster.spread else solver
+    with build_solver(config.solver, local) as equilibrium, cluster.spread_client() as client:
         for draw in range(draws):
             start = time.perf_counter()
             draw_config = _draw_config(config, first_draw + draw) if fresh else config
@@ -140,7 +163,10 @@ def evaluate_checkpoint(
                 model = model.to(device="cpu", dtype=torch.float64)
             else:
                 model = model.to(dtype=torch_dtype(config))
-            result = _evaluate(model, config, x, y, data.n_classes)
+            if client is None:
+                result = _evaluate(model, config, x, y, data.n_classes)
+            else:
+                result = _evaluate_spread(client, model, draw_config, x, y, data.n_classes, say)
             results.append(result)
             label = f"draw {draw + 1}/{draws}" if fresh else "trained chip"
             say(f"{label}: test accuracy {100 * result['test_accuracy']:.2f}% ({time.perf_counter() - start:.1f} s)")

@@ -1,22 +1,26 @@
 """Evaluating a trained ff-EBM: accuracy with the free phase only, and the ngspice check.
 
 The ngspice check classifies test samples again with every analog block solved by ngspice (the
-ground truth), next to the model's own solver on the same samples.
+ground truth), next to the model's own solver on the same samples: in this process, or spread over
+a Dask cluster in chunks (:mod:`cosim.ngspice_jobs`).
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import torch
 
 from analog.operating_point import operating_point
 from analog.solvers import FastSolver, SolverError
 from cosim.build import build_solver
-from cosim.config import SolverConfig
+from cosim.cluster import IN_PROCESS, Cluster
+from cosim.config import ConfigError, RunConfig
 from cosim.metrics import top_k_correct
 from cosim.model import FFEBM
+from cosim.ngspice_jobs import ModelState, spread_outputs
 
 __all__ = [
     "EVAL_BATCH",
@@ -92,29 +96,48 @@ def reference_copy(model: FFEBM) -> FFEBM:
 
 
 def ngspice_validation(
-    model: FFEBM, x: torch.Tensor, y: torch.Tensor, device, dtype, samples: int, solver: SolverConfig
+    model: FFEBM,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device,
+    dtype,
+    samples: int,
+    config: RunConfig,
+    cluster: Cluster = IN_PROCESS,
+    say: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """Test accuracy on the first ``samples`` of ``x``, ``y`` with every analog block solved by
-    ngspice (with the ``solver`` settings: workers, timeout), next to the model's solver on the same
-    samples. A solver that fails is reported under ``ngspice_error``, not raised."""
+    ngspice (with ``config.solver``'s timeout), next to the model's solver on the same samples. On a
+    ``cluster`` that spreads (:attr:`~cosim.cluster.Cluster.spread`) the samples go to its workers
+    in chunks, one ngspice process each (:func:`cosim.ngspice_jobs.spread_outputs`, a progress line
+    per chunk through ``say``), with the same predictions; otherwise ngspice runs here in
+    ``config.solver.workers`` processes. A solver that fails is
+    reported under ``ngspice_error``, not raised."""
     n = min(samples, len(y))
     result = {
         "ngspice_samples": n,
         "ngspice_test_accuracy": None,
         "fast_test_accuracy_same_samples": None,
         "ngspice_seconds": None,
+        "ngspice_where": cluster.describe() if cluster.spread else "this process",
     }
     if n == 0:
         return result
     x, y = x[:n], y[:n]
     result["fast_test_accuracy_same_samples"] = accuracy(model, x, y, device, dtype)
-    reference = reference_copy(model)
     start = time.perf_counter()
     try:
-        with build_solver(solver, "ngspice") as ngspice:
-            reference.set_solver(ngspice)
-            result["ngspice_test_accuracy"] = accuracy(reference, x, y, "cpu", torch.float64, batch_size=n)
-    except (ImportError, SolverError, OSError) as exc:
+        if cluster.spread:
+            with cluster.client() as client:
+                state = ModelState.of(model, config, x.shape[1:])
+                out, _ = spread_outputs(client, state, x, config.solver, say)
+            result["ngspice_test_accuracy"] = int((out.argmax(1) == y).sum()) / n
+        else:
+            reference = reference_copy(model)
+            with build_solver(config.solver, "ngspice") as ngspice:
+                reference.set_solver(ngspice)
+                result["ngspice_test_accuracy"] = accuracy(reference, x, y, "cpu", torch.float64, batch_size=n)
+    except (ImportError, SolverError, OSError, ConfigError) as exc:
         result["ngspice_error"] = f"{type(exc).__name__}: {exc}"
     result["ngspice_seconds"] = time.perf_counter() - start
     return result

@@ -17,7 +17,7 @@ import torch
 from cosim.gradients import EquilibriumPropagation, gradient_method
 from cosim.model import FFEBM
 
-__all__ = ["GradcheckResult", "gradcheck", "model_gradients"]
+__all__ = ["GradcheckResult", "Run", "gradcheck", "method_gradients", "model_gradients"]
 
 ALL = "all"
 
@@ -72,6 +72,33 @@ def fit_slope(betas: Sequence[float], errors: Sequence[float]) -> float:
     return float(np.polyfit(xs, ys, 1)[0])
 
 
+def method_gradients(
+    model: FFEBM, loss_fn: Callable[[torch.Tensor], torch.Tensor], x, method: str, beta: float | None
+) -> dict[str, torch.Tensor]:
+    """:func:`model_gradients` with every analog block's gradient ``method`` at ``beta``:
+    ``"implicit"`` (the exact gradient, ``beta`` None) or an EP variant, which keeps each block's EP
+    settings (e.g. its measurement ADC) and varies only the variant and beta. The blocks' methods
+    are restored afterwards."""
+    blocks = model.analog_blocks()
+    saved = [b.method for b in blocks]
+    try:
+        if method == "implicit":
+            model.set_gradient_method(gradient_method("implicit"))
+        else:
+            variant = gradient_method(method, beta).variant
+            for block, own in zip(blocks, saved, strict=True):
+                template = own if isinstance(own, EquilibriumPropagation) else EquilibriumPropagation()
+                block.method = replace(template, beta=beta, variant=variant)
+        return model_gradients(model, loss_fn, x)
+    finally:
+        for block, own in zip(blocks, saved, strict=True):
+            block.method = own
+
+
+Run = tuple[str, float | None]
+"""One gradient of a check: ``(method, beta)``, ``("implicit", None)`` for the exact gradient."""
+
+
 def gradcheck(
     model: FFEBM,
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -79,36 +106,36 @@ def gradcheck(
     betas: Sequence[float],
     methods: Sequence[str] = ("ep-centered", "ep-positive"),
     progress: Callable[[str], None] | None = None,
+    gradients: Callable[[Sequence[Run]], list[dict[str, torch.Tensor]]] | None = None,
 ) -> GradcheckResult:
-    """Run the comparison; the model's gradient methods are restored afterwards."""
-    blocks = model.analog_blocks()
-    saved = [b.method for b in blocks]
-    # Keep each block's EP settings (e.g. its measurement ADC), varying only the variant and beta.
-    templates = [m if isinstance(m, EquilibriumPropagation) else EquilibriumPropagation() for m in saved]
-    try:
-        model.set_gradient_method(gradient_method("implicit"))
-        exact = model_gradients(model, loss_fn, x)
-        exact_all = torch.cat([g.flatten() for g in exact.values()])
-        result = GradcheckResult()
-        for method in methods:
-            errors = []
-            for beta in betas:
-                if progress:
+    """Run the comparison; the model's gradient methods are restored afterwards. ``gradients``
+    computes the gradients of a list of runs, in order: by default one after the other in this
+    process (:func:`method_gradients`, with a ``progress`` line before each), or e.g. one task per
+    run on a cluster (:func:`cosim.ngspice_jobs.spread_gradients`)."""
+    runs: list[Run] = [("implicit", None), *((method, beta) for method in methods for beta in betas)]
+    if gradients is None:
+
+        def gradients(runs: Sequence[Run]) -> list[dict[str, torch.Tensor]]:
+            out = []
+            for method, beta in runs:
+                if progress and beta is not None:
                     progress(f"{method} beta={beta:g}")
-                variant = gradient_method(method, beta)
-                for block, template in zip(blocks, templates, strict=True):
-                    block.method = replace(template, beta=beta, variant=variant.variant)
-                grads = model_gradients(model, loss_fn, x)
-                for name, g in grads.items():
-                    cosine, rel = _compare(g, exact[name])
-                    result.rows.append(
-                        {"param": name, "method": method, "beta": beta, "cosine": cosine, "rel_error": rel}
-                    )
-                cosine, rel = _compare(torch.cat([g.flatten() for g in grads.values()]), exact_all)
-                result.rows.append({"param": ALL, "method": method, "beta": beta, "cosine": cosine, "rel_error": rel})
-                errors.append(rel)
-            result.slopes[method] = fit_slope(betas, errors)
-        return result
-    finally:
-        for block, method in zip(blocks, saved, strict=True):
-            block.method = method
+                out.append(method_gradients(model, loss_fn, x, method, beta))
+            return out
+
+    exact, *measured = gradients(runs)
+    exact_all = torch.cat([g.flatten() for g in exact.values()])
+    result = GradcheckResult()
+    by_run = dict(zip(runs[1:], measured, strict=True))
+    for method in methods:
+        errors = []
+        for beta in betas:
+            grads = by_run[(method, beta)]
+            for name, g in grads.items():
+                cosine, rel = _compare(g, exact[name])
+                result.rows.append({"param": name, "method": method, "beta": beta, "cosine": cosine, "rel_error": rel})
+            cosine, rel = _compare(torch.cat([g.flatten() for g in grads.values()]), exact_all)
+            result.rows.append({"param": ALL, "method": method, "beta": beta, "cosine": cosine, "rel_error": rel})
+            errors.append(rel)
+        result.slopes[method] = fit_slope(betas, errors)
+    return result

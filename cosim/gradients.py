@@ -129,13 +129,23 @@ class EquilibriumPropagation(GradientMethod):
         return -sign * self.beta * full_scale_A * unit, gamma
 
     def solve_phases(self, solver, circuit, source_V, free, grad_output):
-        """The nudged phases ``{name: Equilibrium}`` and ``gamma_b`` ``[B]`` of (N)."""
+        """The nudged phases ``{name: Equilibrium}`` and ``gamma_b`` ``[B]`` of (N).
+
+        Each starts from the free equilibrium; in centered EP the -beta phase starts from the +beta
+        one reflected through it, ``2 v_free - v_+``, which is exact to first order in beta (the
+        second-order term is what remains): measured, 2 instead of 5 sweeps on 784-100-10 and 11
+        instead of 16 on 784-64-64-64-10 (the same equilibrium, to the solver's tolerance)."""
         phases: dict[str, Equilibrium] = {}
         gamma = None
         for name, sign in (("positive", 1.0), ("negative", -1.0)):
             if self.variant in ("centered", name):
                 nudge, gamma = self.nudge(circuit, grad_output, sign)
-                phases[name] = solver.solve(circuit, source_V, nudge_A=nudge, init=free)
+                init = free
+                if "positive" in phases:
+                    positive = phases["positive"].voltages
+                    reflected = tuple(2 * f - p for f, p in zip(free.voltages, positive, strict=True))
+                    init = replace(free, voltages=reflected, source_currents=None)
+                phases[name] = solver.solve(circuit, source_V, nudge_A=nudge, init=init)
         return phases, gamma
 
     def __call__(self, solver, circuit, source_V, free, grad_output) -> BlockGradients:

@@ -13,24 +13,22 @@ row files.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import csv
 import hashlib
 import io
 import itertools
 import json
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import torch
 from tqdm import tqdm
 
 from cosim.build import build_model
 from cosim.checkpoint import read_checkpoint
+from cosim.cluster import Cluster
 from cosim.conditions import Conditions, apply_conditions
 from cosim.config import ConfigError, RunConfig, parse_config, parse_toml, set_path
 from cosim.corners import evaluate_checkpoint
@@ -53,7 +51,6 @@ from cosim.training import train_config
 __all__ = [
     "Sweep",
     "SweepError",
-    "check_scheduler",
     "collect_rows",
     "parse_grid",
     "run_sweep",
@@ -204,55 +201,6 @@ def _train_metric(config: RunConfig, run_dir: str | None) -> dict:
     return {k: summary[k] for k in ("test_accuracy", "train_accuracy", "final_loss") if k in summary}
 
 
-def _client(scheduler: str | None, workers: int):
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        return Client(scheduler), None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-    return Client(cluster), cluster
-
-
-def check_scheduler(address: str, timeout_s: float = 3.0) -> str:
-    """``address`` of a Dask scheduler (``tcp://HOST:PORT`` or ``HOST:PORT``), checked for its form
-    and that something listens there, within ``timeout_s``; refused before anything is written."""
-    text = address.strip()
-    parts = urlsplit(text if "://" in text else f"tcp://{text}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None or parts.path not in ("", "/"):
-        raise ConfigError(
-            f"--scheduler: {address!r} is not a Dask scheduler address; give tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)"
-        )
-    fix = "start the scheduler (`dask scheduler`) or give its address, or omit --scheduler for a local cluster"
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-            pass  # a closed port is refused here at once; Dask's connect would retry until its timeout
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError(
-            f"--scheduler: nothing answers at {parts.hostname}:{port} ({reason}, waited up to {timeout_s:g} s); {fix}"
-        ) from None
-    address = f"{parts.scheme}://{parts.hostname}:{port}"
-    # Something listens; only Dask's handshake tells a scheduler from a proxy or another service.
-    from distributed.comm import connect
-
-    async def handshake() -> None:
-        comm = await asyncio.wait_for(connect(address, timeout=timeout_s), timeout_s)
-        await comm.close()
-
-    try:
-        asyncio.run(handshake())
-    except Exception as exc:  # a foreign service fails Dask's handshake in any way (garbage lengths included)
-        raise ConfigError(
-            f"--scheduler: {parts.hostname}:{port} accepts connections but does not answer as a Dask scheduler "
-            f"within {timeout_s:g} s ({type(exc).__name__}); {fix}"
-        ) from None
-    return address
-
-
 def collect_rows(out: Path, ids: set[str] | None = None) -> list[dict]:
     """The row files of ``out`` (only those in ``ids`` when given)."""
     rows = []
@@ -295,8 +243,7 @@ def run_sweep(
 
     out = Path(out)
     check_output_dir(out, "--out")
-    if scheduler:
-        scheduler = check_scheduler(scheduler)
+    cluster = Cluster(workers, scheduler).checked()
     if not force:
         check_identity(out, sweep.identity)
     elif out.is_dir():
@@ -310,8 +257,7 @@ def run_sweep(
     ran: list[str] = []
     failures: list[str] = []
     if todo:
-        client, cluster = _client(scheduler, workers)
-        try:
+        with cluster.client() as client:
             # A training row keeps its run (checkpoint, metrics, plots) under the sweep folder.
             runs = {p["id"]: str(out / RUNS_DIR / p["id"]) if sweep.metric == "train" else None for p in todo}
             futures = {client.submit(run_point, p["config"], sweep.metric, runs[p["id"]], pure=False): p for p in todo}
@@ -327,10 +273,6 @@ def run_sweep(
                     row = {"id": point["id"], "values": point["values"], "seed": point["seed"], "metrics": metrics}
                     atomic_write_json(rows_dir / f"{point['id']}.json", row)
                     ran.append(point["id"])
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     # Rows of earlier runs with more seeds stay on disk but are not this sweep's points.
     ids = [p["id"] for p in sweep.points]
     table = write_table(out, sweep.keys, ids)

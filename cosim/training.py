@@ -10,7 +10,7 @@ and the schedule where they stopped, so every metric except the wall time equals
 uninterrupted run.
 
 After training, ``train.ngspice_eval_samples`` test samples are classified again with every analog
-block solved by ngspice (:func:`cosim.evaluate.ngspice_validation`).
+block solved by ngspice (:func:`cosim.evaluate.ngspice_validation`), here or on a Dask cluster.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from analog.operating_point import nudge_report
 from cosim.checkpoint import CHECKPOINT_FILE
+from cosim.cluster import IN_PROCESS, Cluster
 from cosim.config import RunConfig
 from cosim.data import make_augmentation
 from cosim.evaluate import block_operating_points, ngspice_validation, top_k_accuracy
@@ -172,9 +173,12 @@ def _summary(run: TrainingRun, check: dict) -> dict:
     }
 
 
-def finish(run: TrainingRun, ngspice: bool, say: Callable[[str], None] = _stderr) -> tuple[dict, int]:
-    """Plots, ngspice validation and ``summary.json``; returns the summary and the exit code
-    (3 when the ngspice validation failed)."""
+def finish(
+    run: TrainingRun, ngspice: bool, say: Callable[[str], None] = _stderr, cluster: Cluster = IN_PROCESS
+) -> tuple[dict, int]:
+    """Plots, ngspice validation (on ``cluster`` when it spreads, see
+    :func:`cosim.evaluate.ngspice_validation`) and ``summary.json``; returns the summary and the
+    exit code (3 when the ngspice validation failed)."""
     config, run_dir, rows = run.config, run.run_dir, run.rows
     plot_curves(rows, run_dir / CURVES_PLOT, title=config.name)
     plot_solver_iterations(
@@ -182,9 +186,12 @@ def finish(run: TrainingRun, ngspice: bool, say: Callable[[str], None] = _stderr
     )
     samples = config.train.ngspice_eval_samples if ngspice else 0
     if samples:
-        say(f"ngspice validation on {min(samples, len(run.data.test_y))} test samples ...")
+        where = f" on a {cluster.describe()}" if cluster.spread else ""
+        say(f"ngspice validation on {min(samples, len(run.data.test_y))} test samples{where} ...")
     data = run.data
-    check = ngspice_validation(run.model, data.test_x, data.test_y, run.device, run.dtype, samples, run.config.solver)
+    check = ngspice_validation(
+        run.model, data.test_x, data.test_y, run.device, run.dtype, samples, run.config, cluster, say
+    )
     code = 0
     if "ngspice_error" in check:
         say(f"ngspice validation failed: {check['ngspice_error']}")

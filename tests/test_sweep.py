@@ -167,7 +167,7 @@ def test_scheduler_check_tells_a_dask_scheduler_from_another_listener():
 
     from distributed import LocalCluster
 
-    from cosim.sweep import check_scheduler
+    from cosim.cluster import check_scheduler
 
     with socket.socket() as server:  # accepts, then says something that is not Dask's handshake
         server.bind(("127.0.0.1", 0))

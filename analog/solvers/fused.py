@@ -57,7 +57,7 @@ def _diodes(v, phys, rails):
 
     ``phys``: ``(s, V_up, V_down, n Vt, Is, gmin)`` as 0-d tensors; ``rails``: ``(has_up,
     has_down, split)``, ``split`` when both rails are at least ``6 n Vt`` apart."""
-    _, up, down, vte, i_s, gmin = phys
+    _, up, down, vte, i_s, gmin = phys[:6]
     has_up, has_down, split = rails
     inv_vte, k = 1.0 / vte, (3.0 / math.e) * vte
     if split:
@@ -116,20 +116,36 @@ def _lambert(b, d, is_over_d, lambert_offset, phys, rails):
     return (a - sigma * (w * vte - is_over_d)) / scale
 
 
-def sweep(parts, const, diag, weights, physics, omega, rails):
+def sweep(parts, const, diag, weights, physics, omega, rails, lambert=None):
     """One over-relaxed sweep of single Newton steps over the free layers, in order, u-space.
 
     ``parts``, ``const``: per layer ``[B, n_l]``; ``diag``: per layer ``[n_l]``; ``weights``: the
-    couplings between free layers (``W_1 .. W_{L-1}``); ``physics``: ``[L, 6]`` rows ``(s_l, V_up,
-    V_down, n Vt, Is, gmin)``; ``omega``: 0-d; ``rails``: see :func:`_diodes`. Returns the new
-    layers and each layer's largest Newton step (``[L]``, u-space, before over-relaxation)."""
+    couplings between free layers (``W_1 .. W_{L-1}``); ``physics``: ``[L, 7]`` rows ``(s_l, V_up,
+    V_down, n Vt, Is, gmin, curvature)``; ``omega``: 0-d; ``rails``: see :func:`_diodes`.
+    ``lambert``: ``(is_over_d, lambert_offset)`` per layer, or ``None``; with it, a node whose
+    Newton step is too long to be a contraction (``step * curvature > 0.05``, the rule of
+    :meth:`~analog.solvers.layerwise.LayerwiseSolver._relax`) restarts from (5) and takes its
+    Newton step from there. Returns the new layers, each one's largest Newton step (``[L]``,
+    u-space, before over-relaxation) and its largest move (``[L]``)."""
     parts = list(parts)
-    steps = []
+    steps, moves = [], []
     for k in range(len(parts)):
-        delta = _newton(parts[k], _drive(parts, const, weights, k), diag[k], physics[k].unbind(), rails)
-        parts[k] = parts[k] + omega * delta
-        steps.append(delta.abs().amax())
-    return parts, torch.stack(steps)
+        phys = physics[k].unbind()
+        x0 = parts[k]
+        b = _drive(parts, const, weights, k)
+        delta = _newton(x0, b, diag[k], phys[:6], rails)
+        step = delta.abs()
+        target = x0 + delta
+        if lambert is not None:
+            far = step * phys[6] > 0.05
+            x = _lambert(b, diag[k], lambert[0][k], lambert[1][k], phys, rails)
+            again = _newton(x, b, diag[k], phys[:6], rails)
+            target = torch.where(far, x + again, target)
+            step = torch.where(far, again.abs(), step)
+        parts[k] = x0 + omega * (target - x0)
+        steps.append(step.amax())
+        moves.append((parts[k] - x0).abs().amax())
+    return parts, torch.stack(steps), torch.stack(moves)
 
 
 def cold_sweep(const, diag, weights, physics, is_over_d, lambert_offset, rails):
@@ -147,7 +163,7 @@ def cold_sweep(const, diag, weights, physics, is_over_d, lambert_offset, rails):
         phys = physics[k].unbind()
         b = _drive(parts, const, weights, k)
         x = _lambert(b, diag[k], is_over_d[k], lambert_offset[k], phys, rails)
-        delta = _newton(x, b, diag[k], phys, rails)
+        delta = _newton(x, b, diag[k], phys[:6], rails)
         parts[k] = x + delta
         steps.append(delta.abs().amax())
         moves.append((parts[k] - first[k]).abs().amax())
@@ -159,7 +175,7 @@ def residual(parts, const, diag, weights, physics, rails):
     out = []
     for k in range(len(parts)):
         scale = physics[k, 0]
-        f, _ = _diodes(parts[k] * scale, physics[k].unbind(), rails)
+        f, _ = _diodes(parts[k] * scale, physics[k].unbind()[:6], rails)
         out.append((_drive(parts, const, weights, k) - diag[k] * parts[k]) * scale - f)
     return torch.cat(out, dim=1)
 

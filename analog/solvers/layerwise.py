@@ -190,24 +190,27 @@ class LayerwiseSolver(EquilibriumSolver):
     @staticmethod
     def _fused(layers, parts, fused, omega) -> tuple[list[torch.Tensor] | None, float | None]:
         """One sweep by the compiled kernels (:mod:`analog.solvers.fused`; ``parts`` ``None``: the
-        cold first sweep), kept if every layer's Newton step is short enough to be a contraction
-        (as :meth:`_relax` requires); otherwise ``(parts, None)``: the eager sweep runs from the
-        same values."""
+        cold first sweep), kept if every layer's last Newton step is short enough to be a
+        contraction (as :meth:`_relax` requires). A plain sweep that is not is redone with the
+        nodes that moved far restarted from (5); if that is not either, ``(parts, None)``: the
+        eager sweep runs from the same values."""
+        const, diag, weights, physics, is_over_d, lambert_offset, rails = fused
         if parts is None:
-            new, steps, moves = kernels.cold_sweep(*fused[:4], fused[4], fused[5], fused[6])
-            moves = moves.tolist()
+            attempts = [lambda: kernels.cold_sweep(const, diag, weights, physics, is_over_d, lambert_offset, rails)]
         else:
             omega_t = torch.tensor(omega, dtype=parts[0].dtype, device=parts[0].device)
-            new, steps = kernels.sweep(parts, *fused[:4], omega_t, fused[6])
-            moves = None
-        steps = steps.tolist()
-        if not all(step * layer.curvature <= 0.05 for step, layer in zip(steps, layers, strict=True)):
-            return parts, None
-        change = 0.0
-        for k, layer in enumerate(layers):
-            update = (moves[k] if moves is not None else omega * steps[k]) * layer.scale
-            change = update if (update > change or math.isnan(update)) else change
-        return new, change
+            args = (parts, const, diag, weights, physics, omega_t, rails)
+            attempts = [lambda: kernels.sweep(*args), lambda: kernels.sweep(*args, (is_over_d, lambert_offset))]
+        for attempt in attempts:
+            new, steps, moves = attempt()
+            steps = steps.tolist()
+            if all(step * layer.curvature <= 0.05 for step, layer in zip(steps, layers, strict=True)):
+                change = 0.0
+                for move, layer in zip(moves.tolist(), layers, strict=True):
+                    update = move * layer.scale
+                    change = update if (update > change or math.isnan(update)) else change
+                return new, change
+        return parts, None
 
     def _relaxation(self, history: list[float], omega: float, change: float) -> float:
         """Young's parameter (3) once two successive contractions agree (the linear regime) and
@@ -372,7 +375,10 @@ def _fused_args(system: LayeredSystem, layers: list[_Layer]) -> tuple | None:
     up, down = spec.diode_up_V, spec.diode_down_V
     rails = (0.0 if up is None else up, 0.0 if down is None else down)
     physics = torch.tensor(
-        [[s, *rails, diode.vte_V, diode.saturation_current(), diode.gmin_S] for s in system.layer_scales],
+        [
+            [layer.scale, *rails, diode.vte_V, diode.saturation_current(), diode.gmin_S, layer.curvature]
+            for layer in layers
+        ],
         dtype=system.dtype,
         device=system.device,
     )

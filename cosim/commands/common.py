@@ -9,7 +9,15 @@ from cosim.config import parse_override
 from cosim.io import check_output_dir, check_output_file
 from cosim.units import si
 
-__all__ = ["CONFIG_HELP", "add_set_argument", "check_out_dir", "check_out_file", "overrides", "say"]
+__all__ = [
+    "CONFIG_HELP",
+    "add_cluster_arguments",
+    "add_set_argument",
+    "check_out_dir",
+    "check_out_file",
+    "overrides",
+    "say",
+]
 
 CONFIG_HELP = "TOML file or preset name (see cosim/configs/, e.g. digits-demo)"
 
@@ -40,6 +48,19 @@ def add_set_argument(parser) -> None:
         metavar="KEY=VALUE",
         help="override a configuration key, e.g. train.epochs=5 or model.blocks[0].temperature_C=85 (repeatable)",
     )
+
+
+def add_cluster_arguments(parser, job: str) -> None:
+    """``--scheduler ADDRESS`` and ``--workers N``: where ``job`` runs (:class:`cosim.cluster.Cluster`)."""
+    parser.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help=f"address of an existing Dask scheduler to run {job} on (tcp://HOST:PORT)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help=f"Dask LocalCluster worker processes for {job}, one ngspice process each (1: no cluster, "
+        "ngspice in this process's [solver] workers)",
+    )  # fmt: skip
 
 
 def overrides(args) -> list[tuple[str, object]]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cosim.commands.common import check_out_dir, operating_point_lines, say
+from cosim.cluster import Cluster
+from cosim.commands.common import add_cluster_arguments, check_out_dir, operating_point_lines, say
 from cosim.conditions import parse_condition
 from cosim.corners import evaluate_checkpoint
 from cosim.io import atomic_write_json
@@ -20,8 +21,9 @@ def run(args) -> int:
     out = check_out_dir(args.out)
     conditions = [parse_condition(text) for text in args.set]
     report = evaluate_checkpoint(
-        args.checkpoint, conditions, args.solver, args.draws, args.samples, say=lambda m: say(m, args.json)
-    )
+        args.checkpoint, conditions, args.solver, args.draws, args.samples, say=lambda m: say(m, args.json),
+        cluster=Cluster(args.workers, args.scheduler),
+    )  # fmt: skip
     atomic_write_json(out / EVAL_FILE, report)
     if args.json:
         print(json.dumps(report))
@@ -54,6 +56,7 @@ def register(sub) -> None:
     )  # fmt: skip
     p.add_argument("--draws", type=int, default=1, help="device realisations (mean/std/min over them)")
     p.add_argument("--samples", type=int, default=0, help="test samples (0: all)")
+    add_cluster_arguments(p, "the ngspice solves (--solver ngspice)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     p.add_argument("--out", type=Path, required=True, help="folder for eval.json")
     p.set_defaults(func=run)

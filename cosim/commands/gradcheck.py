@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 from cosim.build import build_model, build_solver
-from cosim.commands.common import CONFIG_HELP, add_set_argument, check_out_file, overrides, say
-from cosim.config import resolve_config
+from cosim.cluster import Cluster
+from cosim.commands.common import CONFIG_HELP, add_cluster_arguments, add_set_argument, check_out_file, overrides, say
+from cosim.config import ConfigError, resolve_config
 from cosim.data import load_dataset
 from cosim.fidelity import fidelity_table
 from cosim.gradcheck import gradcheck
 from cosim.losses import make_loss
+from cosim.ngspice_jobs import ModelState, spread_gradients
 from cosim.plots import plot_gradcheck
 
 __all__ = ["register", "run"]
@@ -22,16 +24,30 @@ def run(args) -> int:
     config = resolve_config(args.config, overrides(args))
     if args.plot is not None:
         check_out_file(args.plot, "--plot")
+    cluster = Cluster(args.workers, args.scheduler)
+    if cluster.spread and (args.solver != "ngspice" or args.fidelity):
+        raise ConfigError(
+            "--workers/--scheduler: a cluster spreads the ngspice solves of a gradient check; give --solver "
+            "ngspice (without --fidelity, which runs in this process)"
+        )
+    cluster = cluster.checked()
     data = load_dataset(config.data, config.seed.data)
     if args.fidelity:
         return _fidelity(args, config, data)
-    with build_solver(config.solver, args.solver) as solver:
+    progress = lambda m: say(m, args.json)  # noqa: E731
+    # On a cluster its tasks solve; this process only builds the model.
+    local = "fast" if cluster.spread else args.solver
+    with build_solver(config.solver, local) as solver, cluster.spread_client() as client:
         model = build_model(config, data.input_shape, solver=solver, n_classes=data.n_classes)
         n = config.gradcheck.samples
-        x = data.train_x[:n].to(next(model.parameters()).dtype)
-        loss_fn = make_loss(config.train.loss, data.train_y[:n], data.n_classes)
+        x, y = data.train_x[:n].to(next(model.parameters()).dtype), data.train_y[:n]
+        loss_fn = make_loss(config.train.loss, y, data.n_classes)
         betas = args.betas or config.gradcheck.betas
-        result = gradcheck(model, loss_fn, x, betas, config.gradcheck.methods, progress=lambda m: say(m, args.json))
+        spread = None
+        if client is not None:
+            state = ModelState.of(model, config, data.input_shape, data.n_classes, float64=False)
+            spread = spread_gradients(client, state, config.train.loss, x, y, config.solver, progress)
+        result = gradcheck(model, loss_fn, x, betas, config.gradcheck.methods, progress=progress, gradients=spread)
     if args.plot:
         plot_gradcheck(result.table(), result.slopes, args.plot)
     if args.json:
@@ -90,6 +106,7 @@ def register(sub) -> None:
     add_set_argument(p)
     p.add_argument("--solver", choices=["auto", "fast", "fast-layerwise", "ngspice"], default="auto")
     p.add_argument("--betas", type=_positive_floats, default=None, help="e.g. '0.2,0.1,0.05'")
+    add_cluster_arguments(p, "the gradients with --solver ngspice (one task per method and beta)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", type=Path, default=None, help="PNG of relative error vs beta")
     p.add_argument(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cosim.checkpoint import CHECKPOINT_FILE
-from cosim.commands.common import CONFIG_HELP, add_set_argument, overrides, say
+from cosim.cluster import Cluster
+from cosim.commands.common import CONFIG_HELP, add_cluster_arguments, add_set_argument, overrides, say
 from cosim.runs import CURVES_PLOT, SOLVER_PLOT, SUMMARY_FILE, open_run, start_run
 from cosim.training import finish, train
 
@@ -13,6 +14,7 @@ __all__ = ["register", "run"]
 
 
 def run(args) -> int:
+    cluster = Cluster(args.workers, args.scheduler).checked()  # before the training, not after it
     run = open_run(
         args.config, args.resume, args.out, args.force, args.epochs, args.device, args.solver, overrides(args)
     )
@@ -30,7 +32,7 @@ def run(args) -> int:
     )
     try:
         train(run, say=say)
-        summary, code = finish(run, ngspice=not args.no_ngspice, say=say)
+        summary, code = finish(run, ngspice=not args.no_ngspice, say=say, cluster=cluster)
     except FloatingPointError as exc:
         say(f"cosim train: {exc} (last checkpoint: {run.run_dir / CHECKPOINT_FILE})")
         return 3
@@ -64,4 +66,5 @@ def register(sub) -> None:
         help="training solver (default: config)",
     )
     p.add_argument("--no-ngspice", action="store_true", help="skip the ngspice validation after training")
+    add_cluster_arguments(p, "the ngspice validation after training")
     p.set_defaults(func=run)
