@@ -28,6 +28,7 @@ from cosim.config import MAX_SEED, ConfigError, RunConfig
 from cosim.data import load_dataset
 from cosim.evaluate import EVAL_BATCH
 from cosim.losses import loss_value
+from cosim.metrics import TOP5, reports_top5, top_k_correct
 from cosim.model import FFEBM
 from cosim.ngspice_jobs import ModelState, spread_outputs
 
@@ -101,8 +102,10 @@ def _metrics(config: RunConfig, out: torch.Tensor, y, n_classes: int, ops: list[
         mask = y == c
         if mask.any():
             per_class[str(c)] = float((predicted[mask] == c).double().mean())
+    top5 = {"test_top5_accuracy": top_k_correct(out, y, TOP5) / len(y)} if reports_top5(n_classes) else {}
     return {
         "test_accuracy": float((predicted == y).double().mean()),
+        **top5,
         "loss": float(loss_value(config.train.loss, out.double(), y, n_classes)),
         "per_class_accuracy": per_class,
         "blocks": ops,
@@ -120,7 +123,8 @@ def evaluate_checkpoint(
     fresh_devices: bool | None = None,
     cluster: Cluster = IN_PROCESS,
 ) -> dict:
-    """Test accuracy, loss, per-class accuracy and operating point of a trained checkpoint under
+    """Test accuracy (and top-5 accuracy for more than 5 classes), loss, per-class accuracy and
+    operating point of a trained checkpoint under
     ``conditions`` (``(KEY, value)``, see :mod:`cosim.conditions`), over ``draws`` device
     realisations, on the first ``samples`` test samples (0: all), with the ``fast`` or ``ngspice``
     solver. ``first_draw`` numbers the draws (a sweep's seed); ``fresh_devices`` forces fresh draws
@@ -177,6 +181,8 @@ def evaluate_checkpoint(
         **results[0],
         "test_accuracy": statistics.fmean(accuracies),
     }
+    if "test_top5_accuracy" in results[0]:
+        report["test_top5_accuracy"] = statistics.fmean(r["test_top5_accuracy"] for r in results)
     if draws > 1:
         report.update(
             test_accuracy_mean=statistics.fmean(accuracies),

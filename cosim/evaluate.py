@@ -18,10 +18,18 @@ from analog.solvers import FastSolver, SolverError
 from cosim.build import build_solver
 from cosim.cluster import IN_PROCESS, Cluster
 from cosim.config import ConfigError, RunConfig
+from cosim.metrics import top_k_correct
 from cosim.model import FFEBM
 from cosim.ngspice_jobs import ModelState, spread_outputs
 
-__all__ = ["EVAL_BATCH", "accuracy", "block_operating_points", "ngspice_validation", "reference_copy"]
+__all__ = [
+    "EVAL_BATCH",
+    "accuracy",
+    "block_operating_points",
+    "ngspice_validation",
+    "reference_copy",
+    "top_k_accuracy",
+]
 
 EVAL_BATCH = 512
 """Samples per batch when only the free phase runs (evaluation)."""
@@ -30,12 +38,23 @@ EVAL_BATCH = 512
 @torch.no_grad()
 def accuracy(model: FFEBM, x: torch.Tensor, y: torch.Tensor, device, dtype, batch_size: int = EVAL_BATCH) -> float:
     """Fraction of ``x`` classified as ``y`` (arg-max of the model output), free phase only."""
+    return top_k_accuracy(model, x, y, device, dtype, (1,), batch_size)[1]
+
+
+@torch.no_grad()
+def top_k_accuracy(
+    model: FFEBM, x, y: torch.Tensor, device, dtype, ks: tuple[int, ...] = (1, 5), batch_size: int = EVAL_BATCH
+) -> dict[int, float]:
+    """``{k: fraction of x whose label y is among the k largest model outputs}`` for each ``k`` of
+    ``ks``, in one pass of the free phase (``k = 1``: the arg-max, as :func:`accuracy`). ``x``: a
+    float tensor or :class:`cosim.data.ByteImages` (converted batch by batch)."""
     model.eval()
-    correct = 0
+    correct = dict.fromkeys(ks, 0)
     for start in range(0, len(y), batch_size):
-        out = model(x[start : start + batch_size].to(device=device, dtype=dtype))
-        correct += int((out.argmax(1).cpu() == y[start : start + batch_size]).sum())
-    return correct / len(y)
+        out = model(x[start : start + batch_size].to(device=device, dtype=dtype)).cpu()
+        for k in ks:
+            correct[k] += top_k_correct(out, y[start : start + batch_size], k)
+    return {k: n / len(y) for k, n in correct.items()}
 
 
 @torch.no_grad()

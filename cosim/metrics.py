@@ -1,9 +1,11 @@
 """Per-epoch training metrics: the solver tally of an epoch, ``metrics.csv``, the epoch line.
 
 A metric row is a dict of column name -> number: ``epoch``, ``loss``, ``train_accuracy``,
-``test_accuracy``, ``lr``, then for every analog block and phase ``<block>.<phase>.iterations_mean``
-and ``<block>.<phase>.residual_A_max``; ``<block>.write.pulses_epoch``, ``.energy_J_epoch`` and
-``.time_s_epoch`` (the devices' programming over the epoch, when the devices count it, see
+``test_accuracy`` (top-1), ``train_top5_accuracy`` and ``test_top5_accuracy`` (only for datasets of
+more than 5 classes, see :func:`reports_top5`), ``lr``, then for every analog block and phase
+``<block>.<phase>.iterations_mean`` and ``<block>.<phase>.residual_A_max``;
+``<block>.write.pulses_epoch``, ``.energy_J_epoch`` and ``.time_s_epoch`` (the devices'
+programming over the epoch, when the devices count it, see
 :meth:`analog.devices.DeviceArray.programming`); ``<block>.nudge.L<l>_dv_V_max`` (the largest
 change a nudge caused at free layer ``l``); ``<block>.diodes_conducting`` (the fraction of diodes
 past their knee on a few test samples, :mod:`analog.operating_point`); and ``seconds`` last.
@@ -15,10 +17,37 @@ import csv
 import io
 from pathlib import Path
 
-__all__ = ["METRICS_FILE", "SolverTally", "epoch_line", "metrics_text", "read_metrics"]
+import torch
+
+__all__ = [
+    "METRICS_FILE",
+    "TOP5",
+    "SolverTally",
+    "epoch_line",
+    "metrics_text",
+    "read_metrics",
+    "reports_top5",
+    "top_k_correct",
+]
 
 METRICS_FILE = "metrics.csv"
 _PHASE_ORDER = {"free": 0, "positive": 1, "negative": 2}
+TOP5 = 5
+
+
+def reports_top5(n_classes: int) -> bool:
+    """Whether top-5 accuracy is reported next to top-1: for more than 5 classes (with 5 or fewer,
+    every sample is in its top 5)."""
+    return n_classes > TOP5
+
+
+def top_k_correct(out: torch.Tensor, y: torch.Tensor, k: int) -> int:
+    """Samples whose label ``y`` ``[n]`` is among the ``k`` largest of their row of ``out``
+    ``[n, classes]``. For ``k = 1`` this is the arg-max (the first of tied maxima) as everywhere else."""
+    if k == 1:
+        return int((out.argmax(1) == y).sum())
+    top = out.topk(min(k, out.shape[1]), dim=1).indices
+    return int((top == y[:, None]).any(1).sum())
 
 
 class SolverTally:
@@ -85,7 +114,12 @@ def epoch_line(row: dict, epochs: int) -> str:
     phases = [
         f"{k.removesuffix('.iterations_mean')} {v:.1f} it" for k, v in row.items() if k.endswith(".iterations_mean")
     ]
+
+    def accuracy(part: str) -> str:
+        top5 = row.get(f"{part}_top5_accuracy")
+        return f"{100 * row[f'{part}_accuracy']:.2f}%" + ("" if top5 is None else f" (top-5 {100 * top5:.2f}%)")
+
     return (
-        f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}  train {100 * row['train_accuracy']:.2f}%  "
-        f"test {100 * row['test_accuracy']:.2f}%  " + "  ".join(phases) + f"  {row['seconds']:.1f} s"
+        f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}  train {accuracy('train')}  "
+        f"test {accuracy('test')}  " + "  ".join(phases) + f"  {row['seconds']:.1f} s"
     )

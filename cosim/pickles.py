@@ -4,6 +4,9 @@ A pickle can call any importable function while it loads. :func:`load_array_pick
 what a pickled container of numeric numpy arrays references (numpy's array reconstructor, the
 ``ndarray`` type as its argument, ``dtype`` of a plain numeric type); :func:`check_array_pickle`
 checks the same rule by reading the opcodes alone, without building any object.
+:func:`load_record_pickle` admits less: exactly what a batch of the python version of CIFAR-10 /
+CIFAR-100 holds (one dict of strings to ``uint8`` arrays, lists of integers or strings, strings
+and integers).
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAX_PICKLE_BYTES", "UnsafePickleError", "check_array_pickle", "load_array_pickle"]
+__all__ = [
+    "MAX_PICKLE_BYTES",
+    "UnsafePickleError",
+    "check_array_pickle",
+    "load_array_pickle",
+    "load_record_pickle",
+]
 
 
 MAX_PICKLE_BYTES = 512 * 1024**2
@@ -77,18 +86,37 @@ class _Dtype:
 
     __slots__ = ()
 
+    def admits(self, dtype: np.dtype) -> bool:
+        return dtype.kind in _NUMERIC_KINDS and dtype.fields is None and not dtype.hasobject
+
     def __call__(self, name, align=False, copy=True):
         if isinstance(name, bytes):
             name = name.decode("latin1")
         if not isinstance(name, str) or len(name) > 8:
-            raise pickle.UnpicklingError(f"dtype {name!r} is not a plain numeric type")
+            raise pickle.UnpicklingError(f"dtype {name!r} is not {self}")
         try:
             dtype = np.dtype(name)
         except TypeError:
             raise pickle.UnpicklingError(f"dtype {name!r} is not a numpy type") from None
-        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.hasobject:
-            raise pickle.UnpicklingError(f"dtype {name!r} is not a plain numeric type")
+        if not self.admits(dtype):
+            raise pickle.UnpicklingError(f"dtype {name!r} is not {self}")
         return np.dtype(name, bool(align), bool(copy))
+
+    def __str__(self) -> str:
+        return "a plain numeric type"
+
+
+class _ByteDtype(_Dtype):
+    """``numpy.dtype`` of ``uint8`` only (a rule in a method: a slot-less instance cannot be widened
+    by a BUILD)."""
+
+    __slots__ = ()
+
+    def admits(self, dtype: np.dtype) -> bool:
+        return dtype == np.uint8
+
+    def __str__(self) -> str:
+        return "uint8"
 
 
 _NDARRAY = _NdarrayToken()
@@ -101,13 +129,19 @@ _ADMITTED = {
 ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``), as guarded stand-ins."""
 
 
+_ADMITTED_BYTES = {**_ADMITTED, ("numpy", "dtype"): _ByteDtype()}
+"""The same globals with ``dtype`` narrowed to ``uint8``: what a CIFAR batch references."""
+
+
 def _admitted(module: str, name: str):
     return _ADMITTED.get((module, name))
 
 
 class _ArrayUnpickler(pickle.Unpickler):
+    admitted = _ADMITTED
+
     def find_class(self, module: str, name: str):
-        found = _admitted(module, name)
+        found = self.admitted.get((module, name))
         if found is None:
             raise _Refused(f"it references {module}.{name}, which a pickle of numpy arrays never needs")
         return found
@@ -202,6 +236,65 @@ def load_array_pickle(path: str | Path, limit: int = MAX_PICKLE_BYTES, encoding:
         raise UnsafePickleError(path, str(exc)) from None
     except _PARSE_ERRORS as exc:
         raise UnsafePickleError(path, f"it does not parse as a pickle of numpy arrays ({exc})") from None
+
+
+class _ByteArrayUnpickler(_ArrayUnpickler):
+    admitted = _ADMITTED_BYTES
+
+
+def _plain_string(value) -> str | None:
+    """``value`` as ``str`` if it is a string (a Python 2 ``str`` reads as ``bytes`` or ``str``)."""
+    if isinstance(value, bytes):
+        return value.decode("latin1")
+    return value if isinstance(value, str) else None
+
+
+def _record_value(value) -> bool:
+    if type(value) is int:
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype == np.uint8
+    if isinstance(value, list):
+        return all(type(v) is int for v in value) or all(_plain_string(v) is not None for v in value)
+    return _plain_string(value) is not None
+
+
+def load_record_pickle(path: str | Path, limit: int = MAX_PICKLE_BYTES) -> dict[str, object]:
+    """Unpickle ``path`` admitting exactly what a batch of the python version of CIFAR-10 /
+    CIFAR-100 holds: one dict whose keys are strings and whose values are ``uint8`` arrays, lists
+    of integers, lists of strings, strings or integers. The globals are those of :func:`load_array_pickle`
+    with ``dtype`` only ``uint8``; anything else raises :class:`UnsafePickleError`, a global before
+    it is called, a container or value of another kind once the file is read. Keys and string
+    values come back as ``str`` (Python 2 strings are decoded as latin1, as the files were written)."""
+    path = Path(path)
+    try:
+        with _open_pickle(path, limit) as stream:
+            record = _ByteArrayUnpickler(stream, encoding="latin1").load()
+    except _Refused as exc:
+        raise UnsafePickleError(path, str(exc)) from None
+    except _PARSE_ERRORS as exc:
+        raise UnsafePickleError(path, f"it does not parse as a pickled batch of uint8 images ({exc})") from None
+    if not isinstance(record, dict):
+        raise UnsafePickleError(path, f"it holds a {type(record).__name__}, not a dict of named arrays and lists")
+    out = {}
+    for key, value in record.items():
+        name = _plain_string(key)
+        if name is None:
+            raise UnsafePickleError(path, f"it has a key of type {type(key).__name__}, not a string")
+        if not _record_value(value):
+            raise UnsafePickleError(
+                path,
+                f"its entry {name!r} is a {type(value).__name__}"
+                + (f" of {value.dtype}" if isinstance(value, np.ndarray) else "")
+                + ", not a uint8 array, a list of integers or strings, a string or an integer",
+            )
+        if isinstance(value, list):
+            out[name] = [v if type(v) is int else _plain_string(v) for v in value]
+        elif isinstance(value, bytes):
+            out[name] = _plain_string(value)
+        else:
+            out[name] = value
+    return out
 
 
 _STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"}

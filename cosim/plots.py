@@ -49,7 +49,8 @@ def _save(fig, path: str | Path, dpi: int = 120, rect=(0, 0, 1, 1)) -> None:
 
 
 def plot_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> None:
-    """Training loss (left) and train/test accuracy in percent (right) against the epoch."""
+    """Training loss (left) and train/test accuracy in percent (right, top-5 dashed where the rows
+    have it) against the epoch."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -58,8 +59,11 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> None
     ax_loss.set_ylabel("training loss (mean over the epoch)")
     ax_loss.set_yscale("log")
     ax_loss.grid(True, which="both", alpha=0.3)
-    for key, label in (("train_accuracy", "train"), ("test_accuracy", "test")):
-        ax_acc.plot(epochs, [100 * r[key] for r in rows], "o-", ms=3, label=label)
+    for n, part in enumerate(("train", "test")):
+        ax_acc.plot(epochs, [100 * r[f"{part}_accuracy"] for r in rows], "o-", ms=3, color=f"C{n}", label=part)
+        if f"{part}_top5_accuracy" in rows[0]:
+            top5 = [100 * r[f"{part}_top5_accuracy"] for r in rows]
+            ax_acc.plot(epochs, top5, "o--", ms=3, color=f"C{n}", label=f"{part} top-5")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.grid(True, alpha=0.3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -11,7 +10,7 @@ from analog.settling import Capacitances, TransientOptions
 from cosim.gradients import EquilibriumPropagation, GradientMethod, gradient_method
 from cosim.model_config import Strict, library_defaults
 from cosim.optim import check_optimizer_options, check_schedule_name, check_schedule_options, optimizer_class
-from cosim.pickles import UnsafePickleError, check_array_pickle
+from cosim.pickles import UnsafePickleError
 
 _CAPS = library_defaults(Capacitances)
 _TRANSIENT = library_defaults(TransientOptions)
@@ -38,7 +37,8 @@ class SeedConfig(Strict):
     the initialisation. ``seed = N`` in a file sets all three to ``N``."""
 
     data: int = Field(0, ge=0, le=MAX_SEED)
-    """The train/test split of ``digits`` (other datasets have a fixed split)."""
+    """The train/test split of ``digits`` (other datasets have a fixed split) and the crops and
+    flips of ``data.augment``."""
     init: int = Field(0, ge=0, le=MAX_SEED)
     """Initial parameters and the training order."""
     devices: int = Field(0, ge=0, le=MAX_SEED)
@@ -55,29 +55,52 @@ class SeedConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal["digits", "mnist", "fashion-mnist", "cifar10"] = "digits"
+    dataset: Literal["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagenet32"] = "digits"
+    """``digits`` (8x8, bundled), ``mnist`` / ``fashion-mnist`` (flattened 28x28), ``cifar10`` /
+    ``cifar100`` / ``imagenet32`` (images ``[3, 32, 32]``; 10, 100 and 1000 classes)."""
     root: str = ""
-    """Local file or folder holding the dataset (e.g. ``../shared/data/mnist.pkl.gz``); empty: the
-    dataset's default location, downloaded through torchvision when online."""
+    """Local file or folder holding the dataset (e.g. ``../shared/data/mnist.pkl.gz``; for CIFAR the
+    folder holding ``cifar-10-batches-py`` / ``cifar-100-python``; for ImageNet32 the folder of its npz
+    batches); empty: the dataset's default location, downloaded through torchvision when online
+    (ImageNet32 needs a local folder)."""
     download: bool = True
-    """Allow torchvision to download MNIST / Fashion-MNIST / CIFAR-10 when ``root`` lacks them."""
+    """Allow torchvision to download MNIST / Fashion-MNIST / CIFAR when ``root`` lacks them."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
     """Held-out fraction for ``digits`` (fixed split by ``seed``)."""
     train_subset: int = Field(0, ge=0)
     """Use only the first N training samples (0: all)."""
     test_subset: int = Field(0, ge=0)
+    augment: Literal["none", "crop-flip"] = "none"
+    """Augmentation of the training batches of image datasets: ``crop-flip`` cuts each image at a
+    random offset from its zero-padded copy and mirrors half of them left to right, drawn from
+    ``seed.data`` and the epoch (see :mod:`cosim.data.augment`)."""
+    crop_padding: int = Field(4, ge=0, le=16)
+    """Zero padding of ``crop-flip``, pixels per side (the largest shift)."""
 
     @field_validator("root")
     @classmethod
-    def _safe_root(cls, root: str) -> str:
+    def _safe_root(cls, root: str, info: ValidationInfo) -> str:
         # Checked where every command and every checkpoint's stored config passes, so that a hostile
         # pickle is refused before a sweep starts its workers; cosim.data reads it as safely.
-        if root.endswith(".pkl.gz") and Path(root).is_file():
+        from cosim.data import check_data_pickles  # not at the top: cosim.data imports cosim.config, hence this module
+
+        if root and "dataset" in info.data:
             try:
-                check_array_pickle(root)
+                check_data_pickles(info.data["dataset"], root)
             except UnsafePickleError as exc:
-                raise ValueError(f"{exc}; give the classic MNIST pickle (mnist.pkl.gz)") from None
+                mnist = root.endswith(".pkl.gz")
+                published = "the classic MNIST pickle (mnist.pkl.gz)" if mnist else "its files as published"
+                raise ValueError(f"{exc}; give {published}") from None
         return root
+
+    @model_validator(mode="after")
+    def _augment_images(self):
+        if self.augment != "none" and self.dataset in ("digits", "mnist", "fashion-mnist"):
+            raise ValueError(
+                f"augment: {self.augment!r} crops and flips images [C, H, W], but {self.dataset} samples are "
+                "flattened vectors; use it with cifar10, cifar100 or imagenet32, or set augment = 'none'"
+            )
+        return self
 
 
 class SolverConfig(Strict):

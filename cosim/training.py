@@ -1,6 +1,8 @@
 """Training an ff-EBM end to end, then validating the trained model in ngspice.
 
-One epoch shuffles the training set with a seeded :class:`torch.Generator`, steps a torch optimizer
+One epoch shuffles the training set with a seeded :class:`torch.Generator`, crops and flips the
+images of each batch when ``data.augment`` asks (drawn from the data seed and the epoch, see
+:mod:`cosim.data.augment`), steps a torch optimizer
 on the hybrid gradient (EP in the analog blocks, backprop in the digital ones), writes every
 requested conductance into the devices after each step and evaluates the test set with the free
 phase. A resumed run (:func:`cosim.runs.open_run`) continues the shuffling generator, the optimizer
@@ -26,10 +28,11 @@ from analog.operating_point import nudge_report
 from cosim.checkpoint import CHECKPOINT_FILE
 from cosim.cluster import IN_PROCESS, Cluster
 from cosim.config import RunConfig
-from cosim.evaluate import accuracy, block_operating_points, ngspice_validation
+from cosim.data import make_augmentation
+from cosim.evaluate import block_operating_points, ngspice_validation, top_k_accuracy
 from cosim.io import atomic_write_json, atomic_write_text
 from cosim.losses import loss_value
-from cosim.metrics import METRICS_FILE, SolverTally, epoch_line, metrics_text
+from cosim.metrics import METRICS_FILE, TOP5, SolverTally, epoch_line, metrics_text, reports_top5, top_k_correct
 from cosim.plots import plot_curves, plot_solver_iterations
 from cosim.runs import CURVES_PLOT, SOLVER_PLOT, SUMMARY_FILE, TrainingRun, build_run, save_run
 
@@ -44,10 +47,13 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
     """One pass over the shuffled training set; returns the epoch's metric row (without timing)."""
     config, data, model, optimizer = run.config, run.data, run.model, run.optimizer
     batch_size = config.train.batch_size
+    augmentation = make_augmentation(config.data, config.seed.data, data)
+    augment = augmentation.epoch(epoch) if augmentation is not None else None
+    top5 = reports_top5(data.n_classes)
     model.train()
     order = torch.randperm(len(data.train_y), generator=run.shuffle)
     tally = SolverTally()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, correct5, seen = 0.0, 0, 0, 0
     bar = tqdm(
         total=run.steps_per_epoch,
         desc=f"epoch {epoch}/{config.train.epochs}",
@@ -59,7 +65,10 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
     with bar:
         for step, start in enumerate(range(0, len(order), batch_size)):
             index = order[start : start + batch_size]
-            x = data.train_x[index].to(device=run.device, dtype=run.dtype)
+            x = data.train_x[index]
+            if augment is not None:
+                x = augment(x)
+            x = x.to(device=run.device, dtype=run.dtype)
             y = data.train_y[index]
             for block in model.analog_blocks():
                 block.stats.clear()
@@ -79,20 +88,18 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
             tally.add(model.solver_stats())
             n = len(y)
             loss_sum += loss.item() * n
-            correct += int((out.detach().argmax(1).cpu() == y).sum())
+            scores = out.detach().cpu()
+            correct += top_k_correct(scores, y, 1)
+            correct5 += top_k_correct(scores, y, TOP5) if top5 else 0
             seen += n
             bar.update()
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
     base = optimizer.param_groups[0]
     lr_factor = base["lr"] / base.get("initial_lr", base["lr"])
-    return {
-        "epoch": epoch,
-        "loss": loss_sum / seen,
-        "train_accuracy": correct / seen,
-        "test_accuracy": float("nan"),
-        "lr": config.train.lr * lr_factor,
-        **tally.columns(),
-    }
+    row = {"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen, "test_accuracy": float("nan")}
+    if top5:
+        row.update(train_top5_accuracy=correct5 / seen, test_top5_accuracy=float("nan"))
+    return {**row, "lr": config.train.lr * lr_factor, **tally.columns()}
 
 
 def train(run: TrainingRun, say: Callable[[str], None] = _stderr) -> None:
@@ -101,7 +108,13 @@ def train(run: TrainingRun, say: Callable[[str], None] = _stderr) -> None:
     for epoch in range(run.epochs_done + 1, config.train.epochs + 1):
         start = time.perf_counter()
         row = train_epoch(run, epoch)
-        row["test_accuracy"] = accuracy(run.model, run.data.test_x, run.data.test_y, run.device, run.dtype)
+        top5 = reports_top5(run.data.n_classes)
+        test = top_k_accuracy(
+            run.model, run.data.test_x, run.data.test_y, run.device, run.dtype, (1, TOP5) if top5 else (1,)
+        )
+        row["test_accuracy"] = test[1]
+        if top5:
+            row["test_top5_accuracy"] = test[TOP5]
         # The operating point as training moves it: diodes past their knee on a few test samples.
         probe = run.data.test_x[:OPERATING_POINT_PROBE]
         for op in block_operating_points(run.model, probe, run.device, run.dtype):
@@ -125,6 +138,17 @@ def _summary(run: TrainingRun, check: dict) -> dict:
         "test_accuracy": last["test_accuracy"],
         "best_test_accuracy": max(r["test_accuracy"] for r in rows),
         "train_accuracy": last["train_accuracy"],
+        **(
+            {
+                "test_top5_accuracy": last["test_top5_accuracy"],
+                # rows of a run resumed from a checkpoint written before top-5 was reported lack it
+                "best_test_top5_accuracy": max(r.get("test_top5_accuracy", 0.0) for r in rows),
+                "train_top5_accuracy": last["train_top5_accuracy"],
+            }
+            if "test_top5_accuracy" in last
+            else {}
+        ),
+        "n_classes": run.data.n_classes,
         "final_loss": last["loss"],
         "seconds_per_epoch": sum(r["seconds"] for r in rows) / len(rows),
         "seconds_total": sum(r["seconds"] for r in rows),

@@ -34,9 +34,12 @@ def run(args) -> int:
         print(
             f"test accuracy over {report['draws']} device draws: mean {100 * report['test_accuracy_mean']:.2f}%, "
             f"std {100 * report['test_accuracy_std']:.2f}, min {100 * report['test_accuracy_min']:.2f}%"
+            + ("" if "test_top5_accuracy" not in report else f"; top-5 mean {100 * report['test_top5_accuracy']:.2f}%")
         )
     else:
-        print(f"test accuracy {100 * report['test_accuracy']:.2f}%, loss {report['loss']:.4f}")
+        top5 = report.get("test_top5_accuracy")
+        top5_text = "" if top5 is None else f" (top-5 {100 * top5:.2f}%)"
+        print(f"test accuracy {100 * report['test_accuracy']:.2f}%{top5_text}, loss {report['loss']:.4f}")
     for block in report["blocks"]:
         print("\n".join(operating_point_lines(block["name"], block)))
     print(f"report: {out / EVAL_FILE}")
