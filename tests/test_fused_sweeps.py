@@ -8,7 +8,7 @@ import torch
 from analog import CircuitSpec, DiodeModel
 from analog.peripherals import Peripherals
 from analog.solvers import AutoSolver, FastSolver, LayerwiseSolver, fused, get_solver
-from analog.solvers.layerwise import _fused_args, _layers
+from analog.solvers.layer_nodes import fused_arguments, layer_constants
 from analog.solvers.physics import LayeredSystem
 from cosim import gradient_method
 from tests.conftest import log_uniform_circuit, random_inputs
@@ -40,7 +40,9 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_fused_sweeps_agree_with_the_eager_ones_and_newton(name):
     circuit, source_V = _circuit(**CASES[name])
-    assert _fused_args(LayeredSystem(circuit, source_V), _layers(LayeredSystem(circuit, source_V))) is not None
+    assert (
+        fused_arguments(LayeredSystem(circuit, source_V), layer_constants(LayeredSystem(circuit, source_V))) is not None
+    )
     eager = LayerwiseSolver().solve(circuit, source_V)
     fast = LayerwiseSolver(fuse=True).solve(circuit, source_V)
     assert fused.kernels.failure is None, fused.kernels.failure
@@ -75,7 +77,7 @@ def test_blocks_the_fused_kernels_do_not_model_run_the_eager_sweeps():
     circuit, source_V = _circuit((32, 16, 8))
     spread = _spread(circuit, 5)
     system = LayeredSystem(spread, source_V)
-    assert _fused_args(system, _layers(system)) is None  # per-diode spreads: eager
+    assert fused_arguments(system, layer_constants(system)) is None  # per-diode spreads: eager
     eq = LayerwiseSolver(fuse=True).solve(spread, source_V)
     ref = FastSolver().solve(spread, source_V)
     assert (eq.all_voltages() - ref.all_voltages()).abs().max().item() <= 1e-10
@@ -93,7 +95,7 @@ def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken)
     circuit, source_V = _circuit((16, 12, 6))
     system = LayeredSystem(circuit, source_V)
-    args = _fused_args(system, _layers(system))
+    args = fused_arguments(system, layer_constants(system))
     with pytest.warns(RuntimeWarning, match="no C.. compiler found.*running them eagerly"):
         parts, steps, moves = kernels.cold_sweep(*args)
     assert steps.shape == moves.shape == (2,)

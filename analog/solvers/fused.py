@@ -27,11 +27,11 @@ import warnings
 
 import torch
 
+from analog.solvers.layer_nodes import W_NEWTON
+
 __all__ = ["FusedKernels", "cold_sweep", "kernels", "residual", "sweep"]
 
 _E3 = math.exp(-3.0)
-_W_NEWTON = 2
-"""Newton steps on ``w + ln w = ln X`` in (5) of :func:`analog.solvers.layerwise._start`."""
 
 
 def _junction(vd, vte, inv_vte, i_s, gmin, k):
@@ -95,7 +95,7 @@ def _newton(x0, b, d, phys, rails):
 
 
 def _lambert(b, d, is_over_d, lambert_offset, phys, rails):
-    """(5) of :func:`analog.solvers.layerwise._start`, u-space."""
+    """(5) of :func:`analog.solvers.layer_nodes.cold_start`, u-space."""
     scale, up, down, vte = phys[0], phys[1], phys[2], phys[3]
     has_up, has_down, _ = rails
     a = b / d * scale
@@ -111,7 +111,7 @@ def _lambert(b, d, is_over_d, lambert_offset, phys, rails):
         t = down - a
     log_x = torch.clamp(t / vte + lambert_offset, min=-60.0)
     w = torch.nn.functional.softplus(log_x)
-    for _ in range(_W_NEWTON):
+    for _ in range(W_NEWTON):
         w = w - (w + torch.log(w) - log_x) * w / (w + 1.0)
     return (a - sigma * (w * vte - is_over_d)) / scale
 
