@@ -61,7 +61,7 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
             index = order[start : start + batch_size]
             x = data.train_x[index].to(device=run.device, dtype=run.dtype)
             y = data.train_y[index]
-            for block in model.analog_blocks():
+            for block in model.energy_blocks():
                 block.stats.clear()
             optimizer.zero_grad(set_to_none=True)
             out = model(x)
