@@ -112,6 +112,7 @@ def state_cost(name: str, s: torch.Tensor) -> torch.Tensor:
         g = s**2 / (2.0 * _SLOPE[name])
     return g.flatten(1).sum(1)
 
+
 ADJOINT_MAX_ITERATIONS = 2000
 """Conjugate-gradient iterations allowed for the adjoint system (ADJ)."""
 
@@ -151,14 +152,20 @@ class HopfieldSpec:
             raise ValueError("sizes: give sizes (a dense block) or channels (a convolutional block), not both")
         layers, key = (self.sizes, "sizes") if self.sizes is not None else (self.channels, "channels")
         if len(layers) < 2 or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in layers):
-            raise ValueError(f"{key}: needs an input and at least one layer, each a positive integer, got {list(layers)}")
+            raise ValueError(
+                f"{key}: needs an input and at least one layer, each a positive integer, got {list(layers)}"
+            )
         if self.channels is not None:
             if self.kernel_size is None or not 1 <= self.kernel_size <= 31:
-                raise ValueError(f"kernel_size: a convolutional block needs a kernel side in [1, 31], got {self.kernel_size}")
+                raise ValueError(
+                    f"kernel_size: a convolutional block needs a kernel side in [1, 31], got {self.kernel_size}"
+                )
             if not 0 <= self.padding < self.kernel_size:
                 raise ValueError(f"padding: must be in [0, kernel_size - 1], got {self.padding}")
         elif self.kernel_size is not None or self.padding != 0:
-            raise ValueError("kernel_size: a dense block (sizes) has no kernel; give channels for a convolutional block")
+            raise ValueError(
+                "kernel_size: a dense block (sizes) has no kernel; give channels for a convolutional block"
+            )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation: must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.t1 < 1:
@@ -270,7 +277,9 @@ class _HopfieldFunction(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         block: HopfieldBlock = ctx.block
         if not torch.isfinite(grad_output.sum()):
-            raise FloatingPointError(f"{block.name}: the gradient arriving at the Hopfield block's output contains NaN/inf")
+            raise FloatingPointError(
+                f"{block.name}: the gradient arriving at the Hopfield block's output contains NaN/inf"
+            )
         grad_x, grads = block.gradients(ctx.x, ctx.free, grad_output.detach())
         ctx.free = None
         return (None, grad_x, *grads)
@@ -359,7 +368,9 @@ class HopfieldBlock(nn.Module):
             if spec.conv:
                 side = tuple(s + 2 * spec.padding - spec.kernel_size + 1 for s in side)
                 if min(side) < 1:
-                    raise ValueError(f"{self.name}: input side {list(x.shape[2:])} is too small for {spec.depth} layers")
+                    raise ValueError(
+                        f"{self.name}: input side {list(x.shape[2:])} is too small for {spec.depth} layers"
+                    )
             states.append(torch.zeros(batch, n, *side, dtype=x.dtype, device=x.device))
         return tuple(states)
 
@@ -454,7 +465,8 @@ class HopfieldBlock(nn.Module):
         spec, couplings, states = self.spec, self.couplings(), free.states
         # In z = D^{-1/2} mu the system is (I - D^{1/2} A D^{1/2}) z = D^{1/2} g: symmetric, with no
         # 1/D to blow up where a unit saturates, and positive definite exactly when (ADJ)'s is.
-        roots = [activation_slope(name, couplings.drive(l, states, x)).sqrt() for l, name in enumerate(spec.activations())]
+        names = spec.activations()
+        roots = [activation_slope(name, couplings.drive(l, states, x)).sqrt() for l, name in enumerate(names)]
 
         def hessian(v):
             av = couplings.coupling_operator(tuple(r * vl for r, vl in zip(roots, v, strict=True)))
@@ -463,7 +475,7 @@ class HopfieldBlock(nn.Module):
         def dot(p, q):
             return sum(_inner(pl, ql) for pl, ql in zip(p, q, strict=True))
 
-        rhs = tuple(torch.zeros_like(s) for s in states[:-1]) + (roots[-1] * grad_output.to(states[-1]),)
+        rhs = (*(torch.zeros_like(s) for s in states[:-1]), roots[-1] * grad_output.to(states[-1]))
         mu = tuple(torch.zeros_like(s) for s in states)
         r, p = rhs, rhs
         rs = dot(r, r)

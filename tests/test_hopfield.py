@@ -3,6 +3,7 @@ the fixed-point iteration's invariants, and the block inside `cosim train` / `co
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def test_energy_decreases_every_iteration(activation, clamp_output):
     for _ in range(30):
         states = block.relax(x, "free", init=states).states
         energies.append(block.energy(x, states))
-    for before, after in zip(energies, energies[1:]):
+    for before, after in itertools.pairwise(energies):
         assert bool((after <= before + 1e-12).all())
     assert bool((energies[-1] < energies[0]).all())
 
