@@ -316,8 +316,10 @@ class HopfieldBlock(nn.Module):
             weights.append(nn.Parameter((2 * torch.rand(shape, generator=gen, dtype=dtype) - 1) * bound))
             if spec.bias:
                 biases.append(nn.Parameter((2 * torch.rand(shape[0], generator=gen, dtype=dtype) - 1) * bound))
-        self.weights = nn.ParameterList(weights)
-        self.biases = nn.ParameterList(biases)
+        # Not ``weights`` / ``biases``: those state-dict names are an analog block's conductances, which a
+        # checkpoint must hold positive.
+        self.synapses = nn.ParameterList(weights)
+        self.synapse_biases = nn.ParameterList(biases)
         self.stats: dict[str, dict[str, float]] = {}
         """Last run of each phase: ``iterations`` and ``change`` (free, positive, negative), and the
         adjoint's ``iterations`` and ``residual`` (relative) for the implicit method."""
@@ -339,7 +341,7 @@ class HopfieldBlock(nn.Module):
         self._method = method
 
     def parameters_list(self) -> list[nn.Parameter]:
-        return [*self.weights, *self.biases]
+        return [*self.synapses, *self.synapse_biases]
 
     def couplings(self, params=None) -> _Couplings:
         params = [p.detach() for p in self.parameters_list()] if params is None else params
@@ -347,7 +349,7 @@ class HopfieldBlock(nn.Module):
         return _Couplings(self.spec, params[:depth], params[depth:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self.weights[0].dtype
+        dtype = self.synapses[0].dtype
         if self.spec.conv:
             if x.dim() != 4 or x.shape[1] != self.spec.channels[0]:
                 raise ValueError(

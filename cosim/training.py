@@ -160,7 +160,8 @@ def finish(
     plot_solver_iterations(
         rows, run_dir / SOLVER_PLOT, title=f"{config.name}: solver iterations per phase", solver=config.solver.name
     )
-    samples = config.train.ngspice_eval_samples if ngspice else 0
+    # A model without analog blocks has nothing for ngspice to solve (Hopfield blocks are ideal).
+    samples = config.train.ngspice_eval_samples if ngspice and run.model.analog_blocks() else 0
     if samples:
         where = f" on a {cluster.describe()}" if cluster.spread else ""
         say(f"ngspice validation on {min(samples, len(run.data.test_y))} test samples{where} ...")

@@ -15,7 +15,9 @@ from torch import nn
 from analog.readout import Measurement
 from analog.solvers.base import SolverError
 from cosim import FFEBM, EquilibriumPropagation, HopfieldBlock, HopfieldSpec, gradient_method
+from cosim.build import build_model
 from cosim.cli import main
+from cosim.config import parse_config, parse_toml
 from cosim.gradcheck import gradcheck, model_gradients
 from cosim.metrics import read_metrics
 
@@ -68,7 +70,7 @@ def test_centered_ep_matches_exact_with_beta_squared_slope(kind):
     assert 1.8 <= result.slope_centered <= 2.2
     assert 0.8 <= result.slope_one_sided <= 1.2
     params = {r["param"] for r in result.rows}
-    assert {"blocks.0.weight", "blocks.2.weights.0", "blocks.2.biases.1"} <= params  # blocks.0: via dL/dx
+    assert {"blocks.0.weight", "blocks.2.synapses.0", "blocks.2.synapse_biases.1"} <= params  # blocks.0: via dL/dx
 
 
 @pytest.mark.parametrize("kind", MODELS)
@@ -98,7 +100,7 @@ def test_implicit_gradient_matches_finite_differences(kind, activation):
     grads = model_gradients(model, loss_fn, x)
     block = model.blocks[2]
     h = 1e-6
-    for name, p in (("blocks.2.weights.0", block.weights[0]), ("blocks.2.biases.1", block.biases[1])):
+    for name, p in (("blocks.2.synapses.0", block.synapses[0]), ("blocks.2.synapse_biases.1", block.synapse_biases[1])):
         for idx in [(0,) * p.dim(), tuple(s - 1 for s in p.shape)]:
             with torch.no_grad():
                 p[idx] += h
@@ -245,6 +247,36 @@ def test_a_digital_and_hopfield_model_trains_on_digits(tmp_path):
     assert rows[-1]["hopfield0.negative.iterations_mean"] == 8
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "ep-centered" and summary["conductances"] == 0
+    # The checkpoint reads back (its couplings are no conductances, and may be negative).
+    assert main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["test_accuracy"] == pytest.approx(rows[-1]["test_accuracy"])
+
+
+SWITCH = """
+[[model.blocks]]
+type = "{kind}"
+sizes = [64, 16, 10]
+
+[[model.blocks]]
+type = "scale"
+factor = 20.0
+"""
+
+
+def test_the_block_type_switches_a_circuit_for_its_idealisation():
+    """The same ``sizes`` under ``type = "analog"`` and ``type = "hopfield"``: the same input and
+    output shapes, and the same train.method and beta reach both blocks' backward."""
+    x = torch.rand(4, 64)
+    for kind, name in (("analog", "analog0"), ("hopfield", "hopfield0")):
+        config = parse_config(parse_toml(SWITCH.format(kind=kind), "switch") | {"train": {"beta": 0.05}})
+        model = build_model(config, (64,), n_classes=10)
+        out = model(x.to(torch.float64))
+        assert out.shape == (4, 10)
+        F.cross_entropy(out, torch.tensor([0, 1, 2, 3])).backward()
+        (block,) = model.energy_blocks()
+        assert block.name == name and block.method.beta == 0.05 and block.method.variant == "centered"
+        assert {"free", "positive", "negative"} <= set(block.stats)
 
 
 @pytest.mark.parametrize(
