@@ -9,20 +9,22 @@ A block has state layers ``s_1 .. s_L``; its input ``x = s_0`` is the output of 
 primitive function and the energy are
 
     Phi(s; x) = sum_{l=0}^{L-1} <s_{l+1}, f_l(s_l)>,
-    E(s; x)   = sum_l ||s_l||^2 / (2 a_l) - Phi(s; x),      s_l in [0, 1] (clamped layers)    (E)
+    E(s; x)   = sum_l G_l(s_l) - Phi(s; x),       G_l' = rho_l^{-1},                           (E)
 
-and a state is a fixed point of ``s_l = rho_l(dPhi/ds_l)``, ``rho_l(u) = clamp(a_l u, 0, 1)``
-(``a_l`` the slope: 1 for ``clamp``, the paper's ``activation: 1.0``; 1/2 for ``clamp-half``,
-Laborieux et al. 2021), or ``rho_L(u) = u`` for an unclamped output layer (the official code's
-``clamp_last = false``). As in the paper the states live in ``[0, 1]`` and ``rho`` is applied by the
-update, not inside the coupling: ``dPhi/ds_l = f_{l-1}(s_{l-1}) + f_l^T(s_{l+1})``, with ``f^T`` the
-adjoint of the linear part (a transposed matrix, a transposed convolution). The fixed point is the
-minimum of (E) over the box, and each layer update is the exact minimum over that layer given its
-neighbours, so the paper's asynchronous scheme (all odd layers, then all even layers: one
-iteration) lowers ``E`` at every step. The free phase starts from zero states and runs ``t1``
-iterations; each nudged phase starts from the free fixed point and runs ``t2`` (the paper's T1 and
-T2); with ``tol`` a phase stops as soon as no state moved by more than ``tol`` in one iteration, and
-one that has not by ``t1`` / ``t2`` iterations is an error.
+and a state is a fixed point of ``s_l = rho_l(dPhi/ds_l)``. ``rho(u) = clamp(a u, 0, 1)`` with slope
+``a = 1`` (``clamp``, the paper's ``activation: 1.0``) or ``1/2`` (``clamp-half``, Laborieux et al.
+2021), for which ``G(s) = s^2 / (2a)`` on ``[0, 1]``; ``sigmoid(4u - 2)``, a smooth counterpart (not
+in the paper; it lets tests see EP's textbook ``beta^2`` bias); or ``rho_L(u) = u`` for an unclamped
+output layer (the official code's ``clamp_last = false``). As in the paper the states live in
+``[0, 1]`` and ``rho`` is applied by the update, not inside the coupling: ``dPhi/ds_l =
+f_{l-1}(s_{l-1}) + f_l^T(s_{l+1})``, with ``f^T`` the adjoint of the linear part (a transposed
+matrix, a transposed convolution). The fixed point minimises (E) (over the box, for the clamps), and
+each layer update is the exact minimum over that layer given its neighbours, so the paper's
+asynchronous scheme (all odd layers, then all even layers: one iteration) lowers ``E`` at every
+step. The free phase starts from zero states and runs ``t1`` iterations; each nudged phase starts
+from the free fixed point and runs ``t2`` (the paper's T1 and T2); with ``tol`` a phase stops as
+soon as no state moved by more than ``tol`` in one iteration, and one that has not by ``t1`` /
+``t2`` iterations is an error.
 
 Nudging. The ff-EBM paper nudges block ``k`` with the gradient arriving from the blocks after it,
 ``E + beta <delta, s_L>``, ``delta = dL/ds_L`` (the official code adds ``beta * error_current`` to
@@ -42,17 +44,22 @@ for every weight, bias and the block input ``x``, with phases ``(a, b) = (+beta,
 ``kappa_b = gamma_b / beta``. ``Phi`` is linear in each parameter, so these are the products
 ``s_{l+1} s_l^T`` (or their convolutional counterparts) of the two phases.
 
-The exact reference (``implicit``) differentiates the free fixed point. With ``D`` the layers'
-active sets (``0 < a_l u < 1``; every unit of an unclamped output) and ``A`` the symmetric coupling
-``(A v)_l = f_{l-1}^lin(v_{l-1}) + f_l^T(v_{l+1})``, the adjoint ``mu`` (``= -ds/dbeta``) solves the
-energy Hessian's system on the active units, by conjugate gradients,
+With the clamps the fixed point is piecewise linear in ``beta``, so the centered estimate is exact
+(its quadratic terms cancel) until a unit crosses a kink; the one-sided ones keep an ``O(beta)`` bias.
 
-    (I / a - D A D) mu = D g,      g = dL/ds_L at the output layer, zero elsewhere,           (ADJ)
+The exact reference (``implicit``) differentiates the free fixed point. With ``D = rho'(dPhi/ds)``
+there (``a`` or 0 for the clamps, 1 for a linear output) and ``A`` the symmetric coupling
+``(A v)_l = f_{l-1}^lin(v_{l-1}) + f_l^T(v_{l+1})``, the adjoint ``mu = D (g + A mu)`` (the response
+of the states to a unit nudge along ``-g``, ``g = dL/ds_L`` at the output layer) is solved by
+conjugate gradients in ``z = D^{-1/2} mu``, on the energy Hessian's symmetric system
+
+    (I - D^{1/2} A D^{1/2}) z = D^{1/2} g,                                                    (ADJ)
 
 and ``dL/dtheta = mu . d^2 Phi / ds dtheta``: ``dL/dW_l = sum_b mu_{l+1} s_l^T + s_{l+1} mu_l^T``,
 ``dL/db_l = sum_b mu_{l+1}``, ``dL/dx = f_0^T(mu_1)`` (IMP-H). It is the true gradient of the loss at
 the free fixed point wherever no unit sits exactly on a kink of ``rho`` (a set of measure zero) and
-the fixed point is a strict minimum (CG refuses a Hessian that is not positive definite).
+the fixed point is a strict minimum (CG refuses a Hessian that is not positive definite). A clamped
+unit held at 0 or 1 has no gradient at all; EP's finite nudge can still move it.
 
 Not reproduced from the paper: pooling and batch norm inside a block (keep them digital, between
 blocks, as for the circuit blocks); strides; a block mixing conv and dense layers (chain a conv
