@@ -9,6 +9,7 @@ from cosim.gradients import (
     ImplicitDifferentiation,
     gradient_method,
 )
+from cosim.hopfield import HopfieldBlock, HopfieldSpec
 from cosim.model import FFEBM
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "BlockGradients",
     "EquilibriumPropagation",
     "GradientMethod",
+    "HopfieldBlock",
+    "HopfieldSpec",
     "ImplicitDifferentiation",
     "gradient_method",
 ]

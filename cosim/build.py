@@ -12,6 +12,7 @@ from analog.solvers import EquilibriumSolver, SolverError, get_solver
 from cosim.block import AnalogBlock
 from cosim.config import ConfigError, RunConfig, SolverConfig, TrainConfig
 from cosim.gradients import EquilibriumPropagation, GradientMethod
+from cosim.hopfield import HopfieldBlock
 from cosim.limits import check_memory
 from cosim.model import FFEBM
 from cosim.optim import analog_scale, build_optimizer, build_schedule
@@ -149,9 +150,14 @@ def build_model(
     torch.manual_seed(config.seed.init)
     solver = solver or build_solver(config.solver)
     blocks: list[nn.Module] = []
-    n_analog = 0
+    n_analog = n_hopfield = 0
     for i, block in enumerate(config.model.blocks):
-        if block.type == "analog":
+        if block.type == "hopfield":
+            seed = block_seed(config.seed.init, i)
+            method = config.train.gradient_method()
+            module = HopfieldBlock(block.spec(), method, seed=seed, dtype=dtype, name=f"hopfield{n_hopfield}")
+            n_hopfield += 1
+        elif block.type == "analog":
             module = analog_block(
                 config,
                 i,

@@ -252,6 +252,11 @@ def energy_report(
     costs = CostModel.from_config(cfg)
     caps, options = cfg.capacitances(), cfg.transient_options()
     blocks = model.analog_blocks()
+    if not blocks:
+        raise ConfigError(
+            "model.blocks: energy is a circuit quantity and this model has no analog block (Hopfield blocks "
+            "are the idealised reference, with no circuit to power)"
+        )
     method = blocks[0].method
     if not isinstance(method, EquilibriumPropagation):
         raise ConfigError(

@@ -79,7 +79,7 @@ def method_gradients(
     ``"implicit"`` (the exact gradient, ``beta`` None) or an EP variant, which keeps each block's EP
     settings (e.g. its measurement ADC) and varies only the variant and beta. The blocks' methods
     are restored afterwards."""
-    blocks = model.analog_blocks()
+    blocks = model.energy_blocks()
     saved = [b.method for b in blocks]
     try:
         if method == "implicit":

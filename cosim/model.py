@@ -1,4 +1,5 @@
-"""The feedforward-tied energy-based model: an ordered chain of digital and analog blocks.
+"""The feedforward-tied energy-based model: an ordered chain of digital and energy blocks (analog
+circuits, :class:`~cosim.block.AnalogBlock`, or their idealisation, :class:`~cosim.hopfield.HopfieldBlock`).
 
 ``loss.backward()`` is backprop inside the digital blocks and the chosen gradient method (EP or the
 exact implicit reference) inside each analog block, chained end to end (Nest & Ernoult 2024).
@@ -14,18 +15,20 @@ from torch import nn
 from analog.solvers.base import EquilibriumSolver
 from cosim.block import AnalogBlock
 from cosim.gradients import GradientMethod
+from cosim.hopfield import HopfieldBlock
 
 __all__ = ["FFEBM"]
 
 
 class FFEBM(nn.Module):
-    """``blocks`` are applied in order; analog ones are :class:`AnalogBlock`, the rest torch modules."""
+    """``blocks`` are applied in order; energy blocks are :class:`AnalogBlock` or
+    :class:`HopfieldBlock`, the rest torch modules."""
 
     def __init__(self, blocks: Iterable[nn.Module]):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
-        if not any(isinstance(b, AnalogBlock) for b in self.blocks):
-            raise ValueError("model.blocks: an ff-EBM needs at least one analog block")
+        if not self.energy_blocks():
+            raise ValueError("model.blocks: an ff-EBM needs at least one energy block (analog or hopfield)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -35,8 +38,12 @@ class FFEBM(nn.Module):
     def analog_blocks(self) -> list[AnalogBlock]:
         return [b for b in self.blocks if isinstance(b, AnalogBlock)]
 
+    def energy_blocks(self) -> list[AnalogBlock | HopfieldBlock]:
+        """The blocks trained by a gradient method: analog and Hopfield ones."""
+        return [b for b in self.blocks if isinstance(b, AnalogBlock | HopfieldBlock)]
+
     def set_gradient_method(self, method: GradientMethod) -> FFEBM:
-        for block in self.analog_blocks():
+        for block in self.energy_blocks():
             block.method = method
         return self
 
@@ -51,9 +58,10 @@ class FFEBM(nn.Module):
             block.clip_()
 
     def solver_stats(self) -> dict[str, float]:
-        """Iterations and residual of the last solve of each phase, per analog block."""
+        """Iterations and residual (analog) or last change (Hopfield) of the last solve of each
+        phase, per energy block."""
         out = {}
-        for block in self.analog_blocks():
+        for block in self.energy_blocks():
             for phase, stats in block.stats.items():
                 for key, value in stats.items():
                     out[f"{block.name}.{phase}.{key}"] = value

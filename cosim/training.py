@@ -70,7 +70,7 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
                 x = augment(x)
             x = x.to(device=run.device, dtype=run.dtype)
             y = data.train_y[index]
-            for block in model.analog_blocks():
+            for block in model.energy_blocks():
                 block.stats.clear()
             optimizer.zero_grad(set_to_none=True)
             out = model(x)
@@ -184,7 +184,8 @@ def finish(
     plot_solver_iterations(
         rows, run_dir / SOLVER_PLOT, title=f"{config.name}: solver iterations per phase", solver=config.solver.name
     )
-    samples = config.train.ngspice_eval_samples if ngspice else 0
+    # A model without analog blocks has nothing for ngspice to solve (Hopfield blocks are ideal).
+    samples = config.train.ngspice_eval_samples if ngspice and run.model.analog_blocks() else 0
     if samples:
         where = f" on a {cluster.describe()}" if cluster.spread else ""
         say(f"ngspice validation on {min(samples, len(run.data.test_y))} test samples{where} ...")

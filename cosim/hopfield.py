@@ -1,0 +1,526 @@
+"""Deep Hopfield Network (DHN) energy blocks: the ff-EBM paper's own, idealised energy-based blocks,
+behind the interface of :class:`~cosim.block.AnalogBlock`, so that one network can hold the idealised
+block and its circuit realisation side by side (Nest & Ernoult 2024, arXiv 2409.03306, Sec. 4, and
+their code ``rain-neuromorphics/hybrid_bp_ep_official``, ``src/models/vgg.py``).
+
+A block has state layers ``s_1 .. s_L``; its input ``x = s_0`` is the output of the block before it
+(fixed during the block's relaxation). With ``f_l`` the coupling from layer ``l`` to ``l+1`` (dense:
+``f_l(v) = W_l v + b_l``; convolutional: ``f_l(v) = conv2d(v, K_l, padding) + b_l``, stride 1) the
+primitive function and the energy are
+
+    Phi(s; x) = sum_{l=0}^{L-1} <s_{l+1}, f_l(s_l)>,
+    E(s; x)   = sum_l G_l(s_l) - Phi(s; x),       G_l' = rho_l^{-1},                           (E)
+
+and a state is a fixed point of ``s_l = rho_l(dPhi/ds_l)``. ``rho(u) = clamp(a u, 0, 1)`` with slope
+``a = 1`` (``clamp``, the paper's ``activation: 1.0``) or ``1/2`` (``clamp-half``, Laborieux et al.
+2021), for which ``G(s) = s^2 / (2a)`` on ``[0, 1]``; ``sigmoid(4u - 2)``, a smooth counterpart (not
+in the paper; it lets tests see EP's textbook ``beta^2`` bias); or ``rho_L(u) = u`` for an unclamped
+output layer (the official code's ``clamp_last = false``). As in the paper the states live in
+``[0, 1]`` and ``rho`` is applied by the update, not inside the coupling: ``dPhi/ds_l =
+f_{l-1}(s_{l-1}) + f_l^T(s_{l+1})``, with ``f^T`` the adjoint of the linear part (a transposed
+matrix, a transposed convolution). The fixed point minimises (E) (over the box, for the clamps), and
+each layer update is the exact minimum over that layer given its neighbours, so the paper's
+asynchronous scheme (all odd layers, then all even layers: one iteration) lowers ``E`` at every
+step. The free phase starts from zero states and runs ``t1`` iterations; each nudged phase starts
+from the free fixed point and runs ``t2`` (the paper's T1 and T2); with ``tol`` a phase stops as
+soon as no state moved by more than ``tol`` in one iteration, and one that has not by ``t1`` /
+``t2`` iterations is an error.
+
+Nudging. The ff-EBM paper nudges block ``k`` with the gradient arriving from the blocks after it,
+``E + beta <delta, s_L>``, ``delta = dL/ds_L`` (the official code adds ``beta * error_current`` to
+the output layer's drive, ``error_current = -dL/ds_L``). Here ``delta_b`` is divided by its largest
+entry ``gamma_b`` per sample, exactly as the analog blocks' nudge (:mod:`cosim.gradients`, (N)), so
+that the same ``train.beta`` is the largest nudging force as a fraction of a state's full range
+``[0, 1]`` in both kinds of block, whatever the loss scale or batch size:
+
+    E_b^{+-beta} = E_b +- beta <delta_b / gamma_b, s_L>.                                       (N-H)
+
+The estimates (Scellier & Bengio 2017, Thm. 1; centered: Laborieux et al. 2021) are
+
+    dL/dtheta ~ -sum_b kappa_b (dPhi_b/dtheta(s(a)) - dPhi_b/dtheta(s(b))),                    (EP-H)
+
+for every weight, bias and the block input ``x``, with phases ``(a, b) = (+beta, -beta)`` and
+``kappa_b = gamma_b / (2 beta)`` (centered), or ``(+beta, free)`` / ``(free, -beta)`` and
+``kappa_b = gamma_b / beta``. ``Phi`` is linear in each parameter, so these are the products
+``s_{l+1} s_l^T`` (or their convolutional counterparts) of the two phases.
+
+With the clamps the fixed point is piecewise linear in ``beta``, so the centered estimate is exact
+(its quadratic terms cancel) until a unit crosses a kink; the one-sided ones keep an ``O(beta)`` bias.
+
+The exact reference (``implicit``) differentiates the free fixed point. With ``D = rho'(dPhi/ds)``
+there (``a`` or 0 for the clamps, 1 for a linear output) and ``A`` the symmetric coupling
+``(A v)_l = f_{l-1}^lin(v_{l-1}) + f_l^T(v_{l+1})``, the adjoint ``mu = D (g + A mu)`` (the response
+of the states to a unit nudge along ``-g``, ``g = dL/ds_L`` at the output layer) is solved by
+conjugate gradients in ``z = D^{-1/2} mu``, on the energy Hessian's symmetric system
+
+    (I - D^{1/2} A D^{1/2}) z = D^{1/2} g,                                                    (ADJ)
+
+and ``dL/dtheta = mu . d^2 Phi / ds dtheta``: ``dL/dW_l = sum_b mu_{l+1} s_l^T + s_{l+1} mu_l^T``,
+``dL/db_l = sum_b mu_{l+1}``, ``dL/dx = f_0^T(mu_1)`` (IMP-H). It is the true gradient of the loss at
+the free fixed point wherever no unit sits exactly on a kink of ``rho`` (a set of measure zero) and
+the fixed point is a strict minimum (CG refuses a Hessian that is not positive definite). A clamped
+unit held at 0 or 1 has no gradient at all; EP's finite nudge can still move it.
+
+Not reproduced from the paper: pooling and batch norm inside a block (keep them digital, between
+blocks, as for the circuit blocks); strides; a block mixing conv and dense layers (chain a conv
+block, a digital ``flatten`` and a dense block instead).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analog.readout import Measurement
+from analog.solvers.base import SolverError
+from cosim.gradients import EquilibriumPropagation, GradientMethod, ImplicitDifferentiation
+
+__all__ = ["ACTIVATIONS", "FixedPoint", "HopfieldBlock", "HopfieldSpec"]
+
+ACTIVATIONS = ("clamp", "clamp-half", "sigmoid")
+"""``clamp``: ``clamp(u, 0, 1)``; ``clamp-half``: ``clamp(u / 2, 0, 1)``; ``sigmoid``:
+``1 / (1 + exp(-(4 u - 2)))``, a smooth counterpart of ``clamp`` (same range, slope 1 at ``u = 1/2``)."""
+_SLOPE = {"clamp": 1.0, "clamp-half": 0.5}
+
+
+def activate(name: str, u: torch.Tensor) -> torch.Tensor:
+    """``rho(u)`` of activation ``name`` (:data:`ACTIVATIONS`; ``identity`` for an unclamped output)."""
+    if name == "identity":
+        return u
+    if name == "sigmoid":
+        return torch.sigmoid(4.0 * u - 2.0)
+    return (_SLOPE[name] * u).clamp(0.0, 1.0)
+
+
+def activation_slope(name: str, u: torch.Tensor) -> torch.Tensor:
+    """``rho'(u)``; zero where a clamp is saturated (the kinks themselves count as saturated)."""
+    if name == "identity":
+        return torch.ones_like(u)
+    if name == "sigmoid":
+        r = torch.sigmoid(4.0 * u - 2.0)
+        return 4.0 * r * (1.0 - r)
+    a = _SLOPE[name]
+    return a * ((a * u > 0) & (a * u < 1)).to(u.dtype)
+
+
+def state_cost(name: str, s: torch.Tensor) -> torch.Tensor:
+    """``G(s)`` of (E) per sample, ``G' = rho^{-1}``, ``[B]``."""
+    if name == "identity":
+        g = 0.5 * s**2
+    elif name == "sigmoid":
+        t = s.clamp(1e-300, 1.0)
+        q = (1.0 - s).clamp(1e-300, 1.0)
+        g = 0.25 * (s * t.log() + (1.0 - s) * q.log()) + 0.5 * s
+    else:
+        g = s**2 / (2.0 * _SLOPE[name])
+    return g.flatten(1).sum(1)
+
+
+ADJOINT_MAX_ITERATIONS = 2000
+"""Conjugate-gradient iterations allowed for the adjoint system (ADJ)."""
+
+
+@dataclass(frozen=True)
+class HopfieldSpec:
+    """The shape and dynamics of one DHN block; validated at construction ("field: message")."""
+
+    sizes: tuple[int, ...] | None = None
+    """Dense block: ``[n_in, hidden..., n_out]``, as an analog block's ``sizes``."""
+    channels: tuple[int, ...] | None = None
+    """Convolutional block: ``[c_in, c_1, ..., c_L]``, each layer a ``c_l``-channel feature map."""
+    kernel_size: int | None = None
+    """Convolutional block: side ``k`` of every ``k x k`` kernel (stride 1)."""
+    padding: int = 0
+    """Convolutional block: zero padding of every convolution; a layer's side is ``H + 2p - k + 1``."""
+    activation: str = "clamp"
+    """``clamp``: ``clamp(u, 0, 1)`` (the paper's); ``clamp-half``: ``clamp(u / 2, 0, 1)``."""
+    clamp_output: bool = True
+    """Apply the activation to the output layer too (the paper's inner blocks); ``False``: a linear
+    output layer, ``s_L = dPhi/ds_L`` (the paper's last block, before its readout)."""
+    bias: bool = True
+    """A bias on every coupling."""
+    t1: int = 60
+    """Free-phase iterations (the paper's T1), or their maximum with ``tol``."""
+    t2: int = 20
+    """Nudged-phase iterations (the paper's T2), or their maximum with ``tol``."""
+    tol: float | None = None
+    """Stop a phase once no state moves by more than this in one iteration (states are in
+    ``[0, 1]``); ``None``: run exactly ``t1`` / ``t2`` iterations."""
+    init_scale: float = 0.5
+    """Weights and biases drawn uniform in ``+-init_scale / sqrt(fan_in)`` (the paper's scaled
+    Kaiming-uniform initialisation, alpha 0.5)."""
+
+    def __post_init__(self) -> None:
+        if (self.sizes is None) == (self.channels is None):
+            raise ValueError("sizes: give sizes (a dense block) or channels (a convolutional block), not both")
+        layers, key = (self.sizes, "sizes") if self.sizes is not None else (self.channels, "channels")
+        if len(layers) < 2 or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in layers):
+            raise ValueError(
+                f"{key}: needs an input and at least one layer, each a positive integer, got {list(layers)}"
+            )
+        if self.channels is not None:
+            if self.kernel_size is None or not 1 <= self.kernel_size <= 31:
+                raise ValueError(
+                    f"kernel_size: a convolutional block needs a kernel side in [1, 31], got {self.kernel_size}"
+                )
+            if not 0 <= self.padding < self.kernel_size:
+                raise ValueError(f"padding: must be in [0, kernel_size - 1], got {self.padding}")
+        elif self.kernel_size is not None or self.padding != 0:
+            raise ValueError(
+                "kernel_size: a dense block (sizes) has no kernel; give channels for a convolutional block"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation: must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.t1 < 1:
+            raise ValueError(f"t1: the free phase needs at least 1 iteration, got {self.t1}")
+        if self.t2 < 1:
+            raise ValueError(f"t2: a nudged phase needs at least 1 iteration, got {self.t2}")
+        if self.tol is not None and not (math.isfinite(self.tol) and 0 < self.tol < 1):
+            raise ValueError(f"tol: must be in (0, 1) (states are in [0, 1]), got {self.tol}")
+        if not (math.isfinite(self.init_scale) and 0 < self.init_scale <= 10):
+            raise ValueError(f"init_scale: must be in (0, 10], got {self.init_scale}")
+
+    @property
+    def conv(self) -> bool:
+        return self.channels is not None
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """``sizes`` or ``channels``: the input, then each state layer."""
+        return self.sizes if self.sizes is not None else self.channels
+
+    @property
+    def depth(self) -> int:
+        """Number of state layers ``L``."""
+        return len(self.layer_sizes) - 1
+
+    def activations(self) -> tuple[str, ...]:
+        """The activation of each state layer: ``identity`` for an unclamped output."""
+        return tuple(
+            self.activation if l < self.depth - 1 or self.clamp_output else "identity" for l in range(self.depth)
+        )
+
+    def weight_shape(self, l: int) -> tuple[int, ...]:
+        n_in, n_out = self.layer_sizes[l], self.layer_sizes[l + 1]
+        return (n_out, n_in, self.kernel_size, self.kernel_size) if self.conv else (n_out, n_in)
+
+
+@dataclass
+class FixedPoint:
+    """States of one phase and how the iteration ended."""
+
+    states: tuple[torch.Tensor, ...]
+    """``s_1 .. s_L``: ``[B, n_l]`` (dense) or ``[B, c_l, H_l, W_l]`` (convolutional)."""
+    iterations: int
+    change: float
+    """Largest change of any state in the last iteration (dimensionless, states are in ``[0, 1]``)."""
+    converged: bool | None
+    """``None`` when the phase ran a fixed number of iterations (no ``tol``)."""
+
+
+class _Couplings:
+    """The couplings ``f_l`` of one block for given (detached or differentiable) parameters."""
+
+    def __init__(self, spec: HopfieldSpec, weights, biases):
+        self.spec, self.weights, self.biases = spec, weights, biases
+
+    def up(self, l: int, v: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """``f_l(v)``: the drive of layer ``l+1`` from layer ``l`` (``l = 0``: the input)."""
+        b = self.biases[l] if bias and self.spec.bias else None
+        if self.spec.conv:
+            return F.conv2d(v, self.weights[l], b, padding=self.spec.padding)
+        return F.linear(v, self.weights[l], b)
+
+    def down(self, l: int, v: torch.Tensor) -> torch.Tensor:
+        """``f_l^T(v)``: the drive of layer ``l`` from layer ``l+1`` (the adjoint of the linear part)."""
+        if self.spec.conv:
+            return F.conv_transpose2d(v, self.weights[l], padding=self.spec.padding)
+        return v @ self.weights[l]
+
+    def drive(self, l: int, states, x: torch.Tensor | None, bias: bool = True) -> torch.Tensor:
+        """``dPhi/ds_l`` of free layer ``l`` (0-based: ``states[l]`` is ``s_{l+1}``); ``x`` None: no input."""
+        lower = x if l == 0 else states[l - 1]
+        out = self.up(l, lower, bias) if lower is not None else 0.0
+        if l + 1 < len(states):
+            out = out + self.down(l + 1, states[l + 1])
+        if lower is None and not torch.is_tensor(out):
+            out = torch.zeros_like(states[l])
+        return out
+
+    def phi(self, x: torch.Tensor, states) -> torch.Tensor:
+        """``Phi`` of (E) per sample, ``[B]``."""
+        layers = (x, *states)
+        return sum(_inner(layers[l + 1], self.up(l, layers[l])) for l in range(len(states)))
+
+    def coupling_operator(self, v) -> tuple[torch.Tensor, ...]:
+        """``A v`` of (ADJ): the drives of ``v`` without input or biases."""
+        return tuple(self.drive(l, v, None, bias=False) for l in range(len(v)))
+
+
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner product ``[B]``."""
+    return (a * b).flatten(1).sum(1)
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``v`` ``[B]`` shaped to broadcast against ``like``."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class _HopfieldFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, block: HopfieldBlock, x: torch.Tensor, *params: torch.Tensor):
+        x = x.detach()
+        free = block.relax(x, phase="free")
+        block.record("free", free)
+        ctx.block, ctx.x, ctx.free = block, x, free
+        return free.states[-1].clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        block: HopfieldBlock = ctx.block
+        if not torch.isfinite(grad_output.sum()):
+            raise FloatingPointError(
+                f"{block.name}: the gradient arriving at the Hopfield block's output contains NaN/inf"
+            )
+        grad_x, grads = block.gradients(ctx.x, ctx.free, grad_output.detach())
+        ctx.free = None
+        return (None, grad_x, *grads)
+
+
+class HopfieldBlock(nn.Module):
+    """A DHN energy block (module docstring) with trainable couplings.
+
+    ``forward(x)``: the block input (dense ``[B, n_in]``, flattened; convolutional ``[B, c_in, H,
+    W]``) -> the output layer's free fixed point ``s_L``. ``loss.backward()`` runs the gradient
+    ``method`` in the block: :class:`~cosim.gradients.EquilibriumPropagation` (its ``beta`` and
+    ``variant``; (N-H), (EP-H)) or :class:`~cosim.gradients.ImplicitDifferentiation` ((ADJ), (IMP-H)),
+    the same objects an analog block takes, so ``train.method`` / ``train.beta`` and
+    :meth:`cosim.model.FFEBM.set_gradient_method` choose them for both kinds of block.
+    """
+
+    def __init__(
+        self,
+        spec: HopfieldSpec,
+        method: GradientMethod | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+        name: str = "hopfield",
+    ):
+        super().__init__()
+        self.spec = spec
+        self.name = name
+        self.method = method if method is not None else EquilibriumPropagation()
+        gen = torch.Generator().manual_seed(seed)
+        weights, biases = [], []
+        for l in range(spec.depth):
+            shape = spec.weight_shape(l)
+            bound = spec.init_scale / math.sqrt(math.prod(shape[1:]))
+            weights.append(nn.Parameter((2 * torch.rand(shape, generator=gen, dtype=dtype) - 1) * bound))
+            if spec.bias:
+                biases.append(nn.Parameter((2 * torch.rand(shape[0], generator=gen, dtype=dtype) - 1) * bound))
+        # Not ``weights`` / ``biases``: those state-dict names are an analog block's conductances, which a
+        # checkpoint must hold positive.
+        self.synapses = nn.ParameterList(weights)
+        self.synapse_biases = nn.ParameterList(biases)
+        self.stats: dict[str, dict[str, float]] = {}
+        """Last run of each phase: ``iterations`` and ``change`` (free, positive, negative), and the
+        adjoint's ``iterations`` and ``residual`` (relative) for the implicit method."""
+
+    @property
+    def method(self) -> GradientMethod:
+        return self._method
+
+    @method.setter
+    def method(self, method: GradientMethod) -> None:
+        if isinstance(method, EquilibriumPropagation):
+            if method.measurement != Measurement():
+                raise ValueError(
+                    f"{self.name}: a Hopfield block reads its states exactly; EP measurement (ADC) settings "
+                    "apply to analog blocks only"
+                )
+        elif not isinstance(method, ImplicitDifferentiation):
+            raise ValueError(f"{self.name}: a Hopfield block supports EP and implicit differentiation, not {method!r}")
+        self._method = method
+
+    def parameters_list(self) -> list[nn.Parameter]:
+        return [*self.synapses, *self.synapse_biases]
+
+    def couplings(self, params=None) -> _Couplings:
+        params = [p.detach() for p in self.parameters_list()] if params is None else params
+        depth = self.spec.depth
+        return _Couplings(self.spec, params[:depth], params[depth:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self.synapses[0].dtype
+        if self.spec.conv:
+            if x.dim() != 4 or x.shape[1] != self.spec.channels[0]:
+                raise ValueError(
+                    f"{self.name}: a convolutional Hopfield block takes [B, {self.spec.channels[0]}, H, W], "
+                    f"got {list(x.shape)} (reshape flat inputs with a reshape block)"
+                )
+        else:
+            x = x.flatten(1)
+            if x.shape[1] != self.spec.sizes[0]:
+                raise ValueError(f"{self.name}: expects {self.spec.sizes[0]} inputs per sample, got {x.shape[1]}")
+        return _HopfieldFunction.apply(self, x.to(dtype), *self.parameters_list())
+
+    def zero_states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Zero states for input ``x`` (the paper's initialisation of the free phase)."""
+        spec, batch = self.spec, x.shape[0]
+        states, side = [], tuple(x.shape[2:])
+        for n in spec.layer_sizes[1:]:
+            if spec.conv:
+                side = tuple(s + 2 * spec.padding - spec.kernel_size + 1 for s in side)
+                if min(side) < 1:
+                    raise ValueError(
+                        f"{self.name}: input side {list(x.shape[2:])} is too small for {spec.depth} layers"
+                    )
+            states.append(torch.zeros(batch, n, *side, dtype=x.dtype, device=x.device))
+        return tuple(states)
+
+    @torch.no_grad()
+    def relax(
+        self,
+        x: torch.Tensor,
+        phase: str,
+        init: tuple[torch.Tensor, ...] | None = None,
+        nudge: torch.Tensor | None = None,
+    ) -> FixedPoint:
+        """Iterate ``s_l <- rho_l(dPhi/ds_l - [l = L] nudge)`` from ``init`` (zeros) for ``t1``
+        (free) or ``t2`` (nudged) iterations, or to ``tol``. Odd layers, then even ones (the free
+        phase starts with ``s_1``, a nudged one with the group holding ``s_L``, where the nudge enters)."""
+        spec = self.spec
+        couplings, activations, depth = self.couplings(), spec.activations(), spec.depth
+        states = list(self.zero_states(x) if init is None else init)
+        steps = spec.t1 if phase == "free" else spec.t2
+        groups = [list(range(0, depth, 2)), list(range(1, depth, 2))]
+        if phase != "free" and (depth - 1) % 2 == 1:
+            groups.reverse()
+        change, converged = float("inf"), None
+        for iteration in range(1, steps + 1):
+            change = 0.0
+            for group in groups:
+                for l in group:
+                    u = couplings.drive(l, states, x)
+                    if l == depth - 1 and nudge is not None:
+                        u = u - nudge
+                    new = activate(activations[l], u)
+                    change = max(change, float((new - states[l]).abs().max()))
+                    states[l] = new
+            if spec.tol is not None and change <= spec.tol:
+                converged = True
+                break
+        if spec.tol is not None and converged is None:
+            raise SolverError(
+                f"{self.name}, {phase} phase: the states still moved by {change:.3e} in iteration {steps} (tol "
+                f"{spec.tol:.1e}); raise {'t1' if phase == 'free' else 't2'}, loosen tol, or lower the weights "
+                "(a coupling too strong has no unique fixed point)"
+            )
+        return FixedPoint(tuple(states), iteration, change, converged)
+
+    @torch.no_grad()
+    def energy(self, x: torch.Tensor, states) -> torch.Tensor:
+        """``E`` of (E) per sample, ``[B]`` (the nudge not included)."""
+        cost = sum(state_cost(name, s) for name, s in zip(self.spec.activations(), states, strict=True))
+        return cost - self.couplings().phi(x, states)
+
+    def record(self, phase: str, fp: FixedPoint) -> None:
+        self.stats[phase] = {"iterations": float(fp.iterations), "change": fp.change}
+
+    def gradients(self, x, free: FixedPoint, grad_output) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``dL/dx`` and ``dL/dtheta`` (weights, then biases) by the block's method."""
+        if isinstance(self.method, ImplicitDifferentiation):
+            mu = self.adjoint(x, free, grad_output)
+            return self._bilinear_gradients(x, lambda c, x_: self._psi(c, x_, free.states, mu))
+        beta, variant = self.method.beta, self.method.variant
+        if beta == 0:
+            raise ValueError("beta: EP needs beta > 0 to measure a gradient (beta = 0 is the free phase)")
+        gamma = grad_output.flatten(1).abs().amax(1)
+        unit = grad_output / _per_sample(torch.where(gamma > 0, gamma, torch.ones_like(gamma)), grad_output)
+        phases = {}
+        for name, sign in (("positive", 1.0), ("negative", -1.0)):
+            if variant in ("centered", name):
+                phases[name] = self.relax(x, name, init=free.states, nudge=sign * beta * unit)
+                self.record(name, phases[name])
+        a, b = phases.get("positive", free), phases.get("negative", free)
+        kappa = gamma / (beta * (2.0 if variant == "centered" else 1.0))
+        # (EP-H): -d/dtheta of sum_b kappa_b (Phi_b(s(a)) - Phi_b(s(b))).
+        return self._bilinear_gradients(x, lambda c, x_: -(kappa * (c.phi(x_, a.states) - c.phi(x_, b.states))).sum())
+
+    def _bilinear_gradients(self, x, scalar) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Gradients of ``scalar(couplings, x)`` w.r.t. ``x`` and every parameter."""
+        with torch.enable_grad():
+            params = [p.detach().requires_grad_() for p in self.parameters_list()]
+            x_ = x.detach().requires_grad_()
+            grads = torch.autograd.grad(scalar(self.couplings(params), x_), [x_, *params])
+        return grads[0], list(grads[1:])
+
+    @staticmethod
+    def _psi(c: _Couplings, x, states, mu) -> torch.Tensor:
+        """``mu . dPhi/ds`` summed over the batch: its parameter and input gradients are (IMP-H)."""
+        layers = (x, *states)
+        total = sum(_inner(mu[l], c.up(l, layers[l])) for l in range(len(states)))
+        total = total + sum(_inner(states[l], c.up(l, mu[l - 1], bias=False)) for l in range(1, len(states)))
+        return total.sum()
+
+    @torch.no_grad()
+    def adjoint(self, x, free: FixedPoint, grad_output) -> tuple[torch.Tensor, ...]:
+        """``mu`` of (ADJ) by batched conjugate gradients (every sample its own system)."""
+        spec, couplings, states = self.spec, self.couplings(), free.states
+        # In z = D^{-1/2} mu the system is (I - D^{1/2} A D^{1/2}) z = D^{1/2} g: symmetric, with no
+        # 1/D to blow up where a unit saturates, and positive definite exactly when (ADJ)'s is.
+        names = spec.activations()
+        roots = [activation_slope(name, couplings.drive(l, states, x)).sqrt() for l, name in enumerate(names)]
+
+        def hessian(v):
+            av = couplings.coupling_operator(tuple(r * vl for r, vl in zip(roots, v, strict=True)))
+            return tuple(vl - r * avl for r, vl, avl in zip(roots, v, av, strict=True))
+
+        def dot(p, q):
+            return sum(_inner(pl, ql) for pl, ql in zip(p, q, strict=True))
+
+        rhs = (*(torch.zeros_like(s) for s in states[:-1]), roots[-1] * grad_output.to(states[-1]))
+        mu = tuple(torch.zeros_like(s) for s in states)
+        r, p = rhs, rhs
+        rs = dot(r, r)
+        target = (dot(rhs, rhs).sqrt() * (1e3 * torch.finfo(x.dtype).eps)) ** 2
+        done = 0
+        for done in range(ADJOINT_MAX_ITERATIONS + 1):
+            if bool((rs <= target).all()):
+                break
+            if done == ADJOINT_MAX_ITERATIONS:
+                raise SolverError(
+                    f"{self.name}, adjoint: conjugate gradients did not converge in {done} iterations (the free "
+                    "fixed point is close to losing its minimum); lower the weights"
+                )
+            hp = hessian(p)
+            php = dot(p, hp)
+            live = rs > target
+            if bool((php[live] <= 0).any()):
+                bad = (live & (php <= 0)).nonzero().flatten().tolist()
+                raise SolverError(
+                    f"{self.name}, adjoint: the energy's Hessian is not positive definite at the free fixed point "
+                    f"of samples {bad[:10]}: it is no strict minimum, so neither EP nor the implicit gradient "
+                    "applies; lower the weights, or run the free phase to a tolerance (tol)"
+                )
+            alpha = torch.where(live, rs / torch.where(live, php, torch.ones_like(php)), torch.zeros_like(rs))
+            mu = tuple(m + _per_sample(alpha, m) * pl for m, pl in zip(mu, p, strict=True))
+            r = tuple(rl - _per_sample(alpha, rl) * hl for rl, hl in zip(r, hp, strict=True))
+            rs_new = dot(r, r)
+            ratio = torch.where(live, rs_new / torch.where(live, rs, torch.ones_like(rs)), torch.zeros_like(rs))
+            p = tuple(rl + _per_sample(ratio, rl) * pl for rl, pl in zip(r, p, strict=True))
+            rs = rs_new
+        scale = dot(rhs, rhs).sqrt().clamp_min(torch.finfo(x.dtype).tiny)
+        self.stats["adjoint"] = {"iterations": float(done), "residual": float((rs.sqrt() / scale).max())}
+        return tuple(r * z for r, z in zip(roots, mu, strict=True))
+
+    def extra_repr(self) -> str:
+        kind = f"conv {self.spec.kernel_size}x{self.spec.kernel_size}" if self.spec.conv else "dense"
+        sizes = "-".join(map(str, self.spec.layer_sizes))
+        tol = f"tol={self.spec.tol:g}" if self.spec.tol is not None else "fixed steps"
+        return f"{self.name}: {kind} {sizes}, t1={self.spec.t1}, t2={self.spec.t2}, {tol}, method={self.method.name}"
