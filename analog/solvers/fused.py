@@ -27,7 +27,7 @@ import warnings
 
 import torch
 
-from analog.solvers.layer_nodes import W_NEWTON
+from analog.solvers.layer_nodes import lambert_root
 
 __all__ = ["FusedKernels", "cold_sweep", "kernels", "residual", "sweep"]
 
@@ -94,28 +94,6 @@ def _newton(x0, b, d, phys, rails):
     return (b - f / scale - d * x0) / (d + g)
 
 
-def _lambert(b, d, is_over_d, lambert_offset, phys, rails):
-    """(5) of :func:`analog.solvers.layer_nodes.cold_start`, u-space."""
-    scale, up, down, vte = phys[0], phys[1], phys[2], phys[3]
-    has_up, has_down, _ = rails
-    a = b / d * scale
-    if has_up and has_down:
-        past = a - 0.5 * (up + down)
-        sigma = torch.sign(past)
-        t = past.abs() - 0.5 * (up - down)
-    elif has_up:
-        sigma = torch.ones_like(a)
-        t = a - up
-    else:
-        sigma = -torch.ones_like(a)
-        t = down - a
-    log_x = torch.clamp(t / vte + lambert_offset, min=-60.0)
-    w = torch.nn.functional.softplus(log_x)
-    for _ in range(W_NEWTON):
-        w = w - (w + torch.log(w) - log_x) * w / (w + 1.0)
-    return (a - sigma * (w * vte - is_over_d)) / scale
-
-
 def sweep(parts, const, diag, weights, physics, omega, rails, lambert=None):
     """One over-relaxed sweep of single Newton steps over the free layers, in order, u-space.
 
@@ -138,7 +116,7 @@ def sweep(parts, const, diag, weights, physics, omega, rails, lambert=None):
         target = x0 + delta
         if lambert is not None:
             far = step * phys[6] > 0.05
-            x = _lambert(b, diag[k], lambert[0][k], lambert[1][k], phys, rails)
+            x = lambert_root(b, diag[k], lambert[0][k], lambert[1][k], phys, rails)
             again = _newton(x, b, diag[k], phys[:6], rails)
             target = torch.where(far, x + again, target)
             step = torch.where(far, again.abs(), step)
@@ -156,13 +134,13 @@ def cold_sweep(const, diag, weights, physics, is_over_d, lambert_offset, rails):
     parts = [torch.zeros_like(c) for c in const]
     for k in range(depth):
         b = _drive(parts, const, weights, k)
-        parts[k] = _lambert(b, diag[k], is_over_d[k], lambert_offset[k], physics[k].unbind(), rails)
+        parts[k] = lambert_root(b, diag[k], is_over_d[k], lambert_offset[k], physics[k].unbind(), rails)
     first = list(parts)
     steps, moves = [], []
     for k in range(depth):
         phys = physics[k].unbind()
         b = _drive(parts, const, weights, k)
-        x = _lambert(b, diag[k], is_over_d[k], lambert_offset[k], phys, rails)
+        x = lambert_root(b, diag[k], is_over_d[k], lambert_offset[k], phys, rails)
         delta = _newton(x, b, diag[k], phys[:6], rails)
         parts[k] = x + delta
         steps.append(delta.abs().amax())

@@ -12,7 +12,7 @@ import torch
 
 from analog.solvers.physics import LayeredSystem
 
-__all__ = ["W_NEWTON", "Layer", "cold_start", "fused_arguments", "layer_constants"]
+__all__ = ["W_NEWTON", "Layer", "cold_start", "fused_arguments", "lambert_root", "layer_constants"]
 
 
 @dataclass
@@ -131,32 +131,40 @@ def cold_start(system: LayeredSystem, layer: Layer, b: torch.Tensor, steps: int 
     """
     spec, s = system.spec, layer.scale
     diode = spec.diode
-    a = b / layer.d
-    if s != 1.0:
-        a = a * s
     up, dn = spec.diode_up_V, spec.diode_down_V
     if up is None and dn is None:
-        return a / s
+        return b / layer.d  # no diode: the all-off value is the root
     if diode.breakdown_voltage() is not None:
-        return _start_breakdown(system, layer, a, steps) / s
-    # sigma = +1 where the up diode is the nearer (or only) one, -1 for the down diode; t is
-    # how far a lies past that diode's rail (negative between the rails).
-    if up is not None and dn is not None:
-        past = a - 0.5 * (up + dn)
+        return _start_breakdown(system, layer, b / layer.d * s, steps) / s
+    rails = (up is not None, dn is not None)
+    phys = (s, 0.0 if up is None else up, 0.0 if dn is None else dn, diode.vte_V)
+    return lambert_root(b, layer.d, layer.is_over_d, layer.lambert_offset, phys, rails)
+
+
+def lambert_root(b, d, is_over_d, lambert_offset, phys, rails) -> torch.Tensor:
+    """(5) for a layer with at least one rail, u-space: ``phys`` starts ``(s_l, V_up, V_down, n Vt)``
+    (floats or 0-d tensors; a missing rail's value is unused), ``rails`` ``(has_up, has_down, ...)``.
+    Plain torch, so that the fused kernels (:mod:`analog.solvers.fused`) compile the same code."""
+    scale, up, down, vte = phys[0], phys[1], phys[2], phys[3]
+    has_up, has_down = rails[0], rails[1]
+    a = b / d * scale
+    # sigma = +1 where the up diode is the nearer (or only) one, -1 for the down diode; t is how
+    # far a lies past that diode's rail (negative between the rails).
+    if has_up and has_down:
+        past = a - 0.5 * (up + down)
         sigma = torch.sign(past)
-        t = past.abs_().sub_(0.5 * (up - dn))
-    elif up is not None:
-        sigma, t = 1.0, a - up
+        t = past.abs() - 0.5 * (up - down)
+    elif has_up:
+        sigma = torch.ones_like(a)
+        t = a - up
     else:
-        sigma, t = -1.0, dn - a
-    vte = diode.vte_V
-    log_x = t.mul_(1.0 / vte).add_(layer.lambert_offset).clamp_(min=-60.0)
+        sigma = -torch.ones_like(a)
+        t = down - a
+    log_x = torch.clamp(t / vte + lambert_offset, min=-60.0)
     w = torch.nn.functional.softplus(log_x)
     for _ in range(W_NEWTON):
         w = w - (w + torch.log(w) - log_x) * w / (w + 1.0)
-    y = w.mul_(vte).sub_(layer.is_over_d)  # a - v for the up diode, v - a for the down one
-    v = a - sigma * y
-    return v / s if s != 1.0 else v
+    return (a - sigma * (w * vte - is_over_d)) / scale
 
 
 W_NEWTON = 2
