@@ -3,7 +3,8 @@
 A metric row is a dict of column name -> number: ``epoch``, ``loss``, ``train_accuracy``,
 ``test_accuracy`` (top-1), ``train_top5_accuracy`` and ``test_top5_accuracy`` (only for datasets of
 more than 5 classes, see :func:`reports_top5`), ``lr``, then for every analog block and phase
-``<block>.<phase>.iterations_mean`` and ``<block>.<phase>.residual_A_max``;
+``<block>.<phase>.iterations_mean`` and ``<block>.<phase>.residual_A_max`` (for a Hopfield block
+``<block>.<phase>.change_max``, its largest last state change);
 ``<block>.write.pulses_epoch``, ``.energy_J_epoch`` and ``.time_s_epoch`` (the devices'
 programming over the epoch, when the devices count it, see
 :meth:`analog.devices.DeviceArray.programming`); ``<block>.nudge.L<l>_dv_V_max`` (the largest
@@ -56,11 +57,13 @@ class SolverTally:
     def __init__(self) -> None:
         self.iterations: dict[str, list[float]] = {}
         self.residual: dict[str, float] = {}
+        self.change: dict[str, float] = {}
         self.sums: dict[str, float] = {}
         self.maxima: dict[str, float] = {}
 
     def add(self, stats: dict[str, float]) -> None:
-        """One batch's ``{"<block>.<phase>.iterations": n, "<block>.<phase>.residual_A": r}``, plus
+        """One batch's ``{"<block>.<phase>.iterations": n, "<block>.<phase>.residual_A": r}`` (a
+        Hopfield block reports ``<block>.<phase>.change``, its last state change, instead), plus
         ``<block>.write.{pulses,energy_J,time_s}`` (summed over the epoch) and
         ``<block>.nudge.L<l>_dv_V`` (the largest over the epoch)."""
         for key, value in stats.items():
@@ -73,6 +76,8 @@ class SolverTally:
                 self.iterations.setdefault(block_phase, []).append(value)
             elif kind == "residual_A":
                 self.residual[block_phase] = max(self.residual.get(block_phase, 0.0), value)
+            elif kind == "change":
+                self.change[block_phase] = max(self.change.get(block_phase, 0.0), value)
 
     def columns(self) -> dict[str, float]:
         def order(key: str):
@@ -83,7 +88,10 @@ class SolverTally:
         for key in sorted(self.iterations, key=order):
             values = self.iterations[key]
             out[f"{key}.iterations_mean"] = sum(values) / len(values)
-            out[f"{key}.residual_A_max"] = self.residual.get(key, float("nan"))
+            if key in self.change:  # an iteration of states, not a circuit: no KCL residual
+                out[f"{key}.change_max"] = self.change[key]
+            else:
+                out[f"{key}.residual_A_max"] = self.residual.get(key, float("nan"))
         out.update({f"{k}_epoch": v for k, v in sorted(self.sums.items())})
         out.update({f"{k}_max": v for k, v in sorted(self.maxima.items())})
         return out
