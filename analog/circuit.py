@@ -57,6 +57,12 @@ class CircuitSpec:
     conductances realise signed weights."""
     input_gain_V: float = 1.0
     """Source volts per unit input value (> 0)."""
+    hidden_pairs: bool = False
+    """Dual-rail hidden layers: every free node that drives a crossbar (layers ``1..L-1``) drives
+    it twice, directly (or through its amplifier) and through an inverting bidirectional amplifier
+    (VCVS gain ``-A``, CCCS ``-1/A``), so that, as at the input pairs, positive conductances realise
+    signed weights in every crossbar. Crossbar ``l >= 1`` then has ``2 n_l`` rows: the ``+`` rails,
+    then the ``-`` rails."""
     bias_V: float | None = 1.0
     """Voltage of the ``+/-`` bias source pair feeding every layer, volts; ``None``: no bias."""
     diode_up_V: float | None = 0.0
@@ -130,6 +136,7 @@ class CircuitSpec:
         if self.user_models is not None and not isinstance(self.user_models, UserModels):
             raise ValueError(f"user_models: expected analog.models.UserModels, got {type(self.user_models).__name__}")
         self._check_peripherals()
+        self._check_hidden_pairs()
         if self.amplifier_gains is not None:
             gains = tuple(self.amplifier_gains)
             object.__setattr__(self, "amplifier_gains", gains)
@@ -142,6 +149,26 @@ class CircuitSpec:
             for i, a in enumerate(gains):
                 if a is not None and not (_finite(a) and 0 < a <= 1e3):
                     raise ValueError(f"amplifier_gains[{i}]: must be in (0, 1000] or None, got {a!r}")
+
+    def _check_hidden_pairs(self) -> None:
+        if not isinstance(self.hidden_pairs, bool):
+            raise ValueError(f"hidden_pairs: must be true or false, got {self.hidden_pairs!r}")
+        if not self.hidden_pairs:
+            return
+        if self.depth < 2:
+            raise ValueError(
+                "hidden_pairs: this block has no hidden layer (sizes has two entries): only the input "
+                "crossbar exists, and input_pairs already signs it; drop the key"
+            )
+        if self.wire_ohm is not None:
+            raise ValueError("hidden_pairs: dual-rail layers with resistive wires (wire_ohm) are not supported")
+        p = self.peripherals
+        if not p.ideal or p.dynamic:
+            which = ", ".join(p.set_fields() + (["amp_gbw_Hz"] if p.dynamic else []))
+            raise ValueError(
+                f"hidden_pairs: dual-rail layers with non-ideal peripherals ({which}) are not supported; "
+                "drop one or the other"
+            )
 
     def _check_peripherals(self) -> None:
         p = self.peripherals
@@ -211,7 +238,42 @@ class CircuitSpec:
 
     def weight_shapes(self) -> list[tuple[int, int]]:
         n = self.nodes_per_layer()
-        return [(n[l], n[l + 1]) for l in range(self.depth)]
+        return [(n[l] * (2 if self.paired(l) else 1), n[l + 1]) for l in range(self.depth)]
+
+    def paired(self, layer: int) -> bool:
+        """Whether crossbar ``layer`` (``>= 1``) is driven dual-rail (:attr:`hidden_pairs`)."""
+        return self.hidden_pairs and layer >= 1
+
+    def row_drive(self, layer: int, v: torch.Tensor) -> torch.Tensor:
+        """Physical voltages on the rows of crossbar ``layer >= 1`` for free layer ``layer``'s node
+        voltages ``v`` ``[B, n_l]``: ``A v`` behind an amplifier (else ``v``), and with
+        :attr:`hidden_pairs` ``[A v, -A v]``, ``[B, 2 n_l]``."""
+        x = v * self.gains()[layer - 1] if self.has_amplifier(layer) else v
+        return torch.cat([x, -x], dim=1) if self.paired(layer) else x
+
+    def pair_rows(self, layer: int, t: torch.Tensor) -> torch.Tensor:
+        """``t`` ``[B, n_l]`` per node as it appears on crossbar ``layer``'s rows: ``[t, -t]`` when
+        the crossbar is dual-rail, else ``t`` (linear; no gain)."""
+        return torch.cat([t, -t], dim=-1) if self.paired(layer) else t
+
+    def fold_rows(self, layer: int, t: torch.Tensor, sign: float = -1.0) -> torch.Tensor:
+        """Per-row quantities ``t`` ``[..., rows]`` of crossbar ``layer`` gathered onto the nodes
+        that drive them: ``t_+ + sign t_-`` for a dual-rail crossbar (``sign = -1``: currents,
+        which the inverting stage returns negated, and signed couplings; ``+1``: conductance
+        sums), else ``t``."""
+        if not self.paired(layer):
+            return t
+        n = t.shape[-1] // 2
+        return t[..., :n] + sign * t[..., n:]
+
+    def coupling(self, layer: int, g: torch.Tensor) -> torch.Tensor:
+        """Signed coupling between free layers ``layer`` and ``layer + 1`` of crossbar ``g``
+        ``[rows, n_{l+1}]``: ``G_+ - G_-`` for a dual-rail crossbar, else ``g``."""
+        return self.fold_rows(layer, g.T).T if self.paired(layer) else g
+
+    def inverting_amplifiers(self) -> int:
+        """Number of inverting stages of the dual-rail layers (one per node of layers ``1..L-1``)."""
+        return sum(self.layer_sizes[1:-1]) if self.hidden_pairs else 0
 
     def bias_shapes(self) -> list[tuple[int, int]]:
         return [(self.n_bias, n) for n in self.layer_sizes[1:]]
@@ -314,6 +376,8 @@ class Circuit:
                 raise ValueError("amp_offset: offsets must be finite and within +/-1 V")
             if spec.wire_ohm is not None:
                 raise ValueError("amp_offset: amplifier offsets with resistive wires (wire_ohm) are not supported")
+            if spec.hidden_pairs:
+                raise ValueError("amp_offset: amplifier offsets with dual-rail layers (hidden_pairs) are not supported")
         dtypes = {t.dtype for t in (*self.weights, *self.biases)}
         if len(dtypes) > 1:
             raise ValueError(f"weights/biases: all conductances must share one dtype, got {dtypes}")

@@ -154,11 +154,7 @@ def static_power(
     network_inputs = None
     for l, g in enumerate(circuit.weights):
         y = v[l]
-        if l == 0:
-            x = source_V
-        else:
-            a = gains[l - 1] if spec.has_amplifier(l) else 1.0
-            x = a * v[l - 1]
+        x = source_V if l == 0 else spec.row_drive(l, v[l - 1])
         b = circuit.biases[l]
         xb = bias_V.expand(batch, -1)
         if wires is None:
@@ -185,12 +181,14 @@ def static_power(
         if l == 0:
             network_inputs = out_of_x
         if l > 0:
+            # A dual-rail node's inverting stage returns its rail's current negated (fold_rows).
+            drawn = spec.fold_rows(l, out_of_x)
             if spec.has_amplifier(l):
                 a = gains[l - 1]
-                amplifiers_W = amplifiers_W + (v[l - 1] * out_of_x).sum(1) * (1.0 / a - a)
-                into[l - 1] = into[l - 1] - out_of_x / a
+                amplifiers_W = amplifiers_W + (v[l - 1] * drawn).sum(1) * (1.0 / a - a)
+                into[l - 1] = into[l - 1] - drawn / a
             else:
-                into[l - 1] = into[l - 1] - out_of_x
+                into[l - 1] = into[l - 1] - drawn
         if b.numel():
             if bias_currents_A is None:
                 bias_sources_W = bias_sources_W + (out_of_bias * xb).sum(1)

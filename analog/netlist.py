@@ -21,10 +21,13 @@ Names (ngspice lower-cases them in its output vectors):
 ``RAIL_UP`` / ``RAIL_DN``    diode rails, driven by ``VRAIL_UP`` / ``VRAIL_DN``
 ``L{l}_A{j}`` / ``L{l}_X{j}`` amplifier output and crossbar side of its 0 V sense source
 ``L{l}_E{j}``                amplifier forward stage before its output resistance ``RAOUT_L{l}_N{j}``
+``L{l}_M{j}`` / ``L{l}_Y{j}`` dual-rail layers: inverting stage output and the crossbar side of its
+                             sense source ``VISENSE_L{l}_N{j}``; ``EINV_L{l}_N{j}`` (gain ``-A``)
+                             drives it, ``FINV_L{l}_N{j}`` returns ``-I(VISENSE) / A`` to the node
 ``L0_D{k}``                  crossbar row of input ``k`` behind its driver resistance ``RDRV{k}``
 ``VIN{k}`` / ``BIN{k}``      input source ``k`` (operating point / batch)
 ``VB{l}P`` / ``VB{l}N``      bias sources feeding layer ``l+1``
-``RW{l}_{i}_{j}``            weight conductance ``weights[l][i, j]``
+``RW{l}_{i}_{j}``            weight conductance ``weights[l][i, j]`` (dual rail: ``i >= n_l`` on the ``-`` rail)
 ``RB{l}_{p}_{j}``            bias conductance ``biases[l][p, j]`` (``p = 0``: ``+bias_V``)
 ``DUP_L{l}_N{j}``            diode node -> ``RAIL_UP`` (model ``DNEURON`` or the user's ``diode_model``)
 ``DDN_L{l}_N{j}``            diode ``RAIL_DN`` -> node

@@ -67,6 +67,11 @@ def _amplifier_nodes(layer: int, index: int) -> tuple[str, str]:
     return f"L{layer}_A{index}", f"L{layer}_X{index}"
 
 
+def _inverted_nodes(layer: int, index: int) -> tuple[str, str]:
+    """Output of node ``index``'s inverting stage and the crossbar side of its sense source."""
+    return f"L{layer}_M{index}", f"L{layer}_Y{index}"
+
+
 def driver_node(index: int) -> str:
     """Row node that input source ``index`` drives through its driver resistance ``RDRV{index}``."""
     return f"L0_D{index}"
@@ -90,6 +95,8 @@ def _resistors(circuit: Circuit) -> list[tuple[str, list[str], list[str], list[l
             rows = [driver_node(i) for i in range(sizes[0])]
         else:
             rows = [_amplifier_nodes(l, i)[1] if spec.has_amplifier(l) else node_name(l, i) for i in range(sizes[l])]
+            if spec.paired(l):
+                rows += [_inverted_nodes(l, i)[1] for i in range(sizes[l])]
         cols = [node_name(l + 1, j) for j in range(sizes[l + 1])]
         # 1.0 / g in float64 is the correctly rounded quotient, as Python's float division.
         groups.append((f"W{l}_", rows, cols, (factor / _floats(w)).tolist()))
@@ -236,6 +243,8 @@ def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit
     drawn = None if circuit.amp_offset is None else circuit.amp_offset.detach().double().tolist()
     k = 0
     for l in range(1, spec.depth):
+        if spec.paired(l):
+            _inverting_stages(net, spec, l, sizes[l])
         if not spec.has_amplifier(l):
             continue
         gain = float(spec.amplifier_gains[l - 1])
@@ -272,6 +281,19 @@ def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit
 
     _neurons(net, spec, sizes, circuit.diode_area, circuit.diode_emission)
     return net
+
+
+def _inverting_stages(net: SpiceCircuit, spec, layer: int, n: int) -> None:
+    """The ``-`` rails of dual-rail layer ``layer`` (:attr:`~analog.circuit.CircuitSpec.hidden_pairs`):
+    per node a VCVS of gain ``-A`` (``A`` the layer's amplifier gain, 1 without one), a 0 V sense
+    source and a CCCS returning ``-I / A`` to the node, the bidirectional amplifier inverted."""
+    gain = spec.gains()[layer - 1] if spec.has_amplifier(layer) else 1.0
+    for j in range(n):
+        node = node_name(layer, j)
+        out, cross = _inverted_nodes(layer, j)
+        net.VCVS(f"INV_{node}", out, net.gnd, node, net.gnd, voltage_gain=-gain)
+        net.V(f"ISENSE_{node}", out, cross, 0.0)
+        net.CCCS(f"INV_{node}", node, net.gnd, f"VISENSE_{node}", current_gain=-1.0 / gain)
 
 
 def nudge_source(net: SpiceCircuit, spec, index: int, current: float | str) -> None:

@@ -43,7 +43,7 @@ def _node_conductance(circuit: Circuit) -> list[torch.Tensor]:
     for l in range(depth):
         g = circuit.weights[l].sum(0) + circuit.biases[l].sum(0)
         if l + 1 < depth:
-            g = g + circuit.weights[l + 1].sum(1)
+            g = g + circuit.spec.fold_rows(l + 1, circuit.weights[l + 1].sum(1), sign=1.0)
         out.append(g.detach().double())
     return out
 
@@ -123,7 +123,6 @@ def _line_currents(circuit: Circuit, source_V: torch.Tensor, eq: Equilibrium) ->
     spec = circuit.spec
     v = tuple(t.detach().to(circuit.dtype) for t in eq.voltages)
     src = source_V.detach().to(circuit.dtype)
-    scales = spec.scales()
     row_max = col_max = 0.0
     for l, g in enumerate(circuit.weights):
         g = g.detach()
@@ -133,7 +132,7 @@ def _line_currents(circuit: Circuit, source_V: torch.Tensor, eq: Equilibrium) ->
         elif l == 0:
             x = src
         else:
-            x = v[l - 1] * (scales[l] / scales[l - 1]) if spec.has_amplifier(l) else v[l - 1]
+            x = spec.row_drive(l, v[l - 1])
         rows = x * g.sum(1) - y @ g.T
         cols = x @ g - y * g.sum(0)
         row_max = max(row_max, float(rows.abs().max()))

@@ -100,8 +100,10 @@ class Capacitances:
         if card_charge(spec) is not None:
             diodes = 0  # the card's charge (analog.diode_charge) replaces diode_F
         out = []
+        rows = [r for r, _ in spec.weight_shapes()]  # a dual-rail column line crosses both rails
         for l in range(1, spec.depth + 1):
-            devices = sizes[l - 1] + spec.n_bias
+            devices = rows[l - 1] + spec.n_bias
+            # The node's own row line (a - rail's is the inverting stage's output, not the node).
             if l < spec.depth and not spec.has_amplifier(l):
                 devices += sizes[l + 1]
             c = self.node_F + self.crosspoint_F * devices + self.diode_F * diodes

@@ -140,8 +140,8 @@ def programming_from_run(summary: dict, model) -> dict | None:
 
 def peripheral_power_W(spec, cfg: EnergyConfig) -> float:
     """Quiescent power of one block's input drivers (one per input source) and amplifiers (one
-    per amplified node), watts."""
-    amplifiers = sum(spec.layer_sizes[l] for l in range(1, spec.depth) if spec.has_amplifier(l))
+    per amplified node, and one inverting stage per node of a dual-rail layer), watts."""
+    amplifiers = spec.amplified_nodes() + spec.inverting_amplifiers()
     return (spec.n_sources * cfg.driver_quiescent_A + amplifiers * cfg.amp_quiescent_A) * cfg.peripheral_supply_V
 
 

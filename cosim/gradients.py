@@ -75,11 +75,11 @@ def pair_products(p, q, r, t) -> torch.Tensor:
 
 
 def _upstream(circuit: Circuit, l: int, voltages, source_V) -> torch.Tensor:
-    """Voltage at the crossbar side of layer ``l`` feeding layer ``l+1`` (after its amplifier)."""
+    """Voltage on the rows of crossbar ``l`` feeding layer ``l+1`` (after its amplifier, both
+    rails of a dual-rail layer)."""
     if l == 0:
         return source_V
-    s = circuit.spec.scales()
-    return voltages[l - 1] * (s[l] / s[l - 1])
+    return circuit.spec.row_drive(l, voltages[l - 1])
 
 
 class GradientMethod(ABC):
@@ -314,7 +314,7 @@ class ImplicitDifferentiation(GradientMethod):
             if l == 0:
                 w = pair_products(None, lam[0], source_V, u[0])
             else:
-                w = pair_products(lam[l - 1], lam[l], u[l - 1], u[l])
+                w = pair_products(spec.pair_rows(l, lam[l - 1]), lam[l], spec.pair_rows(l, u[l - 1]), u[l])
             weights.append(-w)
             if spec.n_bias:
                 ub = (bias_V / s[l]).expand(source_V.shape[0], -1)

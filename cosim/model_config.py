@@ -88,6 +88,9 @@ class AnalogBlockConfig(Strict):
     """``[n_in, hidden..., n_out]`` (:attr:`CircuitSpec.layer_sizes`)."""
     input_pairs: bool = _SPEC["input_pairs"]
     input_gain_V: float = _SPEC["input_gain_V"]
+    hidden_pairs: bool = _SPEC["hidden_pairs"]
+    """Dual-rail hidden layers: each hidden node also drives the next crossbar through an inverting
+    bidirectional amplifier, so that every crossbar realises signed weights (:attr:`CircuitSpec.hidden_pairs`)."""
     bias_V: float | None = _SPEC["bias_V"]
     diode_up_V: float | None = _SPEC["diode_up_V"]
     diode_down_V: float | None = _SPEC["diode_down_V"]
@@ -214,6 +217,7 @@ class AnalogBlockConfig(Strict):
                 layer_sizes=tuple(self.sizes),
                 input_pairs=self.input_pairs,
                 input_gain_V=self.input_gain_V,
+                hidden_pairs=self.hidden_pairs,
                 bias_V=self.bias_V,
                 diode_up_V=self.diode_up_V,
                 diode_down_V=self.diode_down_V,

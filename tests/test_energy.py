@@ -22,6 +22,10 @@ SPECS = {
     ),
     "no-bias-one-diode": CircuitSpec((6, 8, 4), bias_V=None, diode_up_V=0.2, diode_down_V=None),
     "rails-off-zero": CircuitSpec((3, 5, 4, 2), bias_V=0.7, diode_up_V=0.4, diode_down_V=-0.6),
+    "dual-rail": CircuitSpec((4, 6, 5, 3), hidden_pairs=True, diode_up_V=0.3, diode_down_V=-0.3),
+    "dual-rail-amplified": CircuitSpec(
+        (4, 6, 5, 3), hidden_pairs=True, diode_up_V=0.5, diode_down_V=-0.2, amplifier_gains=(3.0, None)
+    ),
 }
 
 

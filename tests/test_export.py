@@ -25,6 +25,7 @@ test_subset = 16
 type = "analog"
 sizes = [64, 16, 12]
 input_gain_V = 4.0
+hidden_pairs = true  # the inverting stages must export and run in plain ngspice too
 
 [[model.blocks]]
 type = "linear"

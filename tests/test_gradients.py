@@ -17,8 +17,8 @@ from tests.conftest import log_uniform_circuit, make_solver, random_inputs
 DEFAULT_BETAS = [0.2, 0.1, 0.05, 0.025, 0.0125]
 
 
-def single_block(sizes=(64, 32, 10), gain=10.0, gains=None, solver=None, seed=2) -> FFEBM:
-    spec = CircuitSpec(sizes, input_gain_V=gain, amplifier_gains=gains)
+def single_block(sizes=(64, 32, 10), gain=10.0, gains=None, solver=None, seed=2, hidden_pairs=False) -> FFEBM:
+    spec = CircuitSpec(sizes, input_gain_V=gain, amplifier_gains=gains, hidden_pairs=hidden_pairs)
     block = AnalogBlock(spec, solver=solver or FastSolver())
     circuit = log_uniform_circuit(spec, seed)
     with torch.no_grad():

@@ -49,12 +49,21 @@ def test_capacitance_per_node_counts_devices_and_diodes():
     # layer 1: 6 sources + 2 bias (its outgoing crossbar is behind an amplifier); layer 2: 4 + 2 + 2.
     expected = [1e-15 + 0.1e-15 * 8 + 1e-15] * 4 + [1e-15 + 0.1e-15 * 8 + 1e-15] * 5 + [1e-15 + 0.1e-15 * 7 + 1e-15] * 2
     torch.testing.assert_close(c, torch.tensor(expected), rtol=1e-12, atol=0)
+    # Dual rail: layer 2's column crosses both rails of layer 1 (8 rows + 2 bias); layer 3's, 10 + 2.
+    dual = caps.nodes_F(Circuit.random(CircuitSpec((3, 4, 5, 2), amplifier_gains=(2.0, None), hidden_pairs=True)))
+    expected = [1e-15 + 0.1e-15 * 8 + 1e-15] * 4 + [1e-15 + 0.1e-15 * 12 + 1e-15] * 5
+    expected += [1e-15 + 0.1e-15 * 12 + 1e-15] * 2
+    torch.testing.assert_close(dual, torch.tensor(expected), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize(
     "spec",
-    [CircuitSpec((4, 6, 3), diode_up_V=0.3, diode_down_V=-0.3), CircuitSpec((3, 4, 4, 2), amplifier_gains=(3.0, None))],
-    ids=["diodes", "amplifier"],
+    [
+        CircuitSpec((4, 6, 3), diode_up_V=0.3, diode_down_V=-0.3),
+        CircuitSpec((3, 4, 4, 2), amplifier_gains=(3.0, None)),
+        CircuitSpec((3, 4, 4, 2), amplifier_gains=(3.0, None), hidden_pairs=True),
+    ],
+    ids=["diodes", "amplifier", "dual-rail"],
 )
 @pytest.mark.slow
 def test_phases_settle_onto_the_equilibrium_and_energy_balances(spec):
@@ -75,9 +84,16 @@ def test_phases_settle_onto_the_equilibrium_and_energy_balances(spec):
 
 
 @pytest.mark.ngspice
-def test_fast_transient_matches_ngspice_tran():
+@pytest.mark.parametrize(
+    "spec",
+    [
+        CircuitSpec((3, 4, 2), diode_up_V=0.3, diode_down_V=-0.3),
+        CircuitSpec((3, 4, 3, 2), diode_up_V=0.3, diode_down_V=-0.3, hidden_pairs=True),
+    ],
+    ids=["diodes", "dual-rail"],
+)
+def test_fast_transient_matches_ngspice_tran(spec):
     make_solver("ngspice")  # skips when ngspice is missing
-    spec = CircuitSpec((3, 4, 2), diode_up_V=0.3, diode_down_V=-0.3)
     circuit = log_uniform_circuit(spec, 5)
     source_V = spec.source_voltages(4 * random_inputs(spec, 2, 5) - 2)
     nudge = 2e-5 * torch.randn(2, spec.n_outputs, generator=torch.Generator().manual_seed(1))

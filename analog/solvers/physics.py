@@ -63,7 +63,9 @@ class LayeredSystem:
             ]
         )
         self.unit_scale = all(x == 1.0 for x in self.layer_scales)
-        self.weights = circuit.weights
+        self.weights = tuple(spec.coupling(l, w) for l, w in enumerate(circuit.weights))
+        """Coupling of free layer ``l`` (sources for 0) to ``l + 1`` in (1): the conductances, or
+        ``G_+ - G_-`` for dual-rail crossbars (:attr:`~analog.circuit.CircuitSpec.hidden_pairs`)."""
         bias_V = spec.bias_voltages(dtype, device)
         self.offdiag: list[torch.Tensor] | None = None
         """Off-diagonal part of each free layer's own block of the Hessian (wired crossbars)."""
@@ -103,10 +105,11 @@ class LayeredSystem:
         circuit, dtype, device = self.circuit, self.dtype, self.device
         diag, const = [], []
         for l in range(1, self.depth + 1):
-            w_in, b_in = self.weights[l - 1], circuit.biases[l - 1]
+            w_in, b_in = circuit.weights[l - 1], circuit.biases[l - 1]
             d = w_in.sum(0) + b_in.sum(0)
             if l < self.depth:
-                d = d + self.weights[l].sum(1)
+                # A dual-rail node's own conductance counts the devices on both of its rails.
+                d = d + self.spec.fold_rows(l, circuit.weights[l].sum(1), sign=1.0)
             diag.append(d)
             c = torch.zeros(self.batch, self.sizes[l - 1], dtype=dtype, device=device)
             if b_in.numel():
