@@ -168,6 +168,11 @@ class RunConfig(Strict):
             if isinstance(block, AnalogBlockConfig):
                 for section in _SECTIONS:
                     self.block_section(index, section)
+                if block.hidden_pairs and self.block_section(index, "devices").amp_offset_sigma_V:
+                    raise ValueError(
+                        f"model.blocks[{index}].hidden_pairs: amplifier offset draws (devices.amp_offset_sigma_V) "
+                        "with dual-rail layers are not supported; set one or the other"
+                    )
         return self
 
     def block_section(self, index: int, section: str):

@@ -155,3 +155,15 @@ def test_input_gradient_through_a_dual_rail_block():
 def test_unsupported_combinations_are_refused(keys, message):
     with pytest.raises(ValueError, match=message):
         AnalogBlockConfig(type="analog", hidden_pairs=True, **keys)
+
+
+def test_offset_draws_with_dual_rail_are_refused_when_the_configuration_is_read():
+    from cosim.config import ConfigError, resolve_config
+
+    overrides = [
+        ("model.blocks[0].hidden_pairs", True),
+        ("model.blocks[0].amplifier_gains", [2.0]),
+        ("devices.amp_offset_sigma_V", 0.01),
+    ]
+    with pytest.raises(ConfigError, match=r"model.blocks\[0\].hidden_pairs: amplifier offset draws"):
+        resolve_config("digits-demo", overrides)
