@@ -57,9 +57,11 @@ def test_single_block_centered_ep_matches_exact_with_beta_squared_slope():
     assert {"blocks.0.weights.0", "blocks.0.weights.1", "blocks.0.biases.0", "all"} <= params
 
 
-def test_amplified_block_ep_matches_exact():
-    """The per-layer factors (s_L / s_{l+1})^2 of the amplifier derivation."""
-    model = single_block(sizes=(16, 12, 8, 10), gains=(3.0, 2.0), gain=6.0)
+@pytest.mark.parametrize("hidden_pairs", [False, True], ids=["single-rail", "dual-rail"])
+def test_amplified_block_ep_matches_exact(hidden_pairs):
+    """The per-layer factors (s_L / s_{l+1})^2 of the amplifier derivation, with each rail's own
+    drop on a dual-rail block (tests/test_dual_rail.py)."""
+    model = single_block(sizes=(16, 12, 8, 10), gains=(3.0, 2.0), gain=6.0, hidden_pairs=hidden_pairs)
     x, y = batch(16)
     result = gradcheck(model, ce_loss(y), x, [0.02, 0.01, 0.005], methods=["ep-centered"])
     for row in result.rows:
@@ -68,15 +70,25 @@ def test_amplified_block_ep_matches_exact():
     assert 1.8 <= result.slope_centered <= 2.2
 
 
-def test_implicit_gradient_matches_finite_differences():
-    model = single_block(sizes=(12, 8, 10), gain=10.0)
+@pytest.mark.parametrize(
+    ("sizes", "gains", "hidden_pairs", "entries"),
+    [
+        ((12, 8, 10), None, False, [(0, 0), (3, 5), (7, 2)]),
+        # Dual rail: rows 0..7 of crossbar 1 are layer 1's + rails, rows 8..15 its - rails.
+        ((12, 8, 6, 10), (2.0, None), True, [(5, 1), (2, 3), (11, 5)]),
+    ],
+    ids=["single-rail", "dual-rail"],
+)
+def test_implicit_gradient_matches_finite_differences(sizes, gains, hidden_pairs, entries):
+    model = single_block(sizes=sizes, gain=10.0, gains=gains, hidden_pairs=hidden_pairs)
     model.set_gradient_method(gradient_method("implicit"))
     x, y = batch(12, n=8)
     loss_fn = ce_loss(y)
     grads = model_gradients(model, loss_fn, x)
     block = model.blocks[0]
-    for param_name, p in [("blocks.0.weights.0", block.weights[0]), ("blocks.0.weights.1", block.weights[1])]:
-        for idx in [(0, 0), (3, 5), (7, 2)]:
+    for param_name, p in [(f"blocks.0.weights.{k}", w) for k, w in enumerate(block.weights)]:
+        for idx in entries:
+            idx = (idx[0] % p.shape[0], idx[1] % p.shape[1])
             h = 1e-6 * p[idx].item()
             with torch.no_grad():
                 p[idx] += h
@@ -94,9 +106,10 @@ def test_implicit_gradient_matches_finite_differences():
             )
 
 
-def test_input_gradient_matches_implicit():
+@pytest.mark.parametrize("sizes", [(12, 8, 10), (12, 8, 6, 10)], ids=["single-rail", "dual-rail"])
+def test_input_gradient_matches_implicit(sizes):
     """dL/dx through the source currents (EP) equals the exact input gradient."""
-    model = single_block(sizes=(12, 8, 10))
+    model = single_block(sizes=sizes, hidden_pairs=len(sizes) > 3)
     x, y = batch(12, n=8)
     grads = {}
     for method in ("implicit", "ep-centered"):
