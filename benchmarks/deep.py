@@ -1,7 +1,8 @@
 """Deep blocks against shallow ones, measured side by side in one run: the free phase of
 784-64-64-64-10 and 784-256-256-256-10 per solver over the input GEMM, and a training step's
 solves (free phase, then the +beta and -beta nudged phases warm-started from it, as centered EP
-runs them) of 784-64-64-64-10 over those of 784-100-10.
+runs them) of 784-64-64-64-10 over those of 784-100-10; both also as mnist-split-1's block
+(dual-rail hidden layers behind amplifiers of gain 4, ``784_64x3_dual``).
 
     python benchmarks/deep.py [--json] [--repeats N]
 
@@ -28,8 +29,18 @@ from benchmarks.solvers import DEFAULT, conducting, init_case, key, solvers, tim
 from cosim import gradient_method
 
 BATCH = 128
-DEEP = {"784_64x3": (784, 64, 64, 64, 10), "784_256x3": (784, 256, 256, 256, 10)}
+DEEP = {
+    "784_64x3": (784, 64, 64, 64, 10),
+    "784_256x3": (784, 256, 256, 256, 10),
+    "784_64x3_dual": (784, 64, 64, 64, 10),
+}
 SHALLOW, DEEP_STEP = (784, 100, 10), (784, 64, 64, 64, 10)
+DUAL = {"hidden_pairs": True, "amplifier_gains": (4.0, 4.0, 4.0)}
+"""mnist-split-1's block: dual-rail hidden layers, amplifiers of gain 4."""
+
+
+def spec_keys(case: str) -> dict:
+    return DUAL if case.endswith("_dual") else {}
 
 
 def step_solves(solver, circuit, source_V, upstream):
@@ -57,7 +68,7 @@ def run(repeats: int) -> dict:
     report: dict = {"batch": BATCH}
     for case, sizes in DEEP.items():
         for state, make in (("init", init_case), ("trained", trained_case)):
-            circuit, source_V = make(sizes, BATCH)
+            circuit, source_V = make(sizes, BATCH, **spec_keys(case))
             named = solvers()
             # Newton on the wide deep block takes seconds per solve: time it apart, with 2 repeats.
             slow = {"fast": named.pop("fast")} if sizes[1] >= 256 else {}
@@ -75,13 +86,19 @@ def run(repeats: int) -> dict:
             report[f"max_abs_diff_auto_vs_fast_V_{tag}"] = float(
                 (eqs["auto"].all_voltages() - eqs["fast"].all_voltages()).abs().max()
             )
-    cases = {"shallow": trained_case(SHALLOW, BATCH), "deep": trained_case(DEEP_STEP, BATCH)}
+    cases = {
+        "shallow": trained_case(SHALLOW, BATCH),
+        "deep": trained_case(DEEP_STEP, BATCH),
+        "deep_dual": trained_case(DEEP_STEP, BATCH, **DUAL),
+    }
     steps = time_steps(cases, max(3, repeats // 3))
     for name in solvers():
         report[f"step_ms_per_sample_shallow_{key(name)}"] = 1e3 * steps["shallow"][name] / BATCH
-        report[f"step_ms_per_sample_deep_{key(name)}"] = 1e3 * steps["deep"][name] / BATCH
-        report[f"ratio_deep_over_shallow_step_{key(name)}"] = steps["deep"][name] / steps["shallow"][name]
+        for deep in ("deep", "deep_dual"):
+            report[f"step_ms_per_sample_{deep}_{key(name)}"] = 1e3 * steps[deep][name] / BATCH
+            report[f"ratio_{deep}_over_shallow_step_{key(name)}"] = steps[deep][name] / steps["shallow"][name]
     report["ratio_deep_over_shallow_step"] = report[f"ratio_deep_over_shallow_step_{key(DEFAULT)}"]
+    report["ratio_deep_dual_over_shallow_step"] = report[f"ratio_deep_dual_over_shallow_step_{key(DEFAULT)}"]
     return report
 
 
@@ -104,7 +121,7 @@ def main() -> int:
             ratios = [report[f"ratio_{key(n)}_over_input_gemm_{tag}"] for n in names]
             its = [report[f"{key(n)}_iterations_{tag}"] for n in names]
             cells = [f"{r:8.1f}x ({i:3d} it)" for r, i in zip(ratios, its, strict=True)]
-            net = "-".join(map(str, sizes))
+            net = "-".join(map(str, sizes)) + (" dual" if case.endswith("_dual") else "")
             print(
                 f"{net:20} {state:8} {report[f'conducting_fraction_{tag}']:6.0%} "
                 f"{report[f'input_gemm_ms_{tag}']:8.3f} " + " ".join(f"{c:>20}" for c in cells)
@@ -114,7 +131,9 @@ def main() -> int:
         print(
             f"  {name:15} 784-100-10 {report[f'step_ms_per_sample_shallow_{key(name)}']:8.3f}  "
             f"784-64-64-64-10 {report[f'step_ms_per_sample_deep_{key(name)}']:8.3f}  "
-            f"deep / shallow {report[f'ratio_deep_over_shallow_step_{key(name)}']:6.1f}x"
+            f"deep / shallow {report[f'ratio_deep_over_shallow_step_{key(name)}']:6.1f}x  "
+            f"dual-rail, gains 4 {report[f'step_ms_per_sample_deep_dual_{key(name)}']:8.3f}  "
+            f"/ shallow {report[f'ratio_deep_dual_over_shallow_step_{key(name)}']:6.1f}x"
         )
     worst = max(v for k, v in report.items() if k.startswith("max_abs_diff_auto_vs_fast"))
     print(f"max |V_auto - V_fast| over the deep cases: {worst:.1e} V")

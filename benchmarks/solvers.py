@@ -55,19 +55,20 @@ def conducting(eq) -> float:
     return float((eq.all_voltages().abs() > 0.5).double().mean())
 
 
-def init_case(sizes, batch, seed=0):
-    spec = CircuitSpec(sizes, input_gain_V=20.0)
+def init_case(sizes, batch, seed=0, **spec_keys):
+    """``spec_keys``: more :class:`CircuitSpec` keys (e.g. ``hidden_pairs``, ``amplifier_gains``)."""
+    spec = CircuitSpec(sizes, input_gain_V=20.0, **spec_keys)
     gen = torch.Generator().manual_seed(seed)
     circuit = Circuit.random(spec, seed=seed)
     return circuit, spec.source_voltages(torch.rand(batch, sizes[0], generator=gen, dtype=torch.float64))
 
 
-def trained_case(sizes, batch, seed=0, target=0.4):
+def trained_case(sizes, batch, seed=0, target=0.4, **spec_keys):
     """Log-uniform conductances at the listed input gain whose conducting fraction is nearest
     ``target`` (judged on a batch of 128 so that B = 4 and B = 128 see the same circuit)."""
     best = None
     for gain in TRAINED_GAINS_V:
-        spec = CircuitSpec(sizes, input_gain_V=gain)
+        spec = CircuitSpec(sizes, input_gain_V=gain, **spec_keys)
         gen = torch.Generator().manual_seed(seed)
         lo, hi = spec.conductance.g_min_S, spec.conductance.g_max_S
 
