@@ -79,6 +79,7 @@ from cosim.gradients import EquilibriumPropagation, GradientMethod, ImplicitDiff
 from cosim.hopfield_energy import (
     ACTIVATIONS,
     ADJOINT_MAX_ITERATIONS,
+    INIT_METHODS,
     Couplings,
     FixedPoint,
     HopfieldSpec,
@@ -89,7 +90,29 @@ from cosim.hopfield_energy import (
     state_cost,
 )
 
-__all__ = ["ACTIVATIONS", "FixedPoint", "HopfieldBlock", "HopfieldSpec"]
+__all__ = ["ACTIVATIONS", "INIT_METHODS", "FixedPoint", "HopfieldBlock", "HopfieldSpec"]
+
+
+def _initial_parameters(spec: HopfieldSpec, gen: torch.Generator, dtype) -> tuple[list, list]:
+    """Weights and biases of every weighted coupling by ``spec.init`` (:data:`INIT_METHODS`)."""
+    weights, biases = [], []
+    for l in spec.weighted():
+        shape = spec.weight_shape(l)
+        goe = spec.init == "goe"
+        if goe and spec.coupling(l) == "conv":
+            k = shape[-1]
+            a = torch.randn(shape, generator=gen, dtype=dtype).tril() * math.sqrt(spec.init_variance / k)
+            a = a + a.transpose(-1, -2)
+            a.diagonal(dim1=-2, dim2=-1).mul_(math.sqrt(2.0))
+            weights.append(a)
+            if spec.bias:
+                biases.append(torch.zeros(shape[0], dtype=dtype))
+            continue
+        bound = (1.0 if goe else spec.init_scale) / math.sqrt(math.prod(shape[1:]))
+        weights.append((2 * torch.rand(shape, generator=gen, dtype=dtype) - 1) * bound)
+        if spec.bias:
+            biases.append((2 * torch.rand(shape[0], generator=gen, dtype=dtype) - 1) * bound)
+    return weights, biases
 
 
 class _HopfieldFunction(torch.autograd.Function):
@@ -136,18 +159,11 @@ class HopfieldBlock(nn.Module):
         self.spec = spec
         self.name = name
         self.method = method if method is not None else EquilibriumPropagation()
-        gen = torch.Generator().manual_seed(seed)
-        weights, biases = [], []
-        for l in range(spec.depth):
-            shape = spec.weight_shape(l)
-            bound = spec.init_scale / math.sqrt(math.prod(shape[1:]))
-            weights.append(nn.Parameter((2 * torch.rand(shape, generator=gen, dtype=dtype) - 1) * bound))
-            if spec.bias:
-                biases.append(nn.Parameter((2 * torch.rand(shape[0], generator=gen, dtype=dtype) - 1) * bound))
+        weights, biases = _initial_parameters(spec, torch.Generator().manual_seed(seed), dtype)
         # Not ``weights`` / ``biases``: those state-dict names are an analog block's conductances, which a
         # checkpoint must hold positive.
-        self.synapses = nn.ParameterList(weights)
-        self.synapse_biases = nn.ParameterList(biases)
+        self.synapses = nn.ParameterList([nn.Parameter(w) for w in weights])
+        self.synapse_biases = nn.ParameterList([nn.Parameter(b) for b in biases])
         self.stats: dict[str, dict[str, float]] = {}
         """Last run of each phase: ``iterations`` and ``change`` (free, positive, negative), and the
         adjoint's ``iterations`` and ``residual`` (relative) for the implicit method."""
@@ -173,8 +189,8 @@ class HopfieldBlock(nn.Module):
 
     def couplings(self, params=None) -> Couplings:
         params = [p.detach() for p in self.parameters_list()] if params is None else params
-        depth = self.spec.depth
-        return Couplings(self.spec, params[:depth], params[depth:])
+        n = len(self.synapses)
+        return Couplings(self.spec, params[:n], params[n:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.synapses[0].dtype
@@ -184,6 +200,9 @@ class HopfieldBlock(nn.Module):
                     f"{self.name}: a convolutional Hopfield block takes [B, {self.spec.channels[0]}, H, W], "
                     f"got {list(x.shape)} (reshape flat inputs with a reshape block)"
                 )
+            side = self.spec.input_side
+            if side is not None and tuple(x.shape[2:]) != (side, side):
+                raise ValueError(f"{self.name}: expects {side}x{side} input maps (input_side), got {list(x.shape[2:])}")
         else:
             x = x.flatten(1)
             if x.shape[1] != self.spec.sizes[0]:
@@ -192,17 +211,11 @@ class HopfieldBlock(nn.Module):
 
     def zero_states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Zero states for input ``x`` (the paper's initialisation of the free phase)."""
-        spec, batch = self.spec, x.shape[0]
-        states, side = [], tuple(x.shape[2:])
-        for n in spec.layer_sizes[1:]:
-            if spec.conv:
-                side = tuple(s + 2 * spec.padding - spec.kernel_size + 1 for s in side)
-                if min(side) < 1:
-                    raise ValueError(
-                        f"{self.name}: input side {list(x.shape[2:])} is too small for {spec.depth} layers"
-                    )
-            states.append(torch.zeros(batch, n, *side, dtype=x.dtype, device=x.device))
-        return tuple(states)
+        try:
+            shapes = self.spec.state_shapes(tuple(x.shape[1:]))
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
+        return tuple(torch.zeros(x.shape[0], *shape, dtype=x.dtype, device=x.device) for shape in shapes)
 
     @torch.no_grad()
     def relax(
@@ -286,7 +299,9 @@ class HopfieldBlock(nn.Module):
         """``mu . dPhi/ds`` summed over the batch: its parameter and input gradients are (IMP-H)."""
         layers = (x, *states)
         total = sum(inner(mu[l], c.up(l, layers[l])) for l in range(len(states)))
-        total = total + sum(inner(states[l], c.up(l, mu[l - 1], bias=False)) for l in range(1, len(states)))
+        total = total + sum(
+            inner(states[l], c.up(l, mu[l - 1], bias=False, at=states[l - 1])) for l in range(1, len(states))
+        )
         return total.sum()
 
     @torch.no_grad()
@@ -299,7 +314,7 @@ class HopfieldBlock(nn.Module):
         roots = [activation_slope(name, couplings.drive(l, states, x)).sqrt() for l, name in enumerate(names)]
 
         def hessian(v):
-            av = couplings.coupling_operator(tuple(r * vl for r, vl in zip(roots, v, strict=True)))
+            av = couplings.coupling_operator(tuple(r * vl for r, vl in zip(roots, v, strict=True)), states)
             return tuple(vl - r * avl for r, vl, avl in zip(roots, v, av, strict=True))
 
         def dot(p, q):
@@ -342,6 +357,8 @@ class HopfieldBlock(nn.Module):
 
     def extra_repr(self) -> str:
         kind = f"conv {self.spec.kernel_size}x{self.spec.kernel_size}" if self.spec.conv else "dense"
+        if self.spec.pools is not None:
+            kind += f", pools {list(self.spec.pools)}"
         sizes = "-".join(map(str, self.spec.layer_sizes))
         tol = f"tol={self.spec.tol:g}" if self.spec.tol is not None else "fixed steps"
         return f"{self.name}: {kind} {sizes}, t1={self.spec.t1}, t2={self.spec.t2}, {tol}, method={self.method.name}"
