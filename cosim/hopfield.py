@@ -5,8 +5,11 @@ their code ``rain-neuromorphics/hybrid_bp_ep_official``, ``src/models/vgg.py``).
 
 A block has state layers ``s_1 .. s_L``; its input ``x = s_0`` is the output of the block before it
 (fixed during the block's relaxation). With ``f_l`` the coupling from layer ``l`` to ``l+1`` (dense:
-``f_l(v) = W_l v + b_l``; convolutional: ``f_l(v) = conv2d(v, K_l, padding) + b_l``, stride 1) the
-primitive function and the energy are
+``f_l(v) = W_l v + b_l``; convolutional: ``f_l(v) = pool_l(conv2d(v, K_l, padding) + b_l)``, stride 1,
+``pool_l`` a ``p x p`` max-pooling or none; from the last feature map into a dense layer:
+``W_l flatten(v) + b_l``; with ``input_weights = false``, ``f_0(x) = x``: the paper's ConvPool block,
+whose first convolution, pool and batch norm are its feedforward part, the other convolutions,
+pools and ``fc`` layers its EB block) the primitive function and the energy are
 
     Phi(s; x) = sum_{l=0}^{L-1} <s_{l+1}, f_l(s_l)>,
     E(s; x)   = sum_l G_l(s_l) - Phi(s; x),       G_l' = rho_l^{-1},                           (E)
@@ -18,13 +21,17 @@ in the paper; it lets tests see EP's textbook ``beta^2`` bias); or ``rho_L(u) = 
 output layer (the official code's ``clamp_last = false``). As in the paper the states live in
 ``[0, 1]`` and ``rho`` is applied by the update, not inside the coupling: ``dPhi/ds_l =
 f_{l-1}(s_{l-1}) + f_l^T(s_{l+1})``, with ``f^T`` the adjoint of the linear part (a transposed
-matrix, a transposed convolution). The fixed point minimises (E) (over the box, for the clamps), and
-each layer update is the exact minimum over that layer given its neighbours, so the paper's
-asynchronous scheme (all odd layers, then all even layers: one iteration) lowers ``E`` at every
-step. The free phase starts from zero states and runs ``t1`` iterations; each nudged phase starts
-from the free fixed point and runs ``t2`` (the paper's T1 and T2); with ``tol`` a phase stops as
-soon as no state moved by more than ``tol`` in one iteration, and one that has not by ``t1`` /
-``t2`` iterations is an error.
+matrix, a transposed convolution, after un-pooling to the positions the max-pooling selects at the
+current ``s_l``, as the official code's ``grad_pre`` does). Without pooling, the fixed point minimises
+(E) (over the box, for the clamps), and each layer update is the exact minimum over that layer given
+its neighbours, so the paper's asynchronous scheme (all odd layers, then all even layers: one
+iteration) lowers ``E`` at every step; a max-pooled coupling is convex, not linear, in its lower
+layer, so there the update is the paper's fixed-point step, not a minimisation. Between the kinks of
+the pooling (a change of the selected positions) ``Phi`` stays bilinear, and what follows holds with
+the selection of the free fixed point. The free phase starts from zero states and runs ``t1``
+iterations; each nudged phase starts from the free fixed point and runs ``t2`` (the paper's T1 and
+T2); with ``tol`` a phase stops as soon as no state moved by more than ``tol`` in one iteration,
+and one that has not by ``t1`` / ``t2`` iterations is an error.
 
 Nudging. The ff-EBM paper nudges block ``k`` with the gradient arriving from the blocks after it,
 ``E + beta <delta, s_L>``, ``delta = dL/ds_L`` (the official code adds ``beta * error_current`` to
@@ -61,9 +68,9 @@ the free fixed point wherever no unit sits exactly on a kink of ``rho`` (a set o
 the fixed point is a strict minimum (CG refuses a Hessian that is not positive definite). A clamped
 unit held at 0 or 1 has no gradient at all; EP's finite nudge can still move it.
 
-Not reproduced from the paper: pooling and batch norm inside a block (keep them digital, between
-blocks, as for the circuit blocks); strides; a block mixing conv and dense layers (chain a conv
-block, a digital ``flatten`` and a dense block instead).
+Not reproduced from the paper: batch norm inside a block (a digital ``batchnorm2d`` before a block
+with ``input_weights = false`` is the paper's ConvPool feedforward part); strides; pooling other
+than max-pooling with stride = side.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The Deep Hopfield Network's energy, for :mod:`cosim.hopfield`'s blocks: the activations and their
-state costs, the block's shape (:class:`HopfieldSpec`), its couplings (dense or convolutional, and
-their transposes) and the fixed point a relaxation returns (:class:`FixedPoint`). The formulation
-and its references are in :mod:`cosim.hopfield`.
+state costs, the block's shape (:class:`HopfieldSpec`), its couplings (dense, convolutional with
+max-pooling, a dense tail, a one-to-one input; and their transposes) and the fixed point a
+relaxation returns (:class:`FixedPoint`). The formulation and its references are in
+:mod:`cosim.hopfield`.
 """
 
 from __future__ import annotations
