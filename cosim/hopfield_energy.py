@@ -285,13 +285,15 @@ class Couplings:
     ``down`` applies the adjoint of that selection (``max_unpool2d``, then the transposed
     convolution), so ``drive`` is ``dPhi/ds_l`` exactly as the official code's ``grad_pre``; the
     selection of the state it was last computed at is kept, so an iteration pools each
-    convolution once."""
+    convolution once. The input's drive ``f_0(x)`` is computed once for as long as ``x`` is the
+    same tensor (a relaxation holds its input fixed: one input product per phase, not per iteration)."""
 
     def __init__(self, spec: HopfieldSpec, weights, biases):
         self.spec = spec
         self.weights = dict(zip(spec.weighted(), weights, strict=True))
         self.biases = dict(zip(spec.weighted(), biases, strict=False))
         self._selection: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._input: tuple[torch.Tensor, bool, torch.Tensor] | None = None
 
     def _linear(self, l: int, v: torch.Tensor, bias: bool) -> torch.Tensor:
         """Coupling ``l`` before any pooling (identity, convolution, or dense)."""
@@ -316,15 +318,20 @@ class Couplings:
     def up(self, l: int, v: torch.Tensor, bias: bool = True, at: torch.Tensor | None = None) -> torch.Tensor:
         """``f_l(v)``: the drive of layer ``l+1`` from layer ``l`` (``l = 0``: the input). ``at``: the
         linear part of a pooled coupling at that lower state instead (for (ADJ) and (IMP-H))."""
+        if l == 0 and at is None:
+            kept = self._input
+            if kept is not None and kept[0] is v and kept[1] == bias:
+                return kept[2]
         z, p = self._linear(l, v, bias), self.spec.pool(l)
-        if p == 1:
-            return z
-        if at is None:
-            out, index = F.max_pool2d(z, p, return_indices=True)
+        if p > 1 and at is None:
+            z, index = F.max_pool2d(z, p, return_indices=True)
             self._selection[l] = (v, index.detach())
-            return out
-        index = self._select(l, at)
-        return z.flatten(2).gather(2, index.flatten(2)).view(index.shape)
+        elif p > 1:
+            index = self._select(l, at)
+            z = z.flatten(2).gather(2, index.flatten(2)).view(index.shape)
+        if l == 0 and at is None:
+            self._input = (v, bias, z)
+        return z
 
     def down(self, l: int, v: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         """``f_l^T(v)`` at lower state ``at``: the drive of layer ``l`` from layer ``l+1`` (the
