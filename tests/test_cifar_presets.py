@@ -77,3 +77,19 @@ def test_a_split_preset_trains_on_cuda(tmp_path):
     args = ["train", "--config", name, "--out", str(out), "--device", "cuda", *tiny(tmp_path, name)]
     assert main(args) == 0
     assert json.loads((out / "summary.json").read_text())["device"].startswith("cuda")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.blocks[3].pools=[2, 2]", "model.blocks[3].pools"),
+        ("model.blocks[3].input_side=8", "model.blocks[3]"),  # the maps it gets are 16x16
+        ("model.blocks[3].init=normal", "model.blocks[3].init"),
+    ],
+)
+def test_bad_overrides_of_a_split_preset_exit_2_naming_the_key(tmp_path, capsys, override, message):
+    out = tmp_path / "run"
+    data = f"data.root={write_cifar10(tmp_path / 'data', n=4, n_test=4)}"
+    assert main(["train", "--config", "cifar10-split-1", "--out", str(out), "--set", data, "--set", override]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
