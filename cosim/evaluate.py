@@ -18,7 +18,7 @@ from analog.solvers import FastSolver, SolverError
 from cosim.build import build_solver
 from cosim.cluster import IN_PROCESS, Cluster
 from cosim.config import ConfigError, RunConfig
-from cosim.metrics import top_k_correct
+from cosim.metrics import TOP5, reports_top5, top_k_correct
 from cosim.model import FFEBM
 from cosim.ngspice_jobs import ModelState, spread_outputs
 
@@ -95,6 +95,13 @@ def reference_copy(model: FFEBM) -> FFEBM:
     return reference.to(device="cpu", dtype=torch.float64)
 
 
+_CHECK_KEYS = {
+    "fast": ("fast_test_accuracy_same_samples", "fast_test_top5_accuracy_same_samples"),
+    "ngspice": ("ngspice_test_accuracy", "ngspice_test_top5_accuracy"),
+}
+"""Summary keys of the ngspice check: top-1 and top-5 accuracy of each solver on the same samples."""
+
+
 def ngspice_validation(
     model: FFEBM,
     x: torch.Tensor,
@@ -105,38 +112,50 @@ def ngspice_validation(
     config: RunConfig,
     cluster: Cluster = IN_PROCESS,
     say: Callable[[str], None] = lambda _: None,
+    n_classes: int | None = None,
 ) -> dict:
     """Test accuracy on the first ``samples`` of ``x``, ``y`` with every analog block solved by
     ngspice (with ``config.solver``'s timeout), next to the model's solver on the same samples. On a
     ``cluster`` that spreads (:attr:`~cosim.cluster.Cluster.spread`) the samples go to its workers
     in chunks, one ngspice process each (:func:`cosim.ngspice_jobs.spread_outputs`, a progress line
     per chunk through ``say``), with the same predictions; otherwise ngspice runs here in
-    ``config.solver.workers`` processes. A solver that fails is
-    reported under ``ngspice_error``, not raised."""
+    ``config.solver.workers`` processes. With more than 5 classes (``n_classes``) top-5 accuracy
+    is reported beside top-1 for both solvers. A solver that fails is reported under
+    ``ngspice_error``, not raised."""
     n = min(samples, len(y))
+    top5 = n_classes is not None and reports_top5(n_classes)
+    ks = (1, TOP5) if top5 else (1,)
     result = {
         "ngspice_samples": n,
         "ngspice_test_accuracy": None,
         "fast_test_accuracy_same_samples": None,
+        **({key: None for _, key in _CHECK_KEYS.values()} if top5 else {}),
         "ngspice_seconds": None,
         "ngspice_where": cluster.describe() if cluster.spread else "this process",
     }
     if n == 0:
         return result
     x, y = x[:n], y[:n]
-    result["fast_test_accuracy_same_samples"] = accuracy(model, x, y, device, dtype)
+
+    def record(solver: str, fractions: dict[int, float]) -> None:
+        top1, top5_key = _CHECK_KEYS[solver]
+        result[top1] = fractions[1]
+        if top5:
+            result[top5_key] = fractions[TOP5]
+
+    record("fast", top_k_accuracy(model, x, y, device, dtype, ks))
     start = time.perf_counter()
     try:
         if cluster.spread:
             with cluster.client() as client:
                 state = ModelState.of(model, config, x.shape[1:])
                 out, _ = spread_outputs(client, state, x, config.solver, say)
-            result["ngspice_test_accuracy"] = int((out.argmax(1) == y).sum()) / n
+            record("ngspice", {k: top_k_correct(out, y, k) / n for k in ks})
         else:
             reference = reference_copy(model)
             with build_solver(config.solver, "ngspice") as ngspice:
                 reference.set_solver(ngspice)
-                result["ngspice_test_accuracy"] = accuracy(reference, x, y, "cpu", torch.float64, batch_size=n)
+                record("ngspice", top_k_accuracy(reference, x, y, "cpu", torch.float64, ks, batch_size=n))
     except (ImportError, SolverError, OSError, ConfigError) as exc:
         result["ngspice_error"] = f"{type(exc).__name__}: {exc}"
     result["ngspice_seconds"] = time.perf_counter() - start

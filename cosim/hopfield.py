@@ -5,8 +5,11 @@ their code ``rain-neuromorphics/hybrid_bp_ep_official``, ``src/models/vgg.py``).
 
 A block has state layers ``s_1 .. s_L``; its input ``x = s_0`` is the output of the block before it
 (fixed during the block's relaxation). With ``f_l`` the coupling from layer ``l`` to ``l+1`` (dense:
-``f_l(v) = W_l v + b_l``; convolutional: ``f_l(v) = conv2d(v, K_l, padding) + b_l``, stride 1) the
-primitive function and the energy are
+``f_l(v) = W_l v + b_l``; convolutional: ``f_l(v) = pool_l(conv2d(v, K_l, padding) + b_l)``, stride 1,
+``pool_l`` a ``p x p`` max-pooling or none; from the last feature map into a dense layer:
+``W_l flatten(v) + b_l``; with ``input_weights = false``, ``f_0(x) = x``: the paper's ConvPool block,
+whose first convolution, pool and batch norm are its feedforward part, the other convolutions,
+pools and ``fc`` layers its EB block) the primitive function and the energy are
 
     Phi(s; x) = sum_{l=0}^{L-1} <s_{l+1}, f_l(s_l)>,
     E(s; x)   = sum_l G_l(s_l) - Phi(s; x),       G_l' = rho_l^{-1},                           (E)
@@ -18,13 +21,17 @@ in the paper; it lets tests see EP's textbook ``beta^2`` bias); or ``rho_L(u) = 
 output layer (the official code's ``clamp_last = false``). As in the paper the states live in
 ``[0, 1]`` and ``rho`` is applied by the update, not inside the coupling: ``dPhi/ds_l =
 f_{l-1}(s_{l-1}) + f_l^T(s_{l+1})``, with ``f^T`` the adjoint of the linear part (a transposed
-matrix, a transposed convolution). The fixed point minimises (E) (over the box, for the clamps), and
-each layer update is the exact minimum over that layer given its neighbours, so the paper's
-asynchronous scheme (all odd layers, then all even layers: one iteration) lowers ``E`` at every
-step. The free phase starts from zero states and runs ``t1`` iterations; each nudged phase starts
-from the free fixed point and runs ``t2`` (the paper's T1 and T2); with ``tol`` a phase stops as
-soon as no state moved by more than ``tol`` in one iteration, and one that has not by ``t1`` /
-``t2`` iterations is an error.
+matrix, a transposed convolution, after un-pooling to the positions the max-pooling selects at the
+current ``s_l``, as the official code's ``grad_pre`` does). Without pooling, the fixed point minimises
+(E) (over the box, for the clamps), and each layer update is the exact minimum over that layer given
+its neighbours, so the paper's asynchronous scheme (all odd layers, then all even layers: one
+iteration) lowers ``E`` at every step; a max-pooled coupling is convex, not linear, in its lower
+layer, so there the update is the paper's fixed-point step, not a minimisation. Between the kinks of
+the pooling (a change of the selected positions) ``Phi`` stays bilinear, and what follows holds with
+the selection of the free fixed point. The free phase starts from zero states and runs ``t1``
+iterations; each nudged phase starts from the free fixed point and runs ``t2`` (the paper's T1 and
+T2); with ``tol`` a phase stops as soon as no state moved by more than ``tol`` in one iteration,
+and one that has not by ``t1`` / ``t2`` iterations is an error.
 
 Nudging. The ff-EBM paper nudges block ``k`` with the gradient arriving from the blocks after it,
 ``E + beta <delta, s_L>``, ``delta = dL/ds_L`` (the official code adds ``beta * error_current`` to
@@ -61,9 +68,9 @@ the free fixed point wherever no unit sits exactly on a kink of ``rho`` (a set o
 the fixed point is a strict minimum (CG refuses a Hessian that is not positive definite). A clamped
 unit held at 0 or 1 has no gradient at all; EP's finite nudge can still move it.
 
-Not reproduced from the paper: pooling and batch norm inside a block (keep them digital, between
-blocks, as for the circuit blocks); strides; a block mixing conv and dense layers (chain a conv
-block, a digital ``flatten`` and a dense block instead).
+Not reproduced from the paper: batch norm inside a block (a digital ``batchnorm2d`` before a block
+with ``input_weights = false`` is the paper's ConvPool feedforward part); strides; pooling other
+than max-pooling with stride = side.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ from cosim.gradients import EquilibriumPropagation, GradientMethod, ImplicitDiff
 from cosim.hopfield_energy import (
     ACTIVATIONS,
     ADJOINT_MAX_ITERATIONS,
+    INIT_METHODS,
     Couplings,
     FixedPoint,
     HopfieldSpec,
@@ -89,7 +97,29 @@ from cosim.hopfield_energy import (
     state_cost,
 )
 
-__all__ = ["ACTIVATIONS", "FixedPoint", "HopfieldBlock", "HopfieldSpec"]
+__all__ = ["ACTIVATIONS", "INIT_METHODS", "FixedPoint", "HopfieldBlock", "HopfieldSpec"]
+
+
+def _initial_parameters(spec: HopfieldSpec, gen: torch.Generator, dtype) -> tuple[list, list]:
+    """Weights and biases of every weighted coupling by ``spec.init`` (:data:`INIT_METHODS`)."""
+    weights, biases = [], []
+    for l in spec.weighted():
+        shape = spec.weight_shape(l)
+        goe = spec.init == "goe"
+        if goe and spec.coupling(l) == "conv":
+            k = shape[-1]
+            a = torch.randn(shape, generator=gen, dtype=dtype).tril() * math.sqrt(spec.init_variance / k)
+            a = a + a.transpose(-1, -2)
+            a.diagonal(dim1=-2, dim2=-1).mul_(math.sqrt(2.0))
+            weights.append(a)
+            if spec.bias:
+                biases.append(torch.zeros(shape[0], dtype=dtype))
+            continue
+        bound = (1.0 if goe else spec.init_scale) / math.sqrt(math.prod(shape[1:]))
+        weights.append((2 * torch.rand(shape, generator=gen, dtype=dtype) - 1) * bound)
+        if spec.bias:
+            biases.append((2 * torch.rand(shape[0], generator=gen, dtype=dtype) - 1) * bound)
+    return weights, biases
 
 
 class _HopfieldFunction(torch.autograd.Function):
@@ -136,18 +166,11 @@ class HopfieldBlock(nn.Module):
         self.spec = spec
         self.name = name
         self.method = method if method is not None else EquilibriumPropagation()
-        gen = torch.Generator().manual_seed(seed)
-        weights, biases = [], []
-        for l in range(spec.depth):
-            shape = spec.weight_shape(l)
-            bound = spec.init_scale / math.sqrt(math.prod(shape[1:]))
-            weights.append(nn.Parameter((2 * torch.rand(shape, generator=gen, dtype=dtype) - 1) * bound))
-            if spec.bias:
-                biases.append(nn.Parameter((2 * torch.rand(shape[0], generator=gen, dtype=dtype) - 1) * bound))
+        weights, biases = _initial_parameters(spec, torch.Generator().manual_seed(seed), dtype)
         # Not ``weights`` / ``biases``: those state-dict names are an analog block's conductances, which a
         # checkpoint must hold positive.
-        self.synapses = nn.ParameterList(weights)
-        self.synapse_biases = nn.ParameterList(biases)
+        self.synapses = nn.ParameterList([nn.Parameter(w) for w in weights])
+        self.synapse_biases = nn.ParameterList([nn.Parameter(b) for b in biases])
         self.stats: dict[str, dict[str, float]] = {}
         """Last run of each phase: ``iterations`` and ``change`` (free, positive, negative), and the
         adjoint's ``iterations`` and ``residual`` (relative) for the implicit method."""
@@ -173,8 +196,8 @@ class HopfieldBlock(nn.Module):
 
     def couplings(self, params=None) -> Couplings:
         params = [p.detach() for p in self.parameters_list()] if params is None else params
-        depth = self.spec.depth
-        return Couplings(self.spec, params[:depth], params[depth:])
+        n = len(self.synapses)
+        return Couplings(self.spec, params[:n], params[n:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.synapses[0].dtype
@@ -184,6 +207,9 @@ class HopfieldBlock(nn.Module):
                     f"{self.name}: a convolutional Hopfield block takes [B, {self.spec.channels[0]}, H, W], "
                     f"got {list(x.shape)} (reshape flat inputs with a reshape block)"
                 )
+            side = self.spec.input_side
+            if side is not None and tuple(x.shape[2:]) != (side, side):
+                raise ValueError(f"{self.name}: expects {side}x{side} input maps (input_side), got {list(x.shape[2:])}")
         else:
             x = x.flatten(1)
             if x.shape[1] != self.spec.sizes[0]:
@@ -192,17 +218,11 @@ class HopfieldBlock(nn.Module):
 
     def zero_states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Zero states for input ``x`` (the paper's initialisation of the free phase)."""
-        spec, batch = self.spec, x.shape[0]
-        states, side = [], tuple(x.shape[2:])
-        for n in spec.layer_sizes[1:]:
-            if spec.conv:
-                side = tuple(s + 2 * spec.padding - spec.kernel_size + 1 for s in side)
-                if min(side) < 1:
-                    raise ValueError(
-                        f"{self.name}: input side {list(x.shape[2:])} is too small for {spec.depth} layers"
-                    )
-            states.append(torch.zeros(batch, n, *side, dtype=x.dtype, device=x.device))
-        return tuple(states)
+        try:
+            shapes = self.spec.state_shapes(tuple(x.shape[1:]))
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
+        return tuple(torch.zeros(x.shape[0], *shape, dtype=x.dtype, device=x.device) for shape in shapes)
 
     @torch.no_grad()
     def relax(
@@ -286,7 +306,9 @@ class HopfieldBlock(nn.Module):
         """``mu . dPhi/ds`` summed over the batch: its parameter and input gradients are (IMP-H)."""
         layers = (x, *states)
         total = sum(inner(mu[l], c.up(l, layers[l])) for l in range(len(states)))
-        total = total + sum(inner(states[l], c.up(l, mu[l - 1], bias=False)) for l in range(1, len(states)))
+        total = total + sum(
+            inner(states[l], c.up(l, mu[l - 1], bias=False, at=states[l - 1])) for l in range(1, len(states))
+        )
         return total.sum()
 
     @torch.no_grad()
@@ -299,7 +321,7 @@ class HopfieldBlock(nn.Module):
         roots = [activation_slope(name, couplings.drive(l, states, x)).sqrt() for l, name in enumerate(names)]
 
         def hessian(v):
-            av = couplings.coupling_operator(tuple(r * vl for r, vl in zip(roots, v, strict=True)))
+            av = couplings.coupling_operator(tuple(r * vl for r, vl in zip(roots, v, strict=True)), states)
             return tuple(vl - r * avl for r, vl, avl in zip(roots, v, av, strict=True))
 
         def dot(p, q):
@@ -342,6 +364,8 @@ class HopfieldBlock(nn.Module):
 
     def extra_repr(self) -> str:
         kind = f"conv {self.spec.kernel_size}x{self.spec.kernel_size}" if self.spec.conv else "dense"
+        if self.spec.pools is not None:
+            kind += f", pools {list(self.spec.pools)}"
         sizes = "-".join(map(str, self.spec.layer_sizes))
         tol = f"tol={self.spec.tol:g}" if self.spec.tol is not None else "fixed steps"
         return f"{self.name}: {kind} {sizes}, t1={self.spec.t1}, t2={self.spec.t2}, {tol}, method={self.method.name}"

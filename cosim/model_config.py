@@ -22,7 +22,7 @@ from analog.diode import DiodeModel
 from analog.model_library import load_model_library
 from analog.models import UserModels
 from analog.peripherals import Peripherals
-from cosim.hopfield import ACTIVATIONS, HopfieldSpec
+from cosim.hopfield import ACTIVATIONS, INIT_METHODS, HopfieldSpec
 
 __all__ = [
     "BLOCK_TYPES",
@@ -314,6 +314,14 @@ class HopfieldBlockConfig(Strict):
     """Convolutional block: side of the ``k x k`` kernels (stride 1)."""
     padding: int = _HOPFIELD["padding"]
     """Convolutional block: zero padding of each convolution."""
+    pools: list[int] | None = _HOPFIELD["pools"]
+    """Convolutional block: max-pooling side after each convolution (1: none), e.g. ``[2, 2, 1]``."""
+    dense: list[int] = Field(default_factory=list)
+    """Convolutional block: dense layers after the last feature map, e.g. ``[256]``."""
+    input_side: int | None = _HOPFIELD["input_side"]
+    """Convolutional block: side of the square input maps (needed with ``dense``)."""
+    input_weights: bool = _HOPFIELD["input_weights"]
+    """``false``: the input drives the first layer one to one (no weights; same shape)."""
     activation: Literal[ACTIVATIONS] = _HOPFIELD["activation"]
     """``clamp`` (``clamp(u, 0, 1)``, the paper's), ``clamp-half`` or ``sigmoid`` (smooth)."""
     clamp_output: bool = _HOPFIELD["clamp_output"]
@@ -330,8 +338,12 @@ class HopfieldBlockConfig(Strict):
     tol: float | None = _HOPFIELD["tol"]
     """Stop a phase once no state moved by more than ``tol`` in an iteration; one that has not by
     ``t1`` / ``t2`` iterations fails (exit 3). Omit to run exactly ``t1`` / ``t2``."""
+    init: Literal[INIT_METHODS] = _HOPFIELD["init"]
+    """``uniform`` (``init_scale``) or ``goe`` (the paper code's symmetric Gaussian kernels, ``init_variance``)."""
     init_scale: float = _HOPFIELD["init_scale"]
     """Initial weights uniform in ``+-init_scale / sqrt(fan_in)``."""
+    init_variance: float = _HOPFIELD["init_variance"]
+    """``goe``: the kernels' variance parameter ``V``."""
 
     @model_validator(mode="after")
     def _spec(self):
@@ -341,7 +353,7 @@ class HopfieldBlockConfig(Strict):
     def spec(self) -> HopfieldSpec:
         """The block's :class:`~cosim.hopfield.HopfieldSpec`; a ``ValueError`` names the key."""
         fields = {k: getattr(self, k) for k in _HOPFIELD}
-        for key in ("sizes", "channels"):
+        for key in ("sizes", "channels", "pools", "dense"):
             if fields[key] is not None:
                 fields[key] = tuple(fields[key])
         return HopfieldSpec(**fields)

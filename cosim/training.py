@@ -191,7 +191,7 @@ def finish(
         say(f"ngspice validation on {min(samples, len(run.data.test_y))} test samples{where} ...")
     data = run.data
     check = ngspice_validation(
-        run.model, data.test_x, data.test_y, run.device, run.dtype, samples, run.config, cluster, say
+        run.model, data.test_x, data.test_y, run.device, run.dtype, samples, run.config, cluster, say, data.n_classes
     )
     code = 0
     if "ngspice_error" in check:
@@ -201,7 +201,14 @@ def finish(
         say(
             f"ngspice validation: {check['ngspice_samples']} test samples, "
             f"ngspice {100 * check['ngspice_test_accuracy']:.2f}% "
-            f"vs fast {100 * check['fast_test_accuracy_same_samples']:.2f}% ({check['ngspice_seconds']:.1f} s)"
+            f"vs fast {100 * check['fast_test_accuracy_same_samples']:.2f}%"
+            + (
+                f", top-5 ngspice {100 * check['ngspice_test_top5_accuracy']:.2f}% "
+                f"vs fast {100 * check['fast_test_top5_accuracy_same_samples']:.2f}%"
+                if "ngspice_test_top5_accuracy" in check
+                else ""
+            )
+            + f" ({check['ngspice_seconds']:.1f} s)"
         )
     summary = _summary(run, check)
     summary.update(_design_checks(run))

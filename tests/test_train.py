@@ -239,6 +239,23 @@ def test_ngspice_validation_after_training(tmp_path):
     assert summary["ngspice_samples"] == 24
     assert summary["ngspice_test_accuracy"] is not None
     assert abs(summary["ngspice_test_accuracy"] - summary["fast_test_accuracy_same_samples"]) <= 1 / 24 + 1e-12
+    # digits has 10 classes: the check reports top-5 of both solvers on the same samples too.
+    top5 = summary["ngspice_test_top5_accuracy"]
+    assert top5 >= summary["ngspice_test_accuracy"]
+    assert abs(top5 - summary["fast_test_top5_accuracy_same_samples"]) <= 1 / 24 + 1e-12
+
+
+@pytest.mark.parametrize(("n_classes", "top5"), [(10, True), (5, False), (None, False)])
+def test_the_ngspice_check_reports_top5_beside_top1_beyond_five_classes(tmp_path, n_classes, top5):
+    from cosim.config import load_config
+    from cosim.evaluate import ngspice_validation
+
+    config = load_config(tiny_config(tmp_path))
+    x, y = torch.zeros(0, 64), torch.zeros(0)
+    keys = ngspice_validation(None, x, y, "cpu", torch.float64, 0, config, n_classes=n_classes)
+    assert keys["ngspice_test_accuracy"] is None
+    assert ("ngspice_test_top5_accuracy" in keys) is top5
+    assert ("fast_test_top5_accuracy_same_samples" in keys) is top5
 
 
 def test_train_config_api_returns_summary(tmp_path):
