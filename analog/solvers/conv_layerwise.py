@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analog.conv_circuit import ConvCircuit, dual_rail
+from analog.conv_circuit import ConvCircuit
 from analog.solvers.base import Equilibrium, check_batch, tolerance_V
 from analog.solvers.layer_nodes import Layer, cold_start, layer_constants
 from analog.solvers.layerwise import LayerwiseSolver, warm_omega
@@ -58,9 +58,11 @@ class ConvSystem(LayeredSystem):
         self.weights = None
         self.offdiag = self.wire_blocks = None
         self.diag = torch.cat([d.flatten() for d in circuit.diagonal()])
-        plus = self.source_V[:, : spec.n_inputs].view(self.batch, *spec.grid(0))
         const = [circuit.bias_drive(l).expand(self.batch, *spec.grid(l)) for l in range(1, self.depth + 1)]
-        const[0] = const[0] + circuit.forward(0, plus)  # the input product, once per batch
+        # The input product, once per batch, over both sources of every pair (each is its own
+        # source, so the gradient of each is its own too).
+        rows = self.source_rows()
+        const[0] = const[0] + torch.nn.functional.conv2d(rows, circuit.kernels[0], padding=spec.padding)
         self.const = torch.cat([c.flatten(1) for c in const], dim=1)
         if nudge_A is not None:
             self.layer(self.const, self.depth).add_(nudge_A.to(dtype=self.dtype, device=self.device))
@@ -109,7 +111,7 @@ class ConvSystem(LayeredSystem):
         """Current every input source delivers ``[B, 2 C_0 H W]`` and every bias source into each
         layer ``[B, n_bias]``, amperes."""
         circuit, spec = self.circuit, self.spec
-        src = self.source_V.view(self.batch, 2 * spec.channels[0], *spec.side)
+        src = self.source_rows()
         v1 = self.shaped(u, 1)
         into = torch.nn.functional.conv_transpose2d(v1, circuit.kernels[0], padding=spec.padding)
         inputs = (src * circuit.row_totals(0) - into).flatten(1)
@@ -121,11 +123,9 @@ class ConvSystem(LayeredSystem):
             biases.append(spec.positions * bias_V * b.sum(1) - node_sum @ b.T)
         return inputs, tuple(biases)
 
-    def upstream_rows(self, parts: tuple[torch.Tensor, ...], l: int) -> torch.Tensor:
-        """Row voltages of crossbar ``l`` ``[B, 2 C_l, H, W]``: the sources, or ``cat([v, -v])``."""
-        if l == 0:
-            return self.source_V.view(self.batch, 2 * self.spec.channels[0], *self.spec.side)
-        return dual_rail(parts[l - 1].reshape(parts[l - 1].shape[0], *self.spec.grid(l)))
+    def source_rows(self) -> torch.Tensor:
+        """The input sources as crossbar 0's rows, ``[B, 2 C_0, H, W]`` volts."""
+        return self.source_V.view(self.batch, 2 * self.spec.channels[0], *self.spec.side)
 
 
 @dataclass
