@@ -204,6 +204,10 @@ class ConvCircuitSpec:
         v = self.input_gain_V * x
         return torch.cat([v, -v], dim=1)
 
+    def source_rows(self, source_V: torch.Tensor) -> torch.Tensor:
+        """Source voltages ``[B, 2 C_0 H W]`` as crossbar 0's row maps ``[B, 2 C_0, H, W]``."""
+        return source_V.view(source_V.shape[0], 2 * self.channels[0], *self.side)
+
     def bias_voltages(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
         if self.bias_V is None:
             return torch.zeros(0, dtype=dtype, device=device)
@@ -342,11 +346,11 @@ def pair_products(p, q, r, t, shape) -> torch.Tensor:
     ones_rows = torch.ones(1, *r.shape[1:], dtype=r.dtype, device=r.device)
     ones_cols = torch.ones(1, *t.shape[1:], dtype=t.dtype, device=t.device)
     out = conv2d_weight(ones_rows, shape, (q * t).sum(0, keepdim=True), padding=pad)
-    out = out - conv2d_weight(r, shape, q, padding=pad)
-    if p is not None:
-        out = out + conv2d_weight((p * r).sum(0, keepdim=True), shape, ones_cols, padding=pad)
-        out = out - conv2d_weight(p, shape, t, padding=pad)
-    return out
+    if p is None:
+        return out - conv2d_weight(r, shape, q, padding=pad)
+    out = out + conv2d_weight((p * r).sum(0, keepdim=True), shape, ones_cols, padding=pad)
+    # sum_b r q + sum_b p t is one correlation over the two batches stacked: one pass, not two.
+    return out - conv2d_weight(torch.cat([r, p]), shape, torch.cat([q, t]), padding=pad)
 
 
 def bias_pair_products(q: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

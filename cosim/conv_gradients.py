@@ -60,13 +60,12 @@ def conv_gradients(
     spec = circuit.spec
     held = _shaped(circuit, b.voltages)
     delta = _shaped(circuit, tuple(va - vb for va, vb in zip(a.voltages, b.voltages, strict=True)))
-    system = ConvSystem(circuit, source_V)
     bias_V = spec.bias_voltages(source_V.dtype, source_V.device)
     weights, biases = [], []
     for l, shape in enumerate(spec.kernel_shapes()):
         dy, sy = k * delta[l], 2.0 * held[l] + delta[l]
         if l == 0:
-            dx, sx = None, 2.0 * system.source_rows()
+            dx, sx = None, 2.0 * spec.source_rows(source_V)
         else:
             xd = dual_rail(delta[l - 1])
             dx, sx = k * xd, 2.0 * dual_rail(held[l - 1]) + xd
@@ -91,7 +90,7 @@ def _implicit(circuit, source_V, free, grad_output) -> BlockGradients:
     weights, biases = [], []
     for l, shape in enumerate(spec.kernel_shapes()):
         if l == 0:
-            weights.append(-pair_products(None, lam[0], system.source_rows(), v[0], shape))
+            weights.append(-pair_products(None, lam[0], spec.source_rows(source_V), v[0], shape))
         else:
             weights.append(-pair_products(dual_rail(lam[l - 1]), lam[l], dual_rail(v[l - 1]), v[l], shape))
         biases.append(-bias_pair_products(lam[l], bias_V, v[l]))

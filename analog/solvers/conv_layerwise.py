@@ -125,7 +125,7 @@ class ConvSystem(LayeredSystem):
 
     def source_rows(self) -> torch.Tensor:
         """The input sources as crossbar 0's rows, ``[B, 2 C_0, H, W]`` volts."""
-        return self.source_V.view(self.batch, 2 * self.spec.channels[0], *self.spec.side)
+        return self.spec.source_rows(self.source_V)
 
 
 @dataclass
