@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_weight
 
-from analog.circuit import MAX_LAYER_SIZE, MAX_VOLTAGE_V
+from analog.circuit import MAX_LAYER_SIZE, MAX_VOLTAGE_V, check_conductances
 from analog.devices import ConductanceRange
 from analog.diode import DiodeModel
 
@@ -209,18 +209,17 @@ class ConvCircuitSpec:
         return source_V.view(source_V.shape[0], 2 * self.channels[0], *self.side)
 
     def bias_voltages(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
-        if self.bias_V is None:
-            return torch.zeros(0, dtype=dtype, device=device)
-        return torch.tensor([self.bias_V, -self.bias_V], dtype=dtype, device=device)
+        """``[+bias_V, -bias_V]`` (empty without bias), volts."""
+        signs = torch.tensor([1.0, -1.0][: self.n_bias], dtype=dtype, device=device)
+        return signs * (self.bias_V or 0.0)
 
     def random_conductances(self, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64):
-        """Kernels and bias conductances uniform in ``[g_min, g_max]``."""
+        """Kernels and bias conductances uniform in ``[g_min, g_max]``: ``(kernels, biases)``."""
         lo, hi = self.conductance.g_min_S, self.conductance.g_max_S
-
-        def draw(shape):
-            return lo + (hi - lo) * torch.rand(shape, generator=generator, dtype=dtype)
-
-        return [draw(s) for s in self.kernel_shapes()], [draw(s) for s in self.bias_shapes()]
+        shapes = (self.kernel_shapes(), self.bias_shapes())
+        return tuple(
+            [torch.empty(s, dtype=dtype).uniform_(lo, hi, generator=generator) for s in group] for group in shapes
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,27 +236,8 @@ class ConvCircuit:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernels", tuple(self.kernels))
         object.__setattr__(self, "biases", tuple(self.biases))
-        lo, hi = self.spec.conductance.g_min_S, self.spec.conductance.g_max_S
-        for name, group, shapes in (
-            ("kernels", self.kernels, self.spec.kernel_shapes()),
-            ("biases", self.biases, self.spec.bias_shapes()),
-        ):
-            if len(group) != len(shapes):
-                raise ValueError(f"{name}: expected {len(shapes)} tensors (one per crossbar), got {len(group)}")
-            for l, (t, shape) in enumerate(zip(group, shapes, strict=True)):
-                if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shape):
-                    got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                    raise ValueError(f"{name}[{l}]: expected shape {list(shape)}, got {got}")
-                if t.numel() == 0:
-                    continue
-                t = t.detach()
-                if not torch.isfinite(t).all() or (t <= 0).any():
-                    raise ValueError(f"{name}[{l}]: conductances must be finite and > 0 S")
-                if self.check_range and (t.min() < lo * (1 - 1e-9) or t.max() > hi * (1 + 1e-9)):
-                    raise ValueError(
-                        f"{name}[{l}]: conductance out of [G_min, G_max] = [{lo:.3e}, {hi:.3e}] S (found "
-                        f"[{t.min().item():.3e}, {t.max().item():.3e}] S); clip it or widen g_min_S / g_max_S"
-                    )
+        check_conductances("kernels", self.kernels, self.spec.kernel_shapes(), self.spec.conductance, self.check_range)
+        check_conductances("biases", self.biases, self.spec.bias_shapes(), self.spec.conductance, self.check_range)
 
     @classmethod
     def random(cls, spec: ConvCircuitSpec, seed: int = 0, dtype: torch.dtype = torch.float64) -> ConvCircuit:

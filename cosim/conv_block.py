@@ -14,12 +14,11 @@ import torch
 from torch import nn
 
 from analog.conv_circuit import ConvCircuit, ConvCircuitSpec
-from analog.readout import Measurement
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError
 from analog.solvers.conv_layerwise import ConvLayerwiseSolver
-from cosim.block import check_kcl
+from cosim.block import check_kcl, exact_reading_method
 from cosim.conv_gradients import conv_gradients
-from cosim.gradients import EquilibriumPropagation, GradientMethod, ImplicitDifferentiation
+from cosim.gradients import EquilibriumPropagation, GradientMethod
 
 __all__ = ["ConvAnalogBlock"]
 
@@ -88,17 +87,7 @@ class ConvAnalogBlock(nn.Module):
 
     @method.setter
     def method(self, method: GradientMethod) -> None:
-        if isinstance(method, EquilibriumPropagation):
-            if method.measurement != Measurement():
-                raise ValueError(
-                    f"{self.name}: a conv analog block reads its voltages and currents exactly; the EP "
-                    "measurement (ADC) settings apply to dense analog blocks only"
-                )
-        elif not isinstance(method, ImplicitDifferentiation):
-            raise ValueError(
-                f"{self.name}: a conv analog block supports EP and implicit differentiation, not {method!r}"
-            )
-        self._method = method
+        self._method = exact_reading_method(method, self.name, "a conv analog block")
 
     def conductances(self) -> list[nn.Parameter]:
         return [*self.weights, *self.biases]
