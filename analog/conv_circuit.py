@@ -271,8 +271,8 @@ class ConvCircuit:
         return self.kernels[l][:, :c] - self.kernels[l][:, c:]
 
     def forward(self, l: int, v: torch.Tensor) -> torch.Tensor:
-        """Current crossbar ``l`` brings from layer ``l`` (``[B, C_l, H, W]``, + rail) into
-        layer ``l+1`` at zero volts there: ``conv(v, K_l)``."""
+        """Current crossbar ``l >= 1`` brings from the dual-rail layer ``l`` (``[B, C_l, H, W]``)
+        into layer ``l+1`` held at zero volts: ``conv(v, K_l)``."""
         return F.conv2d(v, self.signed(l), padding=self.spec.padding)
 
     def backward(self, l: int, w: torch.Tensor) -> torch.Tensor:

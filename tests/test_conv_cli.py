@@ -49,3 +49,20 @@ def test_bad_conv_configs_exit_2(args, message):
     proc = cosim("gradcheck", "--config", "gradcheck-conv", *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_conv_resumes_and_evaluates(tmp_path):
+    run = tmp_path / "run"
+    small = ["--set", "data.train_subset=256", "--set", "data.test_subset=64", "--set", "train.schedule=none"]
+    first = cosim("train", "--config", "digits-conv", "--out", str(run), "--epochs", "1", *small)
+    assert first.returncode == 0, first.stderr
+    resumed = cosim("train", "--resume", str(run), "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "from epoch 2" in resumed.stderr + resumed.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    assert summary["conductances"] == 8 * 2 * 9 + 8 * 16 * 9 + 2 * 8 * 2
+    evaluated = cosim("eval", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "eval"), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["test_accuracy"] > 0.2

@@ -67,8 +67,8 @@ class ConvSystem(LayeredSystem):
         if nudge_A is not None:
             self.layer(self.const, self.depth).add_(nudge_A.to(dtype=self.dtype, device=self.device))
         self.diode = spec.diode
-        self.rails = [(rail, sign) for rail, sign in ((spec.diode_up_V, 1.0), (spec.diode_down_V, -1.0))]
-        self.rails = [(rail, sign) for rail, sign in self.rails if rail is not None]
+        rails = ((spec.diode_up_V, 1.0), (spec.diode_down_V, -1.0))
+        self.rails = [(rail, sign) for rail, sign in rails if rail is not None]
         signs = torch.tensor([sign for _, sign in self.rails], dtype=self.dtype, device=self.device)
         self._rail_signs = signs.view(-1, 1, 1)
         self._rail_offsets = torch.tensor([-s * r for r, s in self.rails], dtype=self.dtype, device=self.device)
