@@ -65,4 +65,5 @@ def test_train_conv_resumes_and_evaluates(tmp_path):
     assert summary["conductances"] == 8 * 2 * 9 + 8 * 16 * 9 + 2 * 8 * 2
     evaluated = cosim("eval", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "eval"), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout)["test_accuracy"] > 0.2
+    # The checkpoint holds the trained conv block: evaluating it reproduces the run's accuracy.
+    assert json.loads(evaluated.stdout)["test_accuracy"] == summary["test_accuracy"]
