@@ -24,11 +24,12 @@ rescaling), and the co-content is
 
     D_l v_l + f(v_l) = c_l + conv(v_{l-1}, K_{l-1}) + conv^T(v_{l+1}, K_l),                    (K)
 
-with the signed kernel ``K_l = G_l[:, :C_l] - G_l[:, C_l:]`` (for ``l = 0`` the source pair gives the
-same form with ``v_0 = g x``) and the node's total conductance ``D_l`` (both rails' devices, the
-devices to the layer before and the bias devices), which depends on the position at the border:
-it is a convolution (and transposed convolution) of ones with the unsigned kernels, never a dense
-matrix. ``c_l = bias_V (B_l^+ - B_l^-)``, per channel.
+with the signed kernel ``K_l = G_l[:, :C_l] - G_l[:, C_l:]`` and the node's total conductance
+``D_l`` (both rails' devices, the devices to the layer before and the bias devices), which depends
+on the position at the border: it is a convolution (and transposed convolution) of ones with the
+unsigned kernels, never a dense matrix. ``c_l = bias_V (B_l^+ - B_l^-)`` per channel, and in layer 1
+also the sources' current ``conv(V_src, G_0)`` over all ``2 C_0`` rows (with exact pairs it is
+``conv(g x, K_0)``; each source is kept its own, since EP measures each source's current).
 """
 
 from __future__ import annotations
