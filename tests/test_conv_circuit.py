@@ -161,3 +161,31 @@ def test_bad_conductances_and_inputs_are_refused():
         ConvLayerwiseSolver().solve(circuit, torch.zeros(2, 7))
     with pytest.raises(ValueError, match="fuse"):
         ConvLayerwiseSolver(fuse=True)
+
+
+def test_deck_holds_one_device_per_tap_and_position():
+    from analog.conv_netlist import conv_netlist_text
+
+    spec = ConvCircuitSpec(channels=(1, 2, 1), side=(3, 3))
+    circuit = ConvCircuit.random(spec, seed=2)
+    text = conv_netlist_text(circuit, _inputs(spec, 2, seed=3))
+    lines = [line.split() for line in text.splitlines() if line and not line.startswith((".", "*"))]
+    by_kind: dict[str, list[list[str]]] = {}
+    for words in lines:
+        by_kind.setdefault(words[0][:3].upper() if words[0][0] in "Rr" else words[0][0].upper(), []).append(words)
+    # Per axis the 3 taps of a row of 3 nodes reach 2 + 3 + 2 = 7 neighbours that exist: 7^2 (tap,
+    # position) pairs per channel pair, no device towards the padding.
+    pairs = sum(min(y + 1, 2) - max(y - 1, 0) + 1 for y in range(3)) ** 2
+    assert pairs == 49
+    assert len(by_kind["RW0"]) == 2 * 2 * pairs and len(by_kind["RW1"]) == 1 * 4 * pairs
+    assert len(by_kind["RB0"]) == 2 * 18 and len(by_kind["RB1"]) == 2 * 9
+    assert len(by_kind["E"]) == len(by_kind["F"]) == 18 and len(by_kind["D"]) == 2 * 27
+    # Tap (dy, dx) = (-1, -1) of output channel 0 from the - rail of hidden channel 1, at node (1, 1):
+    # from L1_X{1 * 9 + 0} to L2_N{4}, at the kernel's conductance.
+    name, a, b, ohms = next(w for w in by_kind["RW1"] if w[0] == "RW1_0_3_0_0_1_1")[:4]
+    assert (a, b) == ("L1_X9", "L2_N4")
+    assert float(ohms) == pytest.approx(1.0 / float(circuit.kernels[1][0, 3, 0, 0]), rel=1e-15)
+    einv = next(w for w in by_kind["E"] if w[0] == "EINV_L1_N9")
+    finv = next(w for w in by_kind["F"] if w[0] == "FINV_L1_N9")
+    assert einv[1:4] == ["L1_A9", "0", "L1_N9"] and float(einv[-1]) == -1.0
+    assert finv[1:4] == ["L1_N9", "0", "VSENSE_L1_N9"] and float(finv[-1]) == -1.0
