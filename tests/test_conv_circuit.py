@@ -182,7 +182,7 @@ def test_deck_holds_one_device_per_tap_and_position():
     assert len(by_kind["E"]) == len(by_kind["F"]) == 18 and len(by_kind["D"]) == 2 * 27
     # Tap (dy, dx) = (-1, -1) of output channel 0 from the - rail of hidden channel 1, at node (1, 1):
     # from L1_X{1 * 9 + 0} to L2_N{4}, at the kernel's conductance.
-    name, a, b, ohms = next(w for w in by_kind["RW1"] if w[0] == "RW1_0_3_0_0_1_1")[:4]
+    a, b, ohms = next(w for w in by_kind["RW1"] if w[0] == "RW1_0_3_0_0_1_1")[1:4]
     assert (a, b) == ("L1_X9", "L2_N4")
     assert float(ohms) == pytest.approx(1.0 / float(circuit.kernels[1][0, 3, 0, 0]), rel=1e-15)
     einv = next(w for w in by_kind["E"] if w[0] == "EINV_L1_N9")
