@@ -28,7 +28,7 @@ from analog.models import UserModels
 from analog.peripherals import Peripherals
 from analog.wires import CrossbarWires, check_wire_ohm
 
-__all__ = ["MAX_LAYER_SIZE", "MAX_VOLTAGE_V", "Circuit", "CircuitSpec", "node_name"]
+__all__ = ["MAX_LAYER_SIZE", "MAX_VOLTAGE_V", "Circuit", "CircuitSpec", "check_conductances", "node_name"]
 
 
 MAX_LAYER_SIZE = 100_000
@@ -383,31 +383,7 @@ class Circuit:
             raise ValueError(f"weights/biases: all conductances must share one dtype, got {dtypes}")
 
     def _check_group(self, name: str, tensors: Sequence[torch.Tensor], shapes) -> None:
-        if len(tensors) != len(shapes):
-            raise ValueError(f"{name}: expected {len(shapes)} tensors (one per layer), got {len(tensors)}")
-        lo, hi = self.spec.conductance.g_min_S, self.spec.conductance.g_max_S
-        for l, (t, shape) in enumerate(zip(tensors, shapes, strict=True)):
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shape):
-                got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                raise ValueError(f"{name}[{l}]: expected shape {list(shape)}, got {got}")
-            if t.numel() == 0:
-                continue
-            t = t.detach()
-            if not torch.isfinite(t).all():
-                raise ValueError(f"{name}[{l}]: contains NaN or inf conductances")
-            if (t <= 0).any():
-                raise ValueError(
-                    f"{name}[{l}]: conductances must be > 0 S, found {t.min().item():.3e} S "
-                    f"(allowed range [{lo:.3e}, {hi:.3e}] S)"
-                )
-            if self.check_range:
-                slack = 1e-9 * hi
-                if t.min().item() < lo - slack or t.max().item() > hi + slack:
-                    raise ValueError(
-                        f"{name}[{l}]: conductance out of [G_min, G_max] = [{lo:.3e}, {hi:.3e}] S "
-                        f"(found [{t.min().item():.3e}, {t.max().item():.3e}] S); clip it or widen "
-                        "conductance.g_min_S / g_max_S"
-                    )
+        check_conductances(name, tensors, shapes, self.spec.conductance, self.check_range)
 
     @classmethod
     def random(cls, spec: CircuitSpec, seed: int = 0, dtype: torch.dtype = torch.float64) -> Circuit:
@@ -479,3 +455,35 @@ class Circuit:
             self.diode_emission,
             self.amp_offset,
         )
+
+
+def check_conductances(
+    name: str, tensors: Sequence[torch.Tensor], shapes, conductance: ConductanceRange, check_range: bool = True
+) -> None:
+    """Refuse conductance tensors ``name[l]`` of the wrong count or shape, non-finite or non-positive,
+    or (``check_range``) outside ``conductance``'s range: the message names the tensor and the fix."""
+    if len(tensors) != len(shapes):
+        raise ValueError(f"{name}: expected {len(shapes)} tensors (one per layer), got {len(tensors)}")
+    lo, hi = conductance.g_min_S, conductance.g_max_S
+    for l, (t, shape) in enumerate(zip(tensors, shapes, strict=True)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shape):
+            got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name}[{l}]: expected shape {list(shape)}, got {got}")
+        if t.numel() == 0:
+            continue
+        t = t.detach()
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name}[{l}]: contains NaN or inf conductances")
+        if (t <= 0).any():
+            raise ValueError(
+                f"{name}[{l}]: conductances must be > 0 S, found {t.min().item():.3e} S "
+                f"(allowed range [{lo:.3e}, {hi:.3e}] S)"
+            )
+        if check_range:
+            slack = 1e-9 * hi
+            if t.min().item() < lo - slack or t.max().item() > hi + slack:
+                raise ValueError(
+                    f"{name}[{l}]: conductance out of [G_min, G_max] = [{lo:.3e}, {hi:.3e}] S "
+                    f"(found [{t.min().item():.3e}, {t.max().item():.3e}] S); clip it or widen "
+                    "conductance.g_min_S / g_max_S"
+                )

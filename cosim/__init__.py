@@ -1,6 +1,7 @@
 """Co-simulation: the ff-EBM model, the hybrid gradient, training, checks, sweeps and the CLI."""
 
 from cosim.block import AnalogBlock
+from cosim.conv_block import ConvAnalogBlock
 from cosim.gradients import (
     METHODS,
     BlockGradients,
@@ -17,6 +18,7 @@ __all__ = [
     "METHODS",
     "AnalogBlock",
     "BlockGradients",
+    "ConvAnalogBlock",
     "EquilibriumPropagation",
     "GradientMethod",
     "HopfieldBlock",

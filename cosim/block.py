@@ -13,11 +13,12 @@ from torch import nn
 
 from analog.circuit import Circuit, CircuitSpec
 from analog.devices import DeviceArray, DeviceConfig, IOConfig
+from analog.readout import Measurement
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, WrappedSolver
 from analog.solvers.newton import FastSolver
-from cosim.gradients import EquilibriumPropagation, GradientMethod
+from cosim.gradients import EquilibriumPropagation, GradientMethod, ImplicitDifferentiation
 
-__all__ = ["KCL_FRACTION", "AnalogBlock", "check_kcl", "kcl_tolerance_A"]
+__all__ = ["KCL_FRACTION", "AnalogBlock", "check_kcl", "exact_reading_method", "kcl_tolerance_A"]
 
 KCL_FRACTION = 1e-4
 """Largest KCL residual a solved equilibrium may keep, as a fraction of one device's full-scale
@@ -42,6 +43,20 @@ def check_kcl(eq: Equilibrium, spec: CircuitSpec, where: str) -> None:
             f"{tol:.1e} A ({KCL_FRACTION:g} of g_max_S x input_gain_V): the result is not a physical "
             "equilibrium; tighten solver.tol_V or raise solver.max_iterations, and check the inputs"
         )
+
+
+def exact_reading_method(method: GradientMethod, where: str, what: str) -> GradientMethod:
+    """``method`` for a block that reads its states exactly (``what``, e.g. "a Hopfield block"): EP
+    without ADC settings, or implicit differentiation; anything else is refused naming ``where``."""
+    if isinstance(method, EquilibriumPropagation):
+        if method.measurement != Measurement():
+            raise ValueError(
+                f"{where}: {what} reads its states exactly; EP measurement (ADC) settings apply to dense analog "
+                "blocks only"
+            )
+    elif not isinstance(method, ImplicitDifferentiation):
+        raise ValueError(f"{where}: {what} supports EP and implicit differentiation, not {method!r}")
+    return method
 
 
 class _PhaseReads(WrappedSolver):

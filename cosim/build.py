@@ -8,9 +8,14 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from analog.devices import DeviceConfig, IOConfig
+from analog.readout import Measurement
 from analog.solvers import EquilibriumSolver, SolverError, get_solver
+from analog.solvers.conv_layerwise import ConvLayerwiseSolver
+from analog.solvers.conv_ngspice import ConvNgspiceSolver
 from cosim.block import AnalogBlock
 from cosim.config import ConfigError, RunConfig, SolverConfig, TrainConfig
+from cosim.conv_block import ConvAnalogBlock
 from cosim.gradients import EquilibriumPropagation, GradientMethod
 from cosim.hopfield import HopfieldBlock
 from cosim.limits import check_memory
@@ -23,8 +28,10 @@ __all__ = [
     "analog_block",
     "block_method",
     "block_seed",
+    "build_conv_solver",
     "build_model",
     "build_solver",
+    "conv_block",
     "make_optimizer",
     "make_schedule",
     "resolve_device",
@@ -80,6 +87,14 @@ def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSo
     return get_solver("ngspice", workers=config.workers, timeout_s=config.timeout_s)
 
 
+def build_conv_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSolver:
+    """The solver of a conv analog block for solver ``name`` (default ``config.name``): the
+    layer-wise conv solver for ``auto``, ``fast`` and ``fast-layerwise``, else ngspice's."""
+    if (name or config.name) == "ngspice":
+        return ConvNgspiceSolver(workers=config.workers, timeout_s=config.timeout_s)
+    return ConvLayerwiseSolver(tol_V=config.tol_V)
+
+
 def analog_block(config: RunConfig, index: int, **options) -> AnalogBlock:
     """The :class:`AnalogBlock` of ``model.blocks[index]`` with its own device, read and
     measurement settings; ``options`` go to :class:`AnalogBlock` (solver, method, seed, dtype, name)."""
@@ -91,6 +106,28 @@ def analog_block(config: RunConfig, index: int, **options) -> AnalogBlock:
     return AnalogBlock(
         spec, devices=config.block_section(index, "devices"), io=config.block_section(index, "io"), **options
     )
+
+
+def conv_block(config: RunConfig, index: int, solver: EquilibriumSolver, **options) -> ConvAnalogBlock:
+    """The :class:`ConvAnalogBlock` of ``model.blocks[index]``: ideal devices and readout, the
+    layer-wise conv solver (``solver``, the model's, names what was asked for; ngspice is refused)."""
+    where = f"model.blocks[{index}] (analog-conv)"
+    if solver.name == "ngspice":
+        raise ConfigError(
+            f"{where}: conv analog blocks run on the fast layer-wise solver inside a model (ngspice checks them "
+            "in `cosim solve --solver both`); use --solver fast"
+        )
+    for section, ideal in (("devices", DeviceConfig()), ("io", IOConfig()), ("measurement", Measurement())):
+        if getattr(config, section) != ideal:
+            raise ConfigError(
+                f"{section}: conv analog blocks model ideal devices and exact readings; drop the [{section}] keys "
+                "(they apply to every analog block) or the analog-conv block"
+            )
+    try:
+        spec = config.model.blocks[index].circuit_spec()
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return ConvAnalogBlock(spec, build_conv_solver(config.solver, "fast"), **options)
 
 
 def block_method(config: RunConfig, index: int) -> GradientMethod:
@@ -150,13 +187,18 @@ def build_model(
     torch.manual_seed(config.seed.init)
     solver = solver or build_solver(config.solver)
     blocks: list[nn.Module] = []
-    n_analog = n_hopfield = 0
+    n_analog = n_hopfield = n_conv = 0
     for i, block in enumerate(config.model.blocks):
         if block.type == "hopfield":
             seed = block_seed(config.seed.init, i)
             method = config.train.gradient_method()
             module = HopfieldBlock(block.spec(), method, seed=seed, dtype=dtype, name=f"hopfield{n_hopfield}")
             n_hopfield += 1
+        elif block.type == "analog-conv":
+            method = config.train.gradient_method()
+            seed = block_seed(config.seed.init, i)
+            module = conv_block(config, i, solver, method=method, seed=seed, dtype=dtype, name=f"analog-conv{n_conv}")
+            n_conv += 1
         elif block.type == "analog":
             module = analog_block(
                 config,
@@ -215,7 +257,7 @@ def make_optimizer(model: FFEBM, train: TrainConfig) -> torch.optim.Optimizer:
     in units of the device range ``R = g_max - g_min``: Adam's steps do not depend on the gradient's
     units, so its scale is ``R``; SGD's step is ``lr`` times a gradient in 1/S, so its scale is ``R^2``."""
     groups, analog = [], set()
-    for block in model.analog_blocks():
+    for block in [*model.analog_blocks(), *model.conv_blocks()]:
         params = block.conductances()
         device_range = block.spec.conductance
         span = device_range.g_max_S - device_range.g_min_S

@@ -27,7 +27,7 @@ import json
 import re
 
 from cosim.config import ConfigError, RunConfig, parse_config, parse_override, set_path
-from cosim.model_config import PERIPHERAL_KEYS, AnalogBlockConfig, ConverterConfig
+from cosim.model_config import PERIPHERAL_KEYS, AnalogBlockConfig, AnalogConvBlockConfig, ConverterConfig
 
 __all__ = ["ANALOG_KEYS", "Conditions", "apply_conditions", "parse_condition"]
 
@@ -67,7 +67,14 @@ class Conditions:
         """Every override as the configuration path it sets."""
         self.redraws_devices = False
         analog = [i for i, b in enumerate(config.model.blocks) if isinstance(b, AnalogBlockConfig)]
+        conv = [i for i, b in enumerate(config.model.blocks) if isinstance(b, AnalogConvBlockConfig)]
         for key, value in items:
+            if key in ANALOG_KEYS and conv:
+                # A conv block takes the conditions it has keys for and refuses the others, so that no
+                # block of the chip silently stays at the trained condition.
+                if key not in AnalogConvBlockConfig.model_fields:
+                    raise ConfigError(f"--set {key}: model.blocks[{conv[0]}] (analog-conv) has no such key")
+                analog = sorted(set(analog) | set(conv))
             for path in self._paths(config, analog, key):
                 self.paths[path] = value
 

@@ -252,6 +252,11 @@ def energy_report(
     costs = CostModel.from_config(cfg)
     caps, options = cfg.capacitances(), cfg.transient_options()
     blocks = model.analog_blocks()
+    if model.conv_blocks():
+        raise ConfigError(
+            f"model.blocks: {model.conv_blocks()[0].name} is a conv analog block, which the energy model does not "
+            "cover yet (a report without it would understate the step); run cosim energy on a model without one"
+        )
     if not blocks:
         raise ConfigError(
             "model.blocks: energy is a circuit quantity and this model has no analog block (Hopfield blocks "

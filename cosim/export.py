@@ -35,6 +35,11 @@ def _blocks(config: RunConfig, model: dict[str, torch.Tensor], source: str) -> l
     """``(index in model.blocks, block)`` of every analog block, with the checkpoint's state."""
     out = []
     for i, block_config in enumerate(config.model.blocks):
+        if block_config.type == "analog-conv":
+            raise ConfigError(
+                f"model.blocks[{i}] (analog-conv): conv analog blocks are not exported as netlists yet (their "
+                "unrolled deck runs in `cosim solve --solver ngspice`)"
+            )
         if block_config.type != "analog":
             continue
         name = f"analog{len(out)}"

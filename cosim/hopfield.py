@@ -80,8 +80,8 @@ import math
 import torch
 from torch import nn
 
-from analog.readout import Measurement
 from analog.solvers.base import SolverError
+from cosim.block import exact_reading_method
 from cosim.gradients import EquilibriumPropagation, GradientMethod, ImplicitDifferentiation
 from cosim.hopfield_energy import (
     ACTIVATIONS,
@@ -181,15 +181,7 @@ class HopfieldBlock(nn.Module):
 
     @method.setter
     def method(self, method: GradientMethod) -> None:
-        if isinstance(method, EquilibriumPropagation):
-            if method.measurement != Measurement():
-                raise ValueError(
-                    f"{self.name}: a Hopfield block reads its states exactly; EP measurement (ADC) settings "
-                    "apply to analog blocks only"
-                )
-        elif not isinstance(method, ImplicitDifferentiation):
-            raise ValueError(f"{self.name}: a Hopfield block supports EP and implicit differentiation, not {method!r}")
-        self._method = method
+        self._method = exact_reading_method(method, self.name, "a Hopfield block")
 
     def parameters_list(self) -> list[nn.Parameter]:
         return [*self.synapses, *self.synapse_biases]

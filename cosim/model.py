@@ -14,6 +14,7 @@ from torch import nn
 
 from analog.solvers.base import EquilibriumSolver
 from cosim.block import AnalogBlock
+from cosim.conv_block import ConvAnalogBlock
 from cosim.gradients import GradientMethod
 from cosim.hopfield import HopfieldBlock
 
@@ -38,9 +39,13 @@ class FFEBM(nn.Module):
     def analog_blocks(self) -> list[AnalogBlock]:
         return [b for b in self.blocks if isinstance(b, AnalogBlock)]
 
-    def energy_blocks(self) -> list[AnalogBlock | HopfieldBlock]:
-        """The blocks trained by a gradient method: analog and Hopfield ones."""
-        return [b for b in self.blocks if isinstance(b, AnalogBlock | HopfieldBlock)]
+    def conv_blocks(self) -> list[ConvAnalogBlock]:
+        """The convolutional analog blocks (their own solvers; not among :meth:`analog_blocks`)."""
+        return [b for b in self.blocks if isinstance(b, ConvAnalogBlock)]
+
+    def energy_blocks(self) -> list[AnalogBlock | ConvAnalogBlock | HopfieldBlock]:
+        """The blocks trained by a gradient method: analog (dense and conv) and Hopfield ones."""
+        return [b for b in self.blocks if isinstance(b, AnalogBlock | ConvAnalogBlock | HopfieldBlock)]
 
     def set_gradient_method(self, method: GradientMethod) -> FFEBM:
         for block in self.energy_blocks():
@@ -48,13 +53,20 @@ class FFEBM(nn.Module):
         return self
 
     def set_solver(self, solver: EquilibriumSolver) -> FFEBM:
+        """Give every dense analog block ``solver``; conv blocks keep their layer-wise solver, and
+        refuse ngspice here (it solves them in ``cosim solve``), rather than ignore it."""
+        if solver.name == "ngspice" and self.conv_blocks():
+            raise ValueError(
+                f"{self.conv_blocks()[0].name}: conv analog blocks are not run on ngspice inside a model yet "
+                "(`cosim solve --solver both` compares them with ngspice); use the fast solver"
+            )
         for block in self.analog_blocks():
             block.solver = solver
         return self
 
     def clip_(self) -> None:
         """Clip every analog conductance into its device range (after an optimizer step)."""
-        for block in self.analog_blocks():
+        for block in [*self.analog_blocks(), *self.conv_blocks()]:
             block.clip_()
 
     def solver_stats(self) -> dict[str, float]:

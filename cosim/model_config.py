@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from analog.circuit import CircuitSpec
+from analog.conv_circuit import ConvCircuitSpec
 from analog.devices import ConductanceRange
 from analog.diode import DiodeModel
 from analog.model_library import load_model_library
@@ -28,6 +29,7 @@ __all__ = [
     "BLOCK_TYPES",
     "PERIPHERAL_KEYS",
     "AnalogBlockConfig",
+    "AnalogConvBlockConfig",
     "BlockConfig",
     "HopfieldBlockConfig",
     "ModelConfig",
@@ -235,6 +237,64 @@ class AnalogBlockConfig(Strict):
             raise _renamed(exc, {"layer_sizes": "sizes"}) from None
 
 
+_CONV = library_defaults(ConvCircuitSpec)
+
+
+class AnalogConvBlockConfig(Strict):
+    """A convolutional analog block (:mod:`analog.conv_circuit`): tied crossbar devices ``k x k`` per
+    channel pair (stride 1, 'same' padding), dual-rail hidden layers through inverting amplifiers,
+    ideal devices and peripherals. It takes ``[channels[0], H, W]`` maps (``side = [H, W]``) and
+    gives ``[channels[-1], H, W]`` output voltages."""
+
+    type: Literal["analog-conv"]
+    channels: list[int]
+    """``[c_in, c_1, ..., c_L]``."""
+    side: list[int]
+    """``[H, W]`` of every layer's grid."""
+    kernel_size: int = _CONV["kernel_size"]
+    """Odd kernel side ``k``."""
+    input_gain_V: float = _CONV["input_gain_V"]
+    bias_V: float | None = _CONV["bias_V"]
+    diode_up_V: float | None = _CONV["diode_up_V"]
+    diode_down_V: float | None = _CONV["diode_down_V"]
+    nudge_scale_V: float = _CONV["nudge_scale_V"]
+    g_min_S: float = _RANGE["g_min_S"]
+    g_max_S: float = _RANGE["g_max_S"]
+    diode_is_A: float = _DIODE["is_A"]
+    diode_n: float = _DIODE["n"]
+    temperature_C: float = _DIODE["temperature_C"]
+    tnom_C: float = _DIODE["tnom_C"]
+
+    @model_validator(mode="after")
+    def _circuit(self):
+        self.circuit_spec()
+        return self
+
+    def circuit_spec(self) -> ConvCircuitSpec:
+        """The block's :class:`~analog.conv_circuit.ConvCircuitSpec`; a ``ValueError`` names the key."""
+        try:
+            diode = DiodeModel(
+                is_A=self.diode_is_A, n=self.diode_n, temperature_C=self.temperature_C, tnom_C=self.tnom_C
+            )
+        except ValueError as exc:
+            raise _renamed(exc, _DIODE_KEYS) from None
+        try:
+            return ConvCircuitSpec(
+                channels=tuple(self.channels),
+                side=tuple(self.side),
+                kernel_size=self.kernel_size,
+                input_gain_V=self.input_gain_V,
+                bias_V=self.bias_V,
+                diode_up_V=self.diode_up_V,
+                diode_down_V=self.diode_down_V,
+                diode=diode,
+                conductance=ConductanceRange(self.g_min_S, self.g_max_S),
+                nudge_scale_V=self.nudge_scale_V,
+            )
+        except ValueError as exc:
+            raise _renamed(exc, {}) from None
+
+
 class LinearConfig(Strict):
     type: Literal["linear"]
     in_features: int = Field(ge=1)
@@ -361,6 +421,7 @@ class HopfieldBlockConfig(Strict):
 
 BlockConfig = Annotated[
     AnalogBlockConfig
+    | AnalogConvBlockConfig
     | HopfieldBlockConfig
     | LinearConfig
     | ConvConfig

@@ -159,7 +159,9 @@ def _summary(run: TrainingRun, check: dict) -> dict:
         "method": config.train.method,
         "beta": config.train.beta,
         "parameters": sum(p.numel() for p in run.model.parameters()),
-        "conductances": sum(p.numel() for b in run.model.analog_blocks() for p in b.conductances()),
+        "conductances": sum(
+            p.numel() for b in (*run.model.analog_blocks(), *run.model.conv_blocks()) for p in b.conductances()
+        ),
         **check,
         "files": {
             k: str(run_dir / v)

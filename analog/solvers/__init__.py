@@ -2,12 +2,14 @@
 
 from analog.solvers.auto import AutoSolver
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, SolverStatus, WrappedSolver
+from analog.solvers.conv_layerwise import ConvLayerwiseSolver
 from analog.solvers.ideal import IdealDiodeSolver
 from analog.solvers.layerwise import LayerwiseSolver
 from analog.solvers.newton import FastSolver
 
 __all__ = [
     "AutoSolver",
+    "ConvLayerwiseSolver",
     "Equilibrium",
     "EquilibriumSolver",
     "FastSolver",

@@ -47,7 +47,8 @@ class Layer:
         return b
 
 
-def layer_constants(system: LayeredSystem) -> list[Layer]:
+def layer_constants(system: LayeredSystem, kind: type[Layer] = Layer) -> list[Layer]:
+    """Every free layer's :class:`Layer` (``kind``: a subclass with its own couplings, e.g. convolutions)."""
     spec = system.spec
     lambert = (
         bool(system.rails)
@@ -66,7 +67,7 @@ def layer_constants(system: LayeredSystem) -> list[Layer]:
         d = system.layer(system.diag.unsqueeze(0), l)[0]
         q = i_s / (d * diode.vte_V)
         layers.append(
-            Layer(
+            kind(
                 system=system,
                 l=l,
                 d=d,

@@ -71,7 +71,7 @@ from analog.solvers.layer_nodes import cold_start, fused_arguments, layer_consta
 from analog.solvers.newton import initial_guess
 from analog.solvers.physics import LayeredSystem
 
-__all__ = ["LayerwiseSolver"]
+__all__ = ["LayerwiseSolver", "warm_omega"]
 
 
 @dataclass
@@ -126,12 +126,12 @@ class LayerwiseSolver(EquilibriumSolver):
                 raise ValueError(f"init: warm start has batch {init.batch_size}, the sources have {system.batch}")
             u = system.from_voltages(init.voltages).to(system.dtype)
             parts = [system.layer(u, l).clone() for l in range(1, system.depth + 1)]
-        return self._sweep(system, parts, tol, _warm_omega(init) if self.overrelax else 1.0)
+        return self._sweep(system, parts, tol, warm_omega(init) if self.overrelax else 1.0)
 
     def _sweep(self, system, parts: list[torch.Tensor] | None, tol: float, omega: float = 1.0) -> Equilibrium:
         """Sweep from ``parts`` (the free layers' u-space values; ``None``: a cold start), over-relaxed
         by ``omega`` from the first sweep."""
-        layers = layer_constants(system)
+        layers = self._layers(system)
         fused = fused_arguments(system, layers) if self.fuse else None
         history = []
         status, sweeps, change, tail = SolverStatus.MAX_ITERATIONS, 0, math.inf, math.inf
@@ -175,6 +175,10 @@ class LayerwiseSolver(EquilibriumSolver):
             source_currents=lambda: system.source_currents(u),
             history={"change_V": history, "omega": omega},
         )
+
+    def _layers(self, system) -> list:
+        """The free layers' constants of (2) (a subclass with other couplings overrides it)."""
+        return layer_constants(system)
 
     def _eager(self, system, layers, parts, inner_tol, omega) -> tuple[list[torch.Tensor], float]:
         """One sweep, layer by layer (``parts`` ``None``: the cold first sweep, from
@@ -308,7 +312,7 @@ def _big(dtype: torch.dtype) -> float:
     return 1e30 if dtype == torch.float32 else 1e300
 
 
-def _warm_omega(init: Equilibrium | None) -> float:
+def warm_omega(init: Equilibrium | None) -> float:
     """The over-relaxation a warm start inherits: the final ``omega`` of the layer-wise solve it
     comes from (a nudged phase starts from the free equilibrium of the same block, whose linearised
     sweeps have the same contraction), else 1."""
