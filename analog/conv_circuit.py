@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_weight
 
-from analog.circuit import MAX_LAYER_SIZE, MAX_VOLTAGE_V, check_conductances
+from analog.circuit import MAX_LAYER_SIZE, MAX_VOLTAGE_V
+from analog.circuit_checks import check_conductances
 from analog.devices import ConductanceRange
 from analog.diode import DiodeModel
 

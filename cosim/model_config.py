@@ -84,24 +84,13 @@ def _renamed(exc: ValueError, keys: dict[str, str]) -> ValueError:
     return ValueError(keys.get(match[1], match[1]) + str(exc)[len(match[1]) :])
 
 
-class AnalogBlockConfig(Strict):
-    type: Literal["analog"]
-    sizes: list[int]
-    """``[n_in, hidden..., n_out]`` (:attr:`CircuitSpec.layer_sizes`)."""
-    input_pairs: bool = _SPEC["input_pairs"]
+class _CrossbarKeys(Strict):
+    """The keys every kind of analog block (dense or convolutional) shares."""
+
     input_gain_V: float = _SPEC["input_gain_V"]
-    hidden_pairs: bool = _SPEC["hidden_pairs"]
-    """Dual-rail hidden layers: each hidden node also drives the next crossbar through an inverting
-    bidirectional amplifier, so that every crossbar realises signed weights (:attr:`CircuitSpec.hidden_pairs`)."""
     bias_V: float | None = _SPEC["bias_V"]
     diode_up_V: float | None = _SPEC["diode_up_V"]
     diode_down_V: float | None = _SPEC["diode_down_V"]
-    amplifier_gains: list[float | None] | None = None
-    conductance_tc1: float = _SPEC["conductance_tc1"]
-    """First-order temperature coefficient of the crossbar devices' resistance, 1/K (ngspice
-    ``tc1``, about ``tnom_C``)."""
-    conductance_tc2: float = _SPEC["conductance_tc2"]
-    """Second-order temperature coefficient of the devices' resistance, 1/K^2 (ngspice ``tc2``)."""
     nudge_scale_V: float = _SPEC["nudge_scale_V"]
     """Voltage scale of the nudge: its full-scale current is ``g_max_S * nudge_scale_V`` and
     ``train.beta`` a fraction of it; set it to the design's node swing (sub-volt designs)."""
@@ -113,6 +102,22 @@ class AnalogBlockConfig(Strict):
     """Device temperature, degrees Celsius (every diode, and the conductances' TC1/TC2 if set)."""
     tnom_C: float = _DIODE["tnom_C"]
     """Temperature at which the diode parameters were measured, degrees Celsius (SPICE ``TNOM``)."""
+
+
+class AnalogBlockConfig(_CrossbarKeys):
+    type: Literal["analog"]
+    sizes: list[int]
+    """``[n_in, hidden..., n_out]`` (:attr:`CircuitSpec.layer_sizes`)."""
+    input_pairs: bool = _SPEC["input_pairs"]
+    hidden_pairs: bool = _SPEC["hidden_pairs"]
+    """Dual-rail hidden layers: each hidden node also drives the next crossbar through an inverting
+    bidirectional amplifier, so that every crossbar realises signed weights (:attr:`CircuitSpec.hidden_pairs`)."""
+    amplifier_gains: list[float | None] | None = None
+    conductance_tc1: float = _SPEC["conductance_tc1"]
+    """First-order temperature coefficient of the crossbar devices' resistance, 1/K (ngspice
+    ``tc1``, about ``tnom_C``)."""
+    conductance_tc2: float = _SPEC["conductance_tc2"]
+    """Second-order temperature coefficient of the devices' resistance, 1/K^2 (ngspice ``tc2``)."""
     diode_xti: float = _DIODE["xti"]
     """Saturation-current temperature exponent ``XTI`` of the neuron diodes."""
     diode_eg_eV: float = _DIODE["eg_eV"]
@@ -240,7 +245,7 @@ class AnalogBlockConfig(Strict):
 _CONV = library_defaults(ConvCircuitSpec)
 
 
-class AnalogConvBlockConfig(Strict):
+class AnalogConvBlockConfig(_CrossbarKeys):
     """A convolutional analog block (:mod:`analog.conv_circuit`): tied crossbar devices ``k x k`` per
     channel pair (stride 1, 'same' padding), dual-rail hidden layers through inverting amplifiers,
     ideal devices and peripherals. It takes ``[channels[0], H, W]`` maps (``side = [H, W]``) and
@@ -253,17 +258,6 @@ class AnalogConvBlockConfig(Strict):
     """``[H, W]`` of every layer's grid."""
     kernel_size: int = _CONV["kernel_size"]
     """Odd kernel side ``k``."""
-    input_gain_V: float = _CONV["input_gain_V"]
-    bias_V: float | None = _CONV["bias_V"]
-    diode_up_V: float | None = _CONV["diode_up_V"]
-    diode_down_V: float | None = _CONV["diode_down_V"]
-    nudge_scale_V: float = _CONV["nudge_scale_V"]
-    g_min_S: float = _RANGE["g_min_S"]
-    g_max_S: float = _RANGE["g_max_S"]
-    diode_is_A: float = _DIODE["is_A"]
-    diode_n: float = _DIODE["n"]
-    temperature_C: float = _DIODE["temperature_C"]
-    tnom_C: float = _DIODE["tnom_C"]
 
     @model_validator(mode="after")
     def _circuit(self):
