@@ -24,11 +24,19 @@ import math
 import torch
 
 from analog.circuit import Circuit
+from analog.conv_circuit import ConvCircuit
 from analog.readout import Measurement
 from analog.solvers.base import Equilibrium
 from analog.solvers.general import row_voltages
 
-__all__ = ["KNEE_FRACTION", "LINEAR_FRACTION", "nudge_report", "operating_point", "read_lsb_V"]
+__all__ = [
+    "KNEE_FRACTION",
+    "LINEAR_FRACTION",
+    "conv_operating_point",
+    "nudge_report",
+    "operating_point",
+    "read_lsb_V",
+]
 
 KNEE_FRACTION = 0.1
 """A diode conducts when its small-signal conductance is at least this fraction of its node's."""
@@ -48,18 +56,15 @@ def _node_conductance(circuit: Circuit) -> list[torch.Tensor]:
     return out
 
 
-def operating_point(circuit: Circuit, source_V: torch.Tensor, eq: Equilibrium) -> dict:
-    """The summary of the module docstring for one free (or nudged) equilibrium; JSON-able."""
-    spec = circuit.spec
+def _diode_layers(spec, voltages, node_G, area=None, emission=None) -> tuple[list[dict], float, int]:
+    """Per free layer the conducting fraction, the node span and the knee voltage; the block's
+    conducting fraction and its number of diodes."""
     diode = spec.diode
-    node_G = _node_conductance(circuit)
-    area = None if circuit.diode_area is None else circuit.diode_area.detach().double()
-    emission = None if circuit.diode_emission is None else circuit.diode_emission.detach().double()
     layers, first = [], 0
     conducting_total, diodes_total = 0, 0
     rails = [(row, rail, sign) for row, rail, sign in ((0, spec.diode_up_V, 1.0), (1, spec.diode_down_V, -1.0))]
     rails = [r for r in rails if r[1] is not None]
-    for l, v in enumerate(eq.voltages):
+    for l, v in enumerate(voltages):
         v = v.detach().double()
         nodes = slice(first, first + v.shape[1])
         first += v.shape[1]
@@ -82,21 +87,39 @@ def operating_point(circuit: Circuit, source_V: torch.Tensor, eq: Equilibrium) -
                 "knee_V": knee,
             }
         )
-    row_A, col_A = _line_currents(circuit, source_V, eq)
-    fraction = conducting_total / diodes_total if diodes_total else 0.0
+    return layers, (conducting_total / diodes_total if diodes_total else 0.0), diodes_total
+
+
+def _report(spec, layers: list[dict], fraction: float, diodes: int, eq: Equilibrium, **currents) -> dict:
     report = {
         "diodes_conducting_fraction": fraction,
         "layers": layers,
         "max_driver_current_A": float(eq.input_currents_A.detach().abs().max()),
-        "max_row_current_A": row_A,
-        "max_column_current_A": col_A,
+        **currents,
         "output_swing_V": float(eq.output.max() - eq.output.min()),
         "max_kcl_residual_A": float(eq.residual_A.max()),
         "warnings": [],
     }
-    if diodes_total and fraction < LINEAR_FRACTION:
+    if diodes and fraction < LINEAR_FRACTION:
         report["warnings"].append(_linear_warning(spec, layers, fraction))
     return report
+
+
+def operating_point(circuit: Circuit, source_V: torch.Tensor, eq: Equilibrium) -> dict:
+    """The summary of the module docstring for one free (or nudged) equilibrium; JSON-able."""
+    area = None if circuit.diode_area is None else circuit.diode_area.detach().double()
+    emission = None if circuit.diode_emission is None else circuit.diode_emission.detach().double()
+    layers, fraction, diodes = _diode_layers(circuit.spec, eq.voltages, _node_conductance(circuit), area, emission)
+    row_A, col_A = _line_currents(circuit, source_V, eq)
+    return _report(circuit.spec, layers, fraction, diodes, eq, max_row_current_A=row_A, max_column_current_A=col_A)
+
+
+def conv_operating_point(circuit: ConvCircuit, eq: Equilibrium) -> dict:
+    """:func:`operating_point` of a conv block's equilibrium (nominal diodes; no line currents:
+    a conv block's rows and columns are the replicated kernel taps, not single wires)."""
+    node_G = [d.detach().double().flatten() for d in circuit.diagonal()]
+    layers, fraction, diodes = _diode_layers(circuit.spec, eq.voltages, node_G)
+    return _report(circuit.spec, layers, fraction, diodes, eq)
 
 
 def _linear_warning(spec, layers: list[dict], fraction: float) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from analog.operating_point import operating_point
+from analog.operating_point import conv_operating_point, operating_point
 from analog.solvers import FastSolver, SolverError
 from cosim.build import build_solver
 from cosim.cluster import IN_PROCESS, Cluster
@@ -60,24 +60,29 @@ def top_k_accuracy(
 @torch.no_grad()
 def block_operating_points(model: FFEBM, x: torch.Tensor, device, dtype) -> list[dict]:
     """:func:`analog.operating_point.operating_point` of every analog block's free phase on ``x``
-    (one batch: what the block receives from the blocks before it), each with the block's name."""
+    (one batch: what the block receives from the blocks before it), each with the block's name:
+    the dense blocks first, then the conv blocks (:func:`~analog.operating_point.conv_operating_point`)."""
     model.eval()
     captured: dict[str, torch.Tensor] = {}
 
     def grab(module, args) -> None:  # a pre-hook that returns nothing leaves the input as it is
         captured[module.name] = module.spec.source_voltages(args[0].flatten(1).to(dtype))
 
-    blocks = model.analog_blocks()
-    hooks = [b.register_forward_pre_hook(grab) for b in blocks]
+    dense, conv = model.analog_blocks(), model.conv_blocks()
+    hooks = [b.register_forward_pre_hook(grab) for b in (*dense, *conv)]
     try:
         model(x.to(device=device, dtype=dtype))
     finally:
         for hook in hooks:
             hook.remove()
     out = []
-    for block in blocks:
+    for block in dense:
         circuit, source_V = block.circuit(), captured[block.name]
         out.append({"name": block.name, **operating_point(circuit, source_V, block.solver.solve(circuit, source_V))})
+    for block in conv:
+        circuit = block.circuit()
+        eq = block.solver.solve(circuit, captured[block.name])
+        out.append({"name": block.name, **conv_operating_point(circuit, eq)})
     return out
 
 

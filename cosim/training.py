@@ -235,7 +235,8 @@ def _design_checks(run: TrainingRun) -> dict:
     ops = block_operating_points(run.model, x, run.device, run.dtype)
     last = run.rows[-1]
     programming = {}
-    for op, block in zip(ops, run.model.analog_blocks(), strict=True):
+    dense = run.model.analog_blocks()
+    for op, block in zip(ops[: len(dense)], dense, strict=True):
         response = [v for k, v in last.items() if k.startswith(f"{block.name}.nudge.L") and k.endswith("_dv_V_max")]
         measurement = getattr(block.method, "measurement", None)
         if response and measurement is not None:
