@@ -15,7 +15,7 @@ from analog.solvers.conv_layerwise import ConvLayerwiseSolver
 from analog.solvers.conv_ngspice import ConvNgspiceSolver
 from cosim.block import AnalogBlock
 from cosim.config import ConfigError, RunConfig, SolverConfig, TrainConfig
-from cosim.conv_block import ConvAnalogBlock
+from cosim.conv_block import ConvAnalogBlock, conv_solver_for
 from cosim.gradients import EquilibriumPropagation, GradientMethod
 from cosim.hopfield import HopfieldBlock
 from cosim.limits import check_memory
@@ -110,13 +110,9 @@ def analog_block(config: RunConfig, index: int, **options) -> AnalogBlock:
 
 def conv_block(config: RunConfig, index: int, solver: EquilibriumSolver, **options) -> ConvAnalogBlock:
     """The :class:`ConvAnalogBlock` of ``model.blocks[index]``: ideal devices and readout, the
-    layer-wise conv solver (``solver``, the model's, names what was asked for; ngspice is refused)."""
+    layer-wise conv solver, or with an ngspice ``solver`` (the model's) the conv block's ngspice
+    decks in that solver's worker pool (:func:`~cosim.conv_block.conv_solver_for`)."""
     where = f"model.blocks[{index}] (analog-conv)"
-    if solver.name == "ngspice":
-        raise ConfigError(
-            f"{where}: conv analog blocks run on the fast layer-wise solver inside a model (ngspice checks them "
-            "in `cosim solve --solver both`); use --solver fast"
-        )
     for section, ideal in (("devices", DeviceConfig()), ("io", IOConfig()), ("measurement", Measurement())):
         if getattr(config, section) != ideal:
             raise ConfigError(
@@ -127,7 +123,14 @@ def conv_block(config: RunConfig, index: int, solver: EquilibriumSolver, **optio
         spec = config.model.blocks[index].circuit_spec()
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return ConvAnalogBlock(spec, build_conv_solver(config.solver, "fast"), **options)
+    if solver.name == "ngspice":
+        try:
+            conv_solver = conv_solver_for(solver, None, where)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    else:
+        conv_solver = build_conv_solver(config.solver, "fast")
+    return ConvAnalogBlock(spec, conv_solver, **options)
 
 
 def block_method(config: RunConfig, index: int) -> GradientMethod:
@@ -219,8 +222,9 @@ def build_model(
         blocks.append(module.to(dtype))
     model = FFEBM(blocks)
     fast = get_solver("fast")
-    saved = [b.solver for b in model.analog_blocks()]
-    model.set_solver(fast)
+    circuits = [*model.analog_blocks(), *model.conv_blocks()]
+    saved = [b.solver for b in circuits]
+    model.set_solver(fast)  # conv blocks on ngspice go to the layer-wise solver for the shape check
     x = torch.zeros(2, *input_shape, dtype=dtype)
     with torch.no_grad():
         for i, block in enumerate(model.blocks):
@@ -238,7 +242,7 @@ def build_model(
                     f"model.blocks[{i}] ({config.model.blocks[i].type}): does not accept the output of "
                     f"the block before it, shape {list(x.shape[1:])}: {exc}"
                 ) from None
-    for block, s in zip(model.analog_blocks(), saved, strict=True):
+    for block, s in zip(circuits, saved, strict=True):
         block.solver = s
     if n_classes is not None and tuple(x.shape[1:]) != (n_classes,):
         last = len(config.model.blocks) - 1

@@ -14,13 +14,33 @@ import torch
 from torch import nn
 
 from analog.conv_circuit import ConvCircuit, ConvCircuitSpec
+from analog.ngspice.pool import NgspicePool
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError
 from analog.solvers.conv_layerwise import ConvLayerwiseSolver
+from analog.solvers.conv_ngspice import ConvNgspiceSolver
 from cosim.block import check_kcl, exact_reading_method
 from cosim.conv_gradients import conv_gradients
 from cosim.gradients import EquilibriumPropagation, GradientMethod
 
-__all__ = ["ConvAnalogBlock"]
+__all__ = ["ConvAnalogBlock", "conv_solver_for"]
+
+
+def conv_solver_for(solver: EquilibriumSolver, current: EquilibriumSolver | None, name: str) -> EquilibriumSolver:
+    """The solver of conv block ``name`` (now solved by ``current``) in a model given ``solver``:
+    with ngspice, a :class:`ConvNgspiceSolver` in ``solver``'s worker pool (``solver`` keeps owning
+    it); otherwise ``current``, or a layer-wise solver where ``current`` is ngspice or none."""
+    if solver.name == "ngspice":
+        pool = getattr(solver, "pool", None)
+        if not isinstance(pool, NgspicePool):
+            raise ValueError(
+                f"{name}: a conv analog block runs ngspice in an ngspice solver's worker pool; {solver!r} has none"
+            )
+        if isinstance(current, ConvNgspiceSolver) and current.pool is pool:
+            return current
+        return ConvNgspiceSolver(pool=pool)
+    if current is None or current.name == "ngspice":
+        return ConvLayerwiseSolver()
+    return current
 
 
 class _ConvFunction(torch.autograd.Function):

@@ -14,7 +14,7 @@ from torch import nn
 
 from analog.solvers.base import EquilibriumSolver
 from cosim.block import AnalogBlock
-from cosim.conv_block import ConvAnalogBlock
+from cosim.conv_block import ConvAnalogBlock, conv_solver_for
 from cosim.gradients import GradientMethod
 from cosim.hopfield import HopfieldBlock
 
@@ -53,13 +53,13 @@ class FFEBM(nn.Module):
         return self
 
     def set_solver(self, solver: EquilibriumSolver) -> FFEBM:
-        """Give every dense analog block ``solver``; conv blocks keep their layer-wise solver, and
-        refuse ngspice here (it solves them in ``cosim solve``), rather than ignore it."""
-        if solver.name == "ngspice" and self.conv_blocks():
-            raise ValueError(
-                f"{self.conv_blocks()[0].name}: conv analog blocks are not run on ngspice inside a model yet "
-                "(`cosim solve --solver both` compares them with ngspice); use the fast solver"
-            )
+        """Give every dense analog block ``solver``. Conv blocks keep their layer-wise solver, except
+        with ngspice: then they run their own decks (:class:`~analog.solvers.conv_ngspice.ConvNgspiceSolver`)
+        in ``solver``'s worker pool, which ``solver`` keeps owning (closing it ends theirs), and a
+        later non-ngspice ``solver`` gives them a layer-wise solver again. An ngspice solver without
+        a worker pool is refused for conv blocks rather than ignored."""
+        for block in self.conv_blocks():
+            block.solver = conv_solver_for(solver, block.solver, block.name)
         for block in self.analog_blocks():
             block.solver = solver
         return self

@@ -187,7 +187,8 @@ def finish(
         rows, run_dir / SOLVER_PLOT, title=f"{config.name}: solver iterations per phase", solver=config.solver.name
     )
     # A model without analog blocks has nothing for ngspice to solve (Hopfield blocks are ideal).
-    samples = config.train.ngspice_eval_samples if ngspice and run.model.analog_blocks() else 0
+    circuits = run.model.analog_blocks() or run.model.conv_blocks()
+    samples = config.train.ngspice_eval_samples if ngspice and circuits else 0
     if samples:
         where = f" on a {cluster.describe()}" if cluster.spread else ""
         say(f"ngspice validation on {min(samples, len(run.data.test_y))} test samples{where} ...")

@@ -41,7 +41,7 @@ def test_gradcheck_conv_per_parameter():
         (["--set", "model.blocks[2].kernel_size=4"], "model.blocks[2].kernel_size: must be an odd integer"),
         (["--set", "model.blocks[2].side=[6,6]"], "takes input maps [batch, 2, 6, 6]"),
         (["--set", "model.blocks[2].channels=[2]"], "model.blocks[2].channels: need at least"),
-        (["--solver", "ngspice"], "conv analog blocks run on the fast layer-wise solver"),
+        (["--solver", "ngspice"], "conv analog blocks run on the fast layer-wise solver in a gradient check"),
         (["--set", "devices.d2d_sigma=0.1"], "devices: conv analog blocks model ideal devices"),
     ],
 )

@@ -19,18 +19,25 @@ __all__ = ["ConvNgspiceSolver"]
 
 class ConvNgspiceSolver(EquilibriumSolver):
     """ngspice in ``workers`` processes, ``max_batch`` samples per ``.dc`` analysis, for
-    :class:`~analog.conv_circuit.ConvCircuit` (``init`` is ignored, as for the dense blocks)."""
+    :class:`~analog.conv_circuit.ConvCircuit` (``init`` is ignored, as for the dense blocks).
+    ``pool``: run in another solver's worker pool (e.g. the dense
+    :class:`~analog.solvers.NgspiceSolver`'s of the same model), which that solver keeps owning:
+    :meth:`close` then leaves it open."""
 
     name = "ngspice"
 
-    def __init__(self, workers: int = 1, max_batch: int = 64, timeout_s: float | None = None) -> None:
+    def __init__(
+        self, workers: int = 1, max_batch: int = 64, timeout_s: float | None = None, pool: NgspicePool | None = None
+    ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch: must be an integer >= 1, got {max_batch!r}")
-        self.pool = NgspicePool(workers, 200, timeout_s, owner="ConvNgspiceSolver")
+        self.owns_pool = pool is None
+        self.pool = NgspicePool(workers, 200, timeout_s, owner="ConvNgspiceSolver") if pool is None else pool
         self.max_batch = max_batch
 
     def close(self) -> None:
-        self.pool.close()
+        if self.owns_pool:
+            self.pool.close()
 
     def solve(self, circuit: ConvCircuit, source_V, nudge_A=None, init=None) -> Equilibrium:
         from analog.conv_netlist import conv_netlist_text, conv_probes

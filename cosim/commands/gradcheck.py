@@ -30,6 +30,12 @@ def run(args) -> int:
             "--workers/--scheduler: a cluster spreads the ngspice solves of a gradient check; give --solver "
             "ngspice (without --fidelity, which runs in this process)"
         )
+    if args.solver == "ngspice" and any(block.type == "analog-conv" for block in config.model.blocks):
+        raise ConfigError(
+            "--solver ngspice: conv analog blocks run on the fast layer-wise solver in a gradient check (every "
+            "nudged phase would be one more unrolled conv deck); ngspice checks them in `cosim solve --solver "
+            "both`, `cosim eval --solver ngspice` and the check after training; use --solver fast"
+        )
     cluster = cluster.checked()
     data = load_dataset(config.data, config.seed.data)
     if args.fidelity:
