@@ -20,6 +20,8 @@ def test_solve_conv_both_agree():
     assert report["samples"] == 8 and report["nodes"] == 5 * 64
     assert report["max_abs_diff_V"] <= 1e-8
     assert report["fast_residual_A"] <= 1e-14
+    op = report["operating_point"]  # of the first solver's free phase, as for a dense block
+    assert [layer["layer"] for layer in op["layers"]] == [1, 2] and 0 <= op["diodes_conducting_fraction"] <= 1
 
 
 @pytest.mark.slow

@@ -76,9 +76,13 @@ def operating_point_lines(name: str, op: dict, indent: str = "  ") -> list[str]:
     lines = [
         f"{indent}{name}: {100 * op['diodes_conducting_fraction']:.1f}% of diodes conducting ({layers}); "
         f"nodes [{lo:.3g}, {hi:.3g}] V, output swing {op['output_swing_V']:.3g} V",
-        f"{indent}  peak currents: driver {si(op['max_driver_current_A'], 'A')}, crossbar row "
-        f"{si(op['max_row_current_A'], 'A')}, column {si(op['max_column_current_A'], 'A')}; "
-        f"KCL residual {op['max_kcl_residual_A']:.1e} A",
+        f"{indent}  peak currents: driver {si(op['max_driver_current_A'], 'A')}"
+        + (
+            f", crossbar row {si(op['max_row_current_A'], 'A')}, column {si(op['max_column_current_A'], 'A')}"
+            if "max_row_current_A" in op  # a conv block's report has no line currents
+            else ""
+        )
+        + f"; KCL residual {op['max_kcl_residual_A']:.1e} A",
     ]
     lines += [f"{indent}  warning: {w}" for w in op.get("warnings", [])]
     return lines

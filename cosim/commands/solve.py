@@ -10,7 +10,7 @@ import torch
 
 from analog.circuit import Circuit
 from analog.conv_circuit import ConvCircuit
-from analog.operating_point import operating_point
+from analog.operating_point import conv_operating_point, operating_point
 from cosim.block import check_kcl
 from cosim.build import build_conv_solver, build_solver, torch_dtype
 from cosim.commands.common import (
@@ -101,11 +101,12 @@ def run(args) -> int:
             f"agreement: max |V_fast - V_ngspice| = {report['max_abs_diff_V']:.3e} V over {diff.numel()} node voltages",
             args.json,
         )
-    op = None if conv else operating_point(circuit, source_V, results[names[0]])
+    if conv:
+        op = conv_operating_point(circuit, results[names[0]])
+    else:
+        op = operating_point(circuit, source_V, results[names[0]])
     report["operating_point"] = op
-    if op is None:
-        say("operating point: not reported for conv analog blocks yet", args.json)
-    elif not args.json:
+    if not args.json:
         print(f"operating point ({names[0]} solver, free phase):")
         print("\n".join(operating_point_lines(f"block {config.solve.block}", op)))
     if out is not None:
