@@ -18,11 +18,25 @@ from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError, Wra
 from analog.solvers.newton import FastSolver
 from cosim.gradients import EquilibriumPropagation, GradientMethod, ImplicitDifferentiation
 
-__all__ = ["KCL_FRACTION", "AnalogBlock", "check_kcl", "exact_reading_method", "kcl_tolerance_A"]
+__all__ = [
+    "KCL_FRACTION",
+    "AnalogBlock",
+    "check_kcl",
+    "check_upstream_gradient",
+    "exact_reading_method",
+    "kcl_tolerance_A",
+]
 
 KCL_FRACTION = 1e-4
 """Largest KCL residual a solved equilibrium may keep, as a fraction of one device's full-scale
 current ``g_max_S * input_gain_V``. Converged solves of both solvers stay below 1e-10 of it."""
+
+
+def check_upstream_gradient(grad_output: torch.Tensor, block: str, kind: str) -> None:
+    """Refuse a NaN/inf gradient arriving at the outputs of ``block`` (a ``kind`` block) from the
+    blocks after it, before any nudged phase runs on it."""
+    if not torch.isfinite(grad_output.sum()):
+        raise FloatingPointError(f"{block}: the gradient arriving at the {kind} block's outputs contains NaN/inf")
 
 
 def kcl_tolerance_A(spec: CircuitSpec) -> float:
@@ -86,10 +100,7 @@ class _AnalogFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         block: AnalogBlock = ctx.block
-        if not torch.isfinite(grad_output.sum()):
-            raise FloatingPointError(
-                f"{block.name}: the gradient arriving at the analog block's outputs contains NaN/inf"
-            )
+        check_upstream_gradient(grad_output, block.name, "analog")
         solver = block.solver
         if block.io.read_noise_sigma:
             targets = [p.detach() for p in block.conductances()]

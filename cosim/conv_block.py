@@ -18,7 +18,7 @@ from analog.ngspice.pool import NgspicePool
 from analog.solvers.base import Equilibrium, EquilibriumSolver, SolverError
 from analog.solvers.conv_layerwise import ConvLayerwiseSolver
 from analog.solvers.conv_ngspice import ConvNgspiceSolver
-from cosim.block import check_kcl, exact_reading_method
+from cosim.block import check_kcl, check_upstream_gradient, exact_reading_method
 from cosim.conv_gradients import conv_gradients
 from cosim.gradients import EquilibriumPropagation, GradientMethod
 
@@ -59,8 +59,7 @@ class _ConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         block: ConvAnalogBlock = ctx.block
-        if not torch.isfinite(grad_output.sum()):
-            raise FloatingPointError(f"{block.name}: the gradient arriving at the block's outputs contains NaN/inf")
+        check_upstream_gradient(grad_output, block.name, "conv analog")
         try:
             grads = conv_gradients(block.method, block.solver, ctx.circuit, ctx.source_V, ctx.free, grad_output)
         except SolverError as exc:

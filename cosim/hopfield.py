@@ -81,7 +81,7 @@ import torch
 from torch import nn
 
 from analog.solvers.base import SolverError
-from cosim.block import exact_reading_method
+from cosim.block import check_upstream_gradient, exact_reading_method
 from cosim.gradients import EquilibriumPropagation, GradientMethod, ImplicitDifferentiation
 from cosim.hopfield_energy import (
     ACTIVATIONS,
@@ -134,10 +134,7 @@ class _HopfieldFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         block: HopfieldBlock = ctx.block
-        if not torch.isfinite(grad_output.sum()):
-            raise FloatingPointError(
-                f"{block.name}: the gradient arriving at the Hopfield block's output contains NaN/inf"
-            )
+        check_upstream_gradient(grad_output, block.name, "Hopfield")
         grad_x, grads = block.gradients(ctx.x, ctx.free, grad_output.detach())
         ctx.free = None
         return (None, grad_x, *grads)
