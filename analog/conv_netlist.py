@@ -23,10 +23,18 @@ from analog.circuit import node_name
 from analog.conv_circuit import ConvCircuit
 
 # The dense deck's sweep expression, options and neurons, shared so that both decks are solved alike.
-from analog.netlist import _SWEEP_NODE, SWEEP_SOURCE, Deck, _deck, _pwl, netlist_text
-from analog.network import _neurons
+from analog.netlist import (
+    SWEEP_NODE,
+    SWEEP_SOURCE,
+    Deck,
+    deck_with_options,
+    netlist_text,
+    parameter_sources,
+    pwl_expression,
+)
+from analog.network import add_neurons
 
-__all__ = ["ConvProbes", "build_conv_batch", "conv_netlist_text", "conv_probes"]
+__all__ = ["ConvProbes", "build_conv_batch", "build_conv_export", "conv_netlist_text", "conv_probes", "conv_resistors"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,18 @@ def conv_probes(circuit: ConvCircuit) -> ConvProbes:
         input_currents=tuple(f"bin{k}#branch" for k in range(spec.n_sources)),
         bias_currents=tuple(tuple(f"vb{l}{s}#branch" for s in ("p", "n")[: spec.n_bias]) for l in range(spec.depth)),
     )
+
+
+def conv_resistors(spec) -> int:
+    """Resistors of the unrolled deck: a kernel tap has a device at every position whose row
+    terminal lies inside the map ('same' padding: fewer at the border), plus the bias devices of
+    every node."""
+    (h, w), k, p = spec.side, spec.kernel_size, spec.padding
+    inside = sum(min(h, h + p - i) - max(0, p - i) for i in range(k)) * sum(
+        min(w, w + p - j) - max(0, p - j) for j in range(k)
+    )
+    taps = sum(c_out * rows for c_out, rows, _, _ in spec.kernel_shapes())
+    return taps * inside + spec.n_bias * sum(spec.layer_sizes[1:])
 
 
 def _row_node(circuit: ConvCircuit, l: int, r: int, pos: int) -> str:
@@ -103,6 +123,23 @@ def _inverters(net: SpiceCircuit, circuit: ConvCircuit) -> None:
             net.CCCS(f"INV_{node}", node, gnd, f"VSENSE_{node}", current_gain=-1.0)
 
 
+def _network(circuit: ConvCircuit, title: str) -> SpiceCircuit:
+    """The unrolled crossbars, inverting amplifiers, bias sources, diodes and rails (no inputs)."""
+    net = SpiceCircuit(title)
+    _crossbars(net, circuit)
+    _inverters(net, circuit)
+    add_neurons(net, circuit.spec, (0, *circuit.spec.layer_sizes[1:]))
+    return net
+
+
+def _check_sources(circuit: ConvCircuit, v, i) -> None:
+    spec = circuit.spec
+    if v.ndim != 2 or v.shape[1] != spec.n_sources or not v.shape[0]:
+        raise ValueError(f"source voltages: expected shape [batch >= 1, {spec.n_sources}], got {list(v.shape)}")
+    if i is not None and i.shape != (v.shape[0], spec.n_outputs):
+        raise ValueError(f"nudging currents: expected shape [{v.shape[0]}, {spec.n_outputs}], got {list(i.shape)}")
+
+
 def build_conv_batch(circuit: ConvCircuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None) -> Deck:
     """The batch as one deck with a ``.dc`` sweep of ``VIDX`` over its samples ``0..B-1``.
 
@@ -110,24 +147,42 @@ def build_conv_batch(circuit: ConvCircuit, source_V: torch.Tensor, nudge_A: torc
     output nodes, or ``None``."""
     spec = circuit.spec
     v = source_V.detach().cpu().double().numpy()
-    if v.ndim != 2 or v.shape[1] != spec.n_sources or not v.shape[0]:
-        raise ValueError(f"source voltages: expected shape [batch >= 1, {spec.n_sources}], got {list(v.shape)}")
+    i = None if nudge_A is None else nudge_A.detach().cpu().double().numpy()
+    _check_sources(circuit, v, i)
     batch = v.shape[0]
-    net = SpiceCircuit(f"ffebm conv DRN {spec.channels} on {spec.side[0]}x{spec.side[1]}, batch of {batch}")
-    _crossbars(net, circuit)
-    _inverters(net, circuit)
-    _neurons(net, spec, (0, *spec.layer_sizes[1:]))
-    net.V(SWEEP_SOURCE[1:], _SWEEP_NODE, net.gnd, 0.0)
+    net = _network(circuit, f"ffebm conv DRN {spec.channels} on {spec.side[0]}x{spec.side[1]}, batch of {batch}")
+    net.V(SWEEP_SOURCE[1:], SWEEP_NODE, net.gnd, 0.0)
     for k in range(spec.n_sources):
-        net.BehavioralSource(f"IN{k}", node_name(0, k), net.gnd, voltage_expression=_pwl(v[:, k]))
-    if nudge_A is not None:
-        i = nudge_A.detach().cpu().double().numpy()
-        if i.shape != (batch, spec.n_outputs):
-            raise ValueError(f"nudging currents: expected shape [{batch}, {spec.n_outputs}], got {list(i.shape)}")
+        net.BehavioralSource(f"IN{k}", node_name(0, k), net.gnd, voltage_expression=pwl_expression(v[:, k]))
+    if i is not None:
         for n in range(spec.n_outputs):
-            net.BehavioralSource(f"NUDGE{n}", net.gnd, node_name(spec.depth, n), current_expression=_pwl(i[:, n]))
-    deck = _deck(circuit, net)
+            net.BehavioralSource(
+                f"NUDGE{n}", net.gnd, node_name(spec.depth, n), current_expression=pwl_expression(i[:, n])
+            )
+    deck = deck_with_options(circuit, net)
     deck.dc(**{SWEEP_SOURCE: slice(0, batch - 1, 1)})
+    return deck
+
+
+def build_conv_export(circuit: ConvCircuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None = None) -> Deck:
+    """A self-contained ``.op`` deck of one sample for plain ``ngspice -b``, as
+    :func:`analog.netlist.build_export` writes for dense blocks: every input voltage and nudging
+    current is a parameter (``.param vin{k}=...`` driving ``VIN{k}``, ``.param inudge{n}=...``
+    driving ``INUDGE{n}``; nudging 0 A when ``nudge_A`` is ``None``).
+
+    ``source_V``: ``[2 C_0 H W]`` or ``[1, 2 C_0 H W]`` (V); ``nudge_A``: ``[C_L H W]`` (A)."""
+    spec = circuit.spec
+    v = source_V.detach().cpu().double().numpy().reshape(1, -1)
+    i = (
+        torch.zeros(1, spec.n_outputs, dtype=torch.float64).numpy()
+        if nudge_A is None
+        else nudge_A.detach().cpu().double().numpy().reshape(1, -1)
+    )
+    _check_sources(circuit, v, i)
+    net = _network(circuit, f"ffebm conv DRN {spec.channels} on {spec.side[0]}x{spec.side[1]} exported")
+    parameter_sources(net, v[0], i[0], spec.depth)
+    deck = deck_with_options(circuit, net)
+    deck.operating_point()
     return deck
 
 

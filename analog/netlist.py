@@ -75,6 +75,7 @@ __all__ = [
     "build_operating_point",
     "build_transient",
     "netlist_text",
+    "parameter_sources",
     "probes",
 ]
 
@@ -82,7 +83,7 @@ Deck = NgSpiceCircuitSimulator
 """A PySpice circuit with its options and analysis (``deck.circuit`` is the PySpice ``Circuit``)."""
 
 SWEEP_SOURCE = "VIDX"
-_SWEEP_NODE = "IDX"
+SWEEP_NODE = "IDX"
 
 # Solver options written into every deck. Tolerances this tight cost a few Newton iterations and
 # bring ngspice to rounding error (defaults leave ~1e-5 V); bypass=0 makes sure no device
@@ -131,7 +132,7 @@ def _floats(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
-def _deck(circuit: Circuit, net: SpiceCircuit) -> Deck:
+def deck_with_options(circuit: Circuit, net: SpiceCircuit) -> Deck:
     diode = circuit.spec.diode
     deck = Deck(net, pipe=False)
     # ngspice scales IS from TNOM to TEMP itself (its level-1 temperature model, DiodeModel (T)); a
@@ -170,7 +171,7 @@ def build_operating_point(
     if i is not None:
         for j in range(spec.n_outputs):
             nudge_source(net, spec, j, float(i[0, j]))
-    deck = _deck(circuit, net)
+    deck = deck_with_options(circuit, net)
     deck.operating_point()
     return deck
 
@@ -184,26 +185,34 @@ def build_export(circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor
     i = np.zeros((1, spec.n_outputs)) if nudge_A is None else _floats(nudge_A).reshape(1, -1)
     _check(circuit, v, i)
     net = build_network(circuit, f"ffebm DRN {spec.layer_sizes} exported")
-    for k in range(spec.n_sources):
-        net.parameter(f"vin{k}", repr(float(v[0, k])))
-        net.V(f"IN{k}", node_name(0, k), net.gnd, f"{{vin{k}}}")
-    for j in range(spec.n_outputs):
-        net.parameter(f"inudge{j}", repr(float(i[0, j])))
-        if spec.peripherals.nudge_compliance_V is None:
-            net.I(f"NUDGE{j}", net.gnd, node_name(spec.depth, j), f"{{inudge{j}}}")
-        else:
-            nudge_source(net, spec, j, f"{{inudge{j}}}")
-    deck = _deck(circuit, net)
+    compliant = spec.peripherals.nudge_compliance_V is not None
+    parameter_sources(net, v[0], i[0], spec.depth, (lambda j, x: nudge_source(net, spec, j, x)) if compliant else None)
+    deck = deck_with_options(circuit, net)
     deck.operating_point()
     return deck
 
 
-def _pwl(values: Sequence[float]) -> str:
+def parameter_sources(net: SpiceCircuit, source_V, nudge_A, depth: int, nudge=None) -> None:
+    """An exported deck's inputs and nudging: ``.param vin{k}`` driving ``VIN{k}`` (node ``L0_N{k}``)
+    and ``.param inudge{j}`` driving ``INUDGE{j}`` into output node ``L{depth}_N{j}``, one sample's
+    values; ``nudge(j, value)`` adds nudging source ``j`` itself (default: an ideal current source)."""
+    for k, value in enumerate(source_V):
+        net.parameter(f"vin{k}", repr(float(value)))
+        net.V(f"IN{k}", node_name(0, k), net.gnd, f"{{vin{k}}}")
+    for j, value in enumerate(nudge_A):
+        net.parameter(f"inudge{j}", repr(float(value)))
+        if nudge is None:
+            net.I(f"NUDGE{j}", net.gnd, node_name(depth, j), f"{{inudge{j}}}")
+        else:
+            nudge(j, f"{{inudge{j}}}")
+
+
+def pwl_expression(values: Sequence[float]) -> str:
     """``pwl(v(IDX), 0, x_0, 1, x_1, ...)``: ``x_b`` at sweep point ``b`` (full double precision)."""
     if len(values) == 1:  # pwl needs two points
         values = [values[0], values[0]]
     points = ", ".join(f"{b}, {float(x)!r}" for b, x in enumerate(values))
-    return f"pwl(v({_SWEEP_NODE}), {points})"
+    return f"pwl(v({SWEEP_NODE}), {points})"
 
 
 def build_batch(
@@ -220,13 +229,13 @@ def build_batch(
     spec = circuit.spec
     batch = v.shape[0]
     net = build_network(circuit, f"ffebm DRN {spec.layer_sizes} batch of {batch}", bulk)
-    net.V(SWEEP_SOURCE[1:], _SWEEP_NODE, net.gnd, 0.0)
+    net.V(SWEEP_SOURCE[1:], SWEEP_NODE, net.gnd, 0.0)
     for k in range(spec.n_sources):
-        net.BehavioralSource(f"IN{k}", node_name(0, k), net.gnd, voltage_expression=_pwl(v[:, k]))
+        net.BehavioralSource(f"IN{k}", node_name(0, k), net.gnd, voltage_expression=pwl_expression(v[:, k]))
     if i is not None:
         for j in range(spec.n_outputs):
-            nudge_source(net, spec, j, _pwl(i[:, j]))
-    deck = _deck(circuit, net)
+            nudge_source(net, spec, j, pwl_expression(i[:, j]))
+    deck = deck_with_options(circuit, net)
     deck.dc(**{SWEEP_SOURCE: slice(0, batch - 1, 1)})
     return deck
 
@@ -302,7 +311,7 @@ def build_transient(
                     initial[pole_node(l, j)] = e0[j]
                 else:
                     net.C(f"POLE_{node_name(l, j)}", pole_node(l, j), net.gnd, tau / POLE_OHM, initial_condition=e0[j])
-    deck = _deck(circuit, net)
+    deck = deck_with_options(circuit, net)
     # Trapezoidal integration with trtol = 1 reached ngspice's best accuracy here (1e-7 V against
     # the fast integrator, in fewer points than gear); chgtol far below the charges here so that
     # reltol (1e-9) governs the steps.

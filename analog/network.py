@@ -279,7 +279,7 @@ def _amplifiers_and_neurons(net: SpiceCircuit, circuit: Circuit) -> SpiceCircuit
             if p.amp_in_ohm is not None:
                 net.R(f"AIN_{node}", node, gnd, float(p.amp_in_ohm))
 
-    _neurons(net, spec, sizes, circuit.diode_area, circuit.diode_emission)
+    add_neurons(net, spec, sizes, circuit.diode_area, circuit.diode_emission)
     return net
 
 
@@ -315,7 +315,7 @@ def nudge_source(net: SpiceCircuit, spec, index: int, current: float | str) -> N
     net.BehavioralSource(f"NUDGE{index}", net.gnd, node, current_expression=f"({i})*{fade}")
 
 
-def _neurons(
+def add_neurons(
     net: SpiceCircuit, spec, sizes, area: torch.Tensor | None = None, emission: torch.Tensor | None = None
 ) -> None:
     """The nonlinearity at every free node: two diodes to the rails, or the user's neuron subcircuit.

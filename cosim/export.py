@@ -8,6 +8,10 @@ solver options and an ``.op`` analysis: ``ngspice -b -r out.raw analog0.cir`` ru
 test sample ``N``'s source voltages as the model computes them (digital blocks included); without,
 they are 0 V.
 
+Conv analog blocks (``analog-conv{k}.cir``) are exported as their unrolled crossbar
+(:func:`analog.conv_netlist.build_conv_export`): one resistor per kernel tap and position, the
+inverting stages of the ``-`` rails, inputs as ``+/-`` pairs, outputs channel-major.
+
 The checkpoint is the one ``cosim train`` writes (:mod:`cosim.checkpoint`).
 Everything is checked before the first file is written; every file is written atomically.
 """
@@ -19,32 +23,38 @@ from pathlib import Path
 import torch
 
 from analog.circuit import Circuit, node_name
+from analog.conv_circuit import ConvCircuit
+from analog.conv_netlist import build_conv_export, conv_resistors
 from analog.netlist import build_export, netlist_text
 from analog.solvers import FastSolver
 from cosim.block import AnalogBlock
-from cosim.build import analog_block, build_model
+from cosim.build import analog_block, build_model, conv_block
 from cosim.checkpoint import read_checkpoint
 from cosim.config import ConfigError, RunConfig
+from cosim.conv_block import ConvAnalogBlock
 from cosim.data import load_dataset
 from cosim.io import atomic_write_text, check_output_dir
 
 __all__ = ["export_netlists"]
 
 
-def _blocks(config: RunConfig, model: dict[str, torch.Tensor], source: str) -> list[tuple[int, AnalogBlock]]:
-    """``(index in model.blocks, block)`` of every analog block, with the checkpoint's state."""
+def _blocks(
+    config: RunConfig, model: dict[str, torch.Tensor], source: str
+) -> list[tuple[int, AnalogBlock | ConvAnalogBlock]]:
+    """``(index in model.blocks, block)`` of every analog block (dense and conv), with the
+    checkpoint's state."""
     out = []
+    n_dense = n_conv = 0
     for i, block_config in enumerate(config.model.blocks):
         if block_config.type == "analog-conv":
-            raise ConfigError(
-                f"model.blocks[{i}] (analog-conv): conv analog blocks are not exported as netlists yet (their "
-                "unrolled deck runs in `cosim solve --solver ngspice`)"
-            )
-        if block_config.type != "analog":
+            block = conv_block(config, i, FastSolver(), name=f"analog-conv{n_conv}")
+            n_conv += 1
+        elif block_config.type == "analog":
+            # The device draws come from the checkpoint (buffers), not from a seed.
+            block = analog_block(config, i, name=f"analog{n_dense}")
+            n_dense += 1
+        else:
             continue
-        name = f"analog{len(out)}"
-        # The device draws come from the checkpoint (buffers), not from a seed.
-        block = analog_block(config, i, name=name)
         prefix = f"blocks.{i}."
         state = {k[len(prefix) :]: v.to(torch.float64) for k, v in model.items() if k.startswith(prefix)}
         try:
@@ -52,9 +62,9 @@ def _blocks(config: RunConfig, model: dict[str, torch.Tensor], source: str) -> l
         except RuntimeError as exc:
             detail = " ".join(str(exc).split())[:300]
             raise ConfigError(
-                f"--checkpoint: {source}: {name} (model.blocks[{i}]) does not match the configuration: {detail}"
+                f"--checkpoint: {source}: {block.name} (model.blocks[{i}]) does not match the configuration: {detail}"
             ) from None
-        out.append((i, block))
+        out.append((i, block.to(torch.float64)))
     return out
 
 
@@ -68,7 +78,8 @@ def _sample_inputs(config: RunConfig, model: dict, blocks, sample: int) -> list[
     captured = []
     hooks = [
         block.register_forward_pre_hook(lambda m, args: captured.append(m.spec.source_voltages(args[0].flatten(1))[0]))
-        for block in full.analog_blocks()
+        for block in full.blocks
+        if isinstance(block, AnalogBlock | ConvAnalogBlock)
     ]
     try:
         with torch.no_grad():
@@ -79,7 +90,20 @@ def _sample_inputs(config: RunConfig, model: dict, blocks, sample: int) -> list[
     return captured
 
 
-def _readme(config: RunConfig, entries: list[tuple[str, Circuit, int]], sample: int | None, checkpoint: str) -> str:
+def _shape(circuit: Circuit | ConvCircuit) -> tuple[str, int]:
+    """The layer sizes as the README shows them (``C x H x W`` per layer for a conv block) and the
+    deck's resistor count."""
+    spec = circuit.spec
+    if isinstance(circuit, ConvCircuit):
+        h, w = spec.side
+        return "-".join(f"{c}x{h}x{w}" for c in spec.channels), conv_resistors(spec)
+    resistors = sum(a * b for a, b in (*spec.weight_shapes(), *spec.bias_shapes()))
+    return "-".join(map(str, spec.layer_sizes)), resistors
+
+
+def _readme(
+    config: RunConfig, entries: list[tuple[str, Circuit | ConvCircuit, int]], sample: int | None, checkpoint: str
+) -> str:
     lines = [
         f"# SPICE netlists of `{config.name}`",
         "",
@@ -95,11 +119,11 @@ def _readme(config: RunConfig, entries: list[tuple[str, Circuit, int]], sample: 
     ]
     for file, circuit, index in entries:
         spec = circuit.spec
-        resistors = sum(a * b for a, b in (*spec.weight_shapes(), *spec.bias_shapes()))
+        sizes, resistors = _shape(circuit)
         outputs = f"`{node_name(spec.depth, 0)}`..`{node_name(spec.depth, spec.n_outputs - 1)}`"
         lines.append(
-            f"| `{file}` (model.blocks[{index}]) | {'-'.join(map(str, spec.layer_sizes))} | "
-            f"`VIN0`..`VIN{spec.n_sources - 1}` | {outputs} | {resistors} |"
+            f"| `{file}` (model.blocks[{index}]) | {sizes} | `VIN0`..`VIN{spec.n_sources - 1}` | {outputs} | "
+            f"{resistors} |"
         )
     lines += [
         "",
@@ -114,9 +138,25 @@ def _readme(config: RunConfig, entries: list[tuple[str, Circuit, int]], sample: 
         "- `RW{l}_{i}_{j}`: weight resistor between node `i` of layer `l` and node `j` of layer `l+1`;",
         "  `RB{l}_{p}_{j}`: bias resistor from the `+` (`p=0`) or `-` (`p=1`) bias source.",
         "- `DUP_*` / `DDN_*`: neuron diodes; `XNRN_*`: a user neuron subcircuit; `EAMP_*`, `VSENSE_*`,",
-        "  `FAMP_*`: bidirectional amplifiers.",
+        "  `FAMP_*`: bidirectional amplifiers; `EINV_*`, `VISENSE_*` / `VSENSE_*` (conv), `FINV_*`: the",
+        "  inverting stages that drive the `-` rails of a dual-rail hidden node.",
     ]
-    ideal = (config.block_section(i, "devices").ideal and config.block_section(i, "io").ideal for _, _, i in entries)
+    if any(isinstance(circuit, ConvCircuit) for _, circuit, _ in entries):
+        lines += [
+            "",
+            "## Conv blocks",
+            "",
+            "A conv block's deck is its unrolled crossbar. Node `L{l}_N{n}` is channel `c`, row `y`, column",
+            "`x` with `n = c H W + y W + x`; `VIN{k}` for `k < C_0 H W` drive `+inputs`, the others `-inputs`.",
+            "`RW{l}_{c}_{r}_{i}_{j}_{y}_{x}` is kernel tap `(i, j)` from row channel `r` (the `+` rails, then",
+            "the `-` rails) into node `(c, y, x)` of layer `l+1`: every position holds its own resistor,",
+            "programmed to the tap's one trained conductance ('same' padding, fewer devices at the border).",
+        ]
+    ideal = (
+        config.block_section(i, "devices").ideal and config.block_section(i, "io").ideal
+        for _, circuit, i in entries
+        if not isinstance(circuit, ConvCircuit)  # conv blocks model ideal devices only
+    )
     if not all(ideal):
         lines += [
             "",
@@ -127,7 +167,8 @@ def _readme(config: RunConfig, entries: list[tuple[str, Circuit, int]], sample: 
 
 
 def export_netlists(checkpoint: str | Path, out: str | Path, sample: int | None = None) -> list[Path]:
-    """Write ``analog{k}.cir`` per analog block and ``README.md`` into ``out``; returns the paths."""
+    """Write ``analog{k}.cir`` per dense analog block, ``analog-conv{k}.cir`` per conv one and
+    ``README.md`` into ``out``; returns the paths."""
     out = check_output_dir(out, "--out")
     stored = read_checkpoint(checkpoint)
     config, model = stored.config, stored.model
@@ -141,7 +182,8 @@ def export_netlists(checkpoint: str | Path, out: str | Path, sample: int | None 
             raise ConfigError(f"--checkpoint: {checkpoint}: {block.name}: {exc}") from None
         source_V = inputs[k] if inputs is not None else torch.zeros(circuit.spec.n_sources, dtype=torch.float64)
         file = f"{block.name}.cir"
-        texts[file] = netlist_text(build_export(circuit, source_V))
+        build = build_conv_export if isinstance(circuit, ConvCircuit) else build_export
+        texts[file] = netlist_text(build(circuit, source_V))
         entries.append((file, circuit, index))
     texts["README.md"] = _readme(config, entries, sample, str(checkpoint))
     written = []
