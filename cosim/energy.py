@@ -23,6 +23,7 @@ Energies per conversion, MACs, programming and the published comparison: :mod:`c
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -133,6 +134,7 @@ def simulate_block(
     results = []
     t0 = time.perf_counter()
     for name, nudge in phases:
+        t_phase = time.perf_counter()
         nudge = None if nudge is None else nudge.detach().to(torch.float64)
         eq = solver.solve(circuit, source_V, nudge, init=free)
         if free is None:
@@ -149,12 +151,15 @@ def simulate_block(
         results.append(result)
         start = final
         tr = result.transient
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - t_phase
         say(f"  {name}: settled in {float(tr.settle_time_s.max()) * 1e9:.3g} ns ({tr.steps} steps, {elapsed:.1f} s)")
     if ngspice_samples > 0:
-        say(f"  ngspice: DC and .tran of {len(phases)} phases on {ngspice_samples} sample(s) ...")
-        _ngspice_phases(circuit, source_V, results, caps, options, ngspice_samples, ngspice_workers)
-        say(f"  ngspice done ({time.perf_counter() - t0:.1f} s)")
+        say(
+            f"  ngspice: DC and .tran of {len(phases)} phases on {ngspice_samples} sample(s), a deck of "
+            f"{_resistors(circuit.spec):,} resistors (energy.ngspice = false skips this check) ..."
+        )
+        _ngspice_phases(circuit, source_V, results, caps, options, ngspice_samples, ngspice_workers, say)
+        say(f"  ngspice done ({time.perf_counter() - t0:.1f} s in all)")
     return results
 
 
@@ -171,43 +176,72 @@ def _comparison_points(n: int, first: int = 40) -> torch.Tensor:
     return torch.unique(torch.cat([torch.arange(first), rest]))
 
 
-def _ngspice_phases(circuit, source_V, results, caps, options, samples, workers) -> None:
+def _resistors(spec) -> int:
+    return sum(a * b for a, b in (*spec.weight_shapes(), *spec.bias_shapes()))
+
+
+MAX_TRAN_WORKERS = 8
+"""At most this many ngspice processes run the ``.tran`` decks side by side, unless ``solver.workers``
+asks for more (each is one more ngspice instance holding its own deck)."""
+
+
+def _ngspice_phases(circuit, source_V, results, caps, options, samples, workers, say) -> None:
+    """ngspice's DC solve of every phase, then the ``.tran`` decks of all phases at once (each
+    phase starts from the fast transient's state, known beforehand), spread over up to one worker
+    per deck and CPU; then the fast transient on ngspice's time points."""
     from analog.solvers.ngspice import NgspiceSolver
 
     k = min(samples, source_V.shape[0])
-    with NgspiceSolver(workers=workers) as dc, NgspiceTransient(workers=workers) as tran:
+    runs, dc_results = [], []
+    with NgspiceSolver(workers=workers) as dc:
         for result in results:
+            t0 = time.perf_counter()
             eq = dc.solve(circuit, source_V, result.nudge_A)
             power = equilibrium_power(circuit, source_V, eq, result.nudge_A)
             rel = (power.delivered_W - result.power.delivered_W).abs() / result.power.delivered_W.abs()
-            nudge = None if result.nudge_A is None else result.nudge_A[:k]
+            dc_results.append((eq, rel))
+            say(f"    {result.name}: ngspice DC of {source_V.shape[0]} samples {time.perf_counter() - t0:.1f} s")
             t_stop = 1.5 * float(result.transient.settle_time_s[:k].max())
             t_stop = t_stop if t_stop > 0 else float(result.transient.times_s[-1])
-            waves = tran.run(circuit, caps, source_V[:k], result.start[:k], t_stop, nudge)
-            diff = 0.0
-            for b, wave in enumerate(waves):
-                pick = _comparison_points(len(wave.times_s))
-                times = wave.times_s[pick]
-                again = simulate_phase(
-                    circuit,
-                    caps,
-                    source_V[b : b + 1],
-                    result.start[b : b + 1],
-                    result.transient.final[b : b + 1],
-                    None if nudge is None else nudge[b : b + 1],
-                    options,
-                    t_eval=times,
-                )
-                on_grid = torch.isin(again.times_s, times)
-                diff = max(diff, float((again.voltages[on_grid, 0] - wave.voltages[pick]).abs().max()))
-            result.ngspice = {
-                "dc_iterations": int(eq.iterations),
-                "power_rel_diff": float(rel.max()),
-                "tran_iterations": sum(int(w.usage.get("Transient iterations", 0)) for w in waves),
-                "tran_points": sum(int(w.usage.get("Accepted timepoints", 0)) for w in waves),
-                "max_wave_diff_V": diff,
-                "waves": waves,
-            }
+            nudge = None if result.nudge_A is None else result.nudge_A[:k]
+            runs.append((source_V[:k], result.start[:k], t_stop, nudge))
+    tran_workers = max(workers, min(len(runs) * k, len(os.sched_getaffinity(0)), MAX_TRAN_WORKERS))
+    say(f"    .tran of {len(runs) * k} deck(s) on {tran_workers} ngspice worker(s) ...")
+    t0 = time.perf_counter()
+    with NgspiceTransient(workers=tran_workers) as tran:
+        all_waves = tran.run_many(circuit, caps, runs)
+    say(f"    .tran done in {time.perf_counter() - t0:.1f} s")
+    for result, (eq, rel), waves, run in zip(results, dc_results, all_waves, runs, strict=True):
+        t0 = time.perf_counter()
+        nudge = run[3]
+        diff = 0.0
+        for b, wave in enumerate(waves):
+            pick = _comparison_points(len(wave.times_s))
+            times = wave.times_s[pick]
+            again = simulate_phase(
+                circuit,
+                caps,
+                source_V[b : b + 1],
+                result.start[b : b + 1],
+                result.transient.final[b : b + 1],
+                None if nudge is None else nudge[b : b + 1],
+                options,
+                t_eval=times,
+            )
+            on_grid = torch.isin(again.times_s, times)
+            diff = max(diff, float((again.voltages[on_grid, 0] - wave.voltages[pick]).abs().max()))
+        result.ngspice = {
+            "dc_iterations": int(eq.iterations),
+            "power_rel_diff": float(rel.max()),
+            "tran_iterations": sum(int(w.usage.get("Transient iterations", 0)) for w in waves),
+            "tran_points": sum(int(w.usage.get("Accepted timepoints", 0)) for w in waves),
+            "max_wave_diff_V": diff,
+            "waves": waves,
+        }
+        say(
+            f"    {result.name}: {result.ngspice['tran_points']} ngspice time points, fast transient on them "
+            f"{time.perf_counter() - t0:.1f} s; |V_fast - V_ngspice| <= {diff:.1e} V"
+        )
 
 
 class _Recorder(WrappedSolver):

@@ -81,6 +81,18 @@ class NgspiceTransient:
         ``t = 0``), ``nudge_A`` ``[B, n_out]`` A or ``None``; ``max_step_s``: see
         :func:`~analog.netlist.build_transient`. Returns one waveform per sample.
         """
+        return self.run_many(circuit, capacitances, [(source_V, start, t_stop_s, nudge_A)], max_step_s)[0]
+
+    def run_many(
+        self,
+        circuit: Circuit,
+        capacitances: Capacitances,
+        runs: list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]],
+        max_step_s: float | None = None,
+    ) -> list[list[NgspiceWaveform]]:
+        """:meth:`run` of several batches at once, ``runs`` of ``(source_V, start, t_stop_s,
+        nudge_A)`` (e.g. the phases of a training step): every sample's deck of every run goes to
+        the workers together, so that they run side by side. One list of waveforms per run."""
         from analog.netlist import build_transient, netlist_text
 
         spec = circuit.spec
@@ -89,13 +101,16 @@ class NgspiceTransient:
         biases = tuple(tuple(f"vb{l}{s}#branch" for s in ("p", "n")[: spec.n_bias]) for l in range(spec.depth))
         names = (*nodes, *inputs, *(n for layer in biases for n in layer))
         node_F = capacitances.nodes_F(circuit.detach().to(torch.float64))
-        tasks = []
-        for b in range(source_V.shape[0]):
-            nudge = None if nudge_A is None else nudge_A[b]
-            deck = build_transient(circuit, node_F, source_V[b], start[b], t_stop_s, nudge, max_step_s)
-            tasks.append((run_tran, netlist_text(deck), names, f"sample {b}"))
+        tasks, counts = [], []
+        for r, (source_V, start, t_stop_s, nudge_A) in enumerate(runs):
+            for b in range(source_V.shape[0]):
+                nudge = None if nudge_A is None else nudge_A[b]
+                deck = build_transient(circuit, node_F, source_V[b], start[b], t_stop_s, nudge, max_step_s)
+                where = f"sample {b}" if len(runs) == 1 else f"run {r}, sample {b}"
+                tasks.append((run_tran, netlist_text(deck), names, where))
+            counts.append(source_V.shape[0])
         results = self.pool.map(tasks, work=[task[1].count("\n") for task in tasks])
-        return [
+        waves = [
             NgspiceWaveform(
                 times_s=torch.from_numpy(r["time"]),
                 voltages=_stack(r, nodes),
@@ -106,3 +121,8 @@ class NgspiceTransient:
             )
             for r in results
         ]
+        out, at = [], 0
+        for n in counts:
+            out.append(waves[at : at + n])
+            at += n
+        return out
