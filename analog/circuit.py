@@ -238,6 +238,10 @@ class CircuitSpec:
     def bias_shapes(self) -> list[tuple[int, int]]:
         return [(self.n_bias, n) for n in self.layer_sizes[1:]]
 
+    def n_devices(self) -> int:
+        """Crossbar and bias devices (the deck's resistors)."""
+        return sum(a * b for a, b in (*self.weight_shapes(), *self.bias_shapes()))
+
     def gains(self) -> tuple[float, ...]:
         """Amplifier gain after free layers ``1..L-1`` (1.0 where there is none)."""
         if self.amplifier_gains is None:

@@ -156,7 +156,7 @@ def simulate_block(
     if ngspice_samples > 0:
         say(
             f"  ngspice: DC and .tran of {len(phases)} phases on {ngspice_samples} sample(s), a deck of "
-            f"{_resistors(circuit.spec):,} resistors (energy.ngspice = false skips this check) ..."
+            f"{circuit.spec.n_devices():,} resistors (energy.ngspice = false skips this check) ..."
         )
         _ngspice_phases(circuit, source_V, results, caps, options, ngspice_samples, ngspice_workers, say)
         say(f"  ngspice done ({time.perf_counter() - t0:.1f} s in all)")
@@ -174,10 +174,6 @@ def _comparison_points(n: int, first: int = 40) -> torch.Tensor:
         return torch.arange(n)
     rest = torch.linspace(first, n - 1, COMPARISON_POINTS - first).round().long()
     return torch.unique(torch.cat([torch.arange(first), rest]))
-
-
-def _resistors(spec) -> int:
-    return sum(a * b for a, b in (*spec.weight_shapes(), *spec.bias_shapes()))
 
 
 MAX_TRAN_WORKERS = 8

@@ -97,8 +97,7 @@ def _shape(circuit: Circuit | ConvCircuit) -> tuple[str, int]:
     if isinstance(circuit, ConvCircuit):
         h, w = spec.side
         return "-".join(f"{c}x{h}x{w}" for c in spec.channels), conv_resistors(spec)
-    resistors = sum(a * b for a, b in (*spec.weight_shapes(), *spec.bias_shapes()))
-    return "-".join(map(str, spec.layer_sizes)), resistors
+    return "-".join(map(str, spec.layer_sizes)), spec.n_devices()
 
 
 def _readme(

@@ -49,8 +49,7 @@ def estimate_memory(specs: list[CircuitSpec], dtype: torch.dtype, batch: int) ->
     size = torch.empty((), dtype=dtype).element_size()
     conductances = workspace = 0
     for spec in specs:
-        count = sum(a * b for a, b in (*spec.weight_shapes(), *spec.bias_shapes()))
-        conductances += COPIES_PER_CONDUCTANCE * count * size
+        conductances += COPIES_PER_CONDUCTANCE * spec.n_devices() * size
         workspace += WORKSPACE_PER_NODE * batch * sum(spec.nodes_per_layer()) * size
     return MemoryEstimate(conductances, workspace)
 
