@@ -36,6 +36,25 @@ def test_gradcheck_conv_per_parameter():
     assert 1.8 <= report["slope_centered"] <= 2.2 and 0.8 <= report["slope_one_sided"] <= 1.2
 
 
+@pytest.mark.ngspice
+@pytest.mark.slow
+def test_gradcheck_conv_on_ngspice():
+    """EP and the exact gradient at ngspice's equilibria: every phase of the conv block is its
+    unrolled deck (and the dense block's deck), yet EP stays the exact gradient to beta^2."""
+    if ngspice_available():
+        pytest.skip(ngspice_available())
+    proc = cosim(
+        "gradcheck", "--config", "gradcheck-conv", "--solver", "ngspice", "--betas", "0.2,0.1",
+        "--set", "gradcheck.samples=4", "--set", 'gradcheck.methods=["ep-centered"]', "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    rows = report["results"]
+    assert {"blocks.2.weights.0", "blocks.2.weights.1", "blocks.5.weights.0"} <= {r["param"] for r in rows}
+    assert min(r["cosine"] for r in rows) >= 0.9999
+    assert 1.8 <= report["slope_centered"] <= 2.2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
@@ -43,7 +62,6 @@ def test_gradcheck_conv_per_parameter():
         (["--set", "model.blocks[2].kernel_size=4"], "model.blocks[2].kernel_size: must be an odd integer"),
         (["--set", "model.blocks[2].side=[6,6]"], "takes input maps [batch, 2, 6, 6]"),
         (["--set", "model.blocks[2].channels=[2]"], "model.blocks[2].channels: need at least"),
-        (["--solver", "ngspice"], "conv analog blocks run on the fast layer-wise solver in a gradient check"),
         (["--set", "devices.d2d_sigma=0.1"], "devices: conv analog blocks model ideal devices"),
     ],
 )
