@@ -79,11 +79,17 @@ def resolve_device(name: str) -> torch.device:
 def build_solver(config: SolverConfig, name: str | None = None) -> EquilibriumSolver:
     name = name or config.name
     if name == "auto":
-        return get_solver("auto", tol_V=config.tol_V, max_iterations=config.max_iterations, fuse=config.fuse)
+        return get_solver(
+            "auto",
+            tol_V=config.tol_V,
+            max_iterations=config.max_iterations,
+            fuse=config.fuse,
+            compiled=config.compiled,
+        )
     if name == "fast":
         return get_solver("fast", tol_V=config.tol_V, max_iterations=config.max_iterations)
     if name == "fast-layerwise":
-        return get_solver("fast-layerwise", tol_V=config.tol_V, fuse=config.fuse)
+        return get_solver("fast-layerwise", tol_V=config.tol_V, fuse=config.fuse, compiled=config.compiled)
     return get_solver("ngspice", workers=config.workers, timeout_s=config.timeout_s)
 
 

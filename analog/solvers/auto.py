@@ -32,11 +32,13 @@ __all__ = ["AutoSolver"]
 class AutoSolver(EquilibriumSolver):
     """The layer-wise sweeps where they apply, Newton (or the dense peripheral solver) elsewhere.
 
-    ``fuse``: the layer-wise sweeps run as compiled kernels (:mod:`analog.solvers.fused`)."""
+    ``fuse``: the layer-wise sweeps run as torch.compile kernels (:mod:`analog.solvers.fused`);
+    ``compiled``: small batches sweep in numba calls (:mod:`analog.solvers.compiled`)."""
 
     tol_V: float | None = None
     max_iterations: int = 100
     fuse: bool = False
+    compiled: bool = True
     name: str = "auto"
     _newton: FastSolver = field(init=False, repr=False)
     _layerwise: LayerwiseSolver = field(init=False, repr=False)
@@ -46,7 +48,7 @@ class AutoSolver(EquilibriumSolver):
         if self.max_iterations < 1:
             raise ValueError(f"max_iterations: must be >= 1, got {self.max_iterations!r}")
         self._newton = FastSolver(tol_V=self.tol_V, max_iterations=self.max_iterations)
-        self._layerwise = LayerwiseSolver(tol_V=self.tol_V, fuse=self.fuse)
+        self._layerwise = LayerwiseSolver(tol_V=self.tol_V, fuse=self.fuse, compiled=self.compiled)
 
     def choose(self, circuit: Circuit) -> EquilibriumSolver:
         """The solver this block gets."""

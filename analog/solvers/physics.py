@@ -15,6 +15,7 @@ Laplacian restricted to free nodes, ``f'`` the diode small-signal conductances).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -56,68 +57,37 @@ class LayeredSystem:
         self.offsets = offsets
         self.n_free = offsets[-1]
         self.layer_scales = spec.scales()
-        self.scale = torch.cat(
-            [
-                torch.full((n,), s, dtype=dtype, device=device)
-                for n, s in zip(self.sizes, self.layer_scales, strict=True)
-            ]
-        )
+        shared = _circuit_constants(circuit)
+        self.scale = shared.scale
         self.unit_scale = all(x == 1.0 for x in self.layer_scales)
-        self.weights = tuple(spec.coupling(l, w) for l, w in enumerate(circuit.weights))
+        self.weights = shared.weights
         """Coupling of free layer ``l`` (sources for 0) to ``l + 1`` in (1): the conductances, or
         ``G_+ - G_-`` for dual-rail crossbars (:attr:`~analog.circuit.CircuitSpec.hidden_pairs`)."""
-        bias_V = spec.bias_voltages(dtype, device)
         self.offdiag: list[torch.Tensor] | None = None
         """Off-diagonal part of each free layer's own block of the Hessian (wired crossbars)."""
         self.wire_blocks: list[dict[str, torch.Tensor]] | None = None
         wires = circuit.crossbar_wires()
         if wires is None:
-            diag, const = self._ideal_wires(bias_V)
+            diag, const = self._ideal_wires(shared)
         else:
-            diag, const = self._reduced_wires(wires, bias_V)
+            diag, const = self._reduced_wires(wires, shared.bias_V)
         if nudge_A is not None:
             const[-1] = const[-1] + nudge_A.to(dtype=dtype, device=device) / self.layer_scales[-1]
-        self.diag = torch.cat(diag)
+        self.diag = shared.diag if wires is None else torch.cat(diag)
         self.const = torch.cat(const, dim=1)
 
         self.diode = spec.diode
-        rails = [(spec.diode_up_V, 1.0, 0), (spec.diode_down_V, -1.0, 1)]
-        present = [r for r in rails if r[0] is not None]
-        self.rails = [(rail, sign) for rail, sign, _ in present]
-        self._rail_signs = torch.tensor([sign for _, sign in self.rails], dtype=dtype, device=device).view(-1, 1, 1)
-        self._rail_offsets = torch.tensor([-sign * rail for rail, sign in self.rails], dtype=dtype, device=device)
-        self._rail_offsets = self._rail_offsets.view(-1, 1, 1)
-        # Per-diode Is factors, [n_rails, 1, N] against the stacked junction voltages.
-        rows = [row for _, _, row in present]
-        self.area = self.emission = None
-        if circuit.diode_area is not None and present:
-            self.area = circuit.diode_area[rows].to(dtype=dtype, device=device).unsqueeze(1)
-        # Per-diode factors of N, likewise.
-        if circuit.diode_emission is not None and present:
-            self.emission = circuit.diode_emission[rows].to(dtype=dtype, device=device).unsqueeze(1)
-        # The breakdown knee of every diode (it depends on Is), computed once per system.
-        self.breakdown = self.diode.breakdown_voltage(self.area, self.emission)
-        if isinstance(self.breakdown, torch.Tensor):
-            self.breakdown = self.breakdown.to(dtype=dtype, device=device)
+        self.rails = shared.rails
+        self._rail_signs, self._rail_offsets = shared.rail_signs, shared.rail_offsets
+        self.area, self.emission, self.breakdown = shared.area, shared.emission, shared.breakdown
 
-    def _ideal_wires(self, bias_V: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Diagonal conductance sums D and constant currents c of (1) per layer, u-space."""
-        circuit, dtype, device = self.circuit, self.dtype, self.device
-        diag, const = [], []
-        for l in range(1, self.depth + 1):
-            w_in, b_in = circuit.weights[l - 1], circuit.biases[l - 1]
-            d = w_in.sum(0) + b_in.sum(0)
-            if l < self.depth:
-                # A dual-rail node's own conductance counts the devices on both of its rails.
-                d = d + self.spec.fold_rows(l, circuit.weights[l].sum(1), sign=1.0)
-            diag.append(d)
-            c = torch.zeros(self.batch, self.sizes[l - 1], dtype=dtype, device=device)
-            if b_in.numel():
-                c = c + (bias_V / self.layer_scales[l - 1]) @ b_in
-            const.append(c)
+    def _ideal_wires(self, shared: _CircuitConstants) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Diagonal conductance sums D and constant currents c of (1) per layer, u-space: the
+        circuit's own parts (:class:`_CircuitConstants`) and the input product of this batch."""
+        const = [row.expand(self.batch, -1) for row in shared.bias_rows]
         # The unavoidable input product: computed once per batch.
-        const[0] = const[0] + self.source_V @ self.weights[0]
-        return diag, const
+        const[0] = torch.addmm(shared.bias_rows[0], self.source_V, self.weights[0])
+        return shared.diags, const
 
     def _reduced_wires(self, wires, bias_V: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Like :meth:`_ideal_wires` from the Kron-reduced crossbars (:mod:`analog.wires`): the
@@ -291,3 +261,86 @@ def kcl_residual(
     u = system.from_voltages(voltages)
     f, _ = system.diodes(u)
     return system.physical_residual(system.residual(u, f))
+
+
+@dataclass(frozen=True)
+class _CircuitConstants:
+    """The parts of (1) that depend on the circuit alone, not on the batch: computed once per
+    circuit (so once per weight update, shared by its free and nudged phases)."""
+
+    scale: torch.Tensor
+    weights: tuple[torch.Tensor, ...]
+    bias_V: torch.Tensor
+    diags: list[torch.Tensor]
+    diag: torch.Tensor
+    bias_rows: list[torch.Tensor]
+    """Per layer, the bias sources' current into each node, u-space ``[n_l]``."""
+    rails: list[tuple[float, float]]
+    rail_signs: torch.Tensor
+    rail_offsets: torch.Tensor
+    area: torch.Tensor | None
+    emission: torch.Tensor | None
+    breakdown: float | torch.Tensor | None
+
+
+def _circuit_constants(circuit: Circuit) -> _CircuitConstants:
+    """:class:`_CircuitConstants` of ``circuit``, kept on it while its tensors are unchanged (their
+    in-place version counters are part of the key); not kept for tensors that carry gradients."""
+    tensors = [*circuit.weights, *circuit.biases, circuit.diode_area, circuit.diode_emission]
+    tensors = [t for t in tensors if t is not None]
+    key = tuple((t.data_ptr(), t._version) for t in tensors)
+    cached = circuit.__dict__.get("_layered_constants")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    shared = _compute_constants(circuit)
+    if not any(t.requires_grad for t in tensors):
+        object.__setattr__(circuit, "_layered_constants", (key, shared))
+    return shared
+
+
+def _compute_constants(circuit: Circuit) -> _CircuitConstants:
+    spec, dtype, device = circuit.spec, circuit.dtype, circuit.device
+    sizes, scales = spec.layer_sizes[1:], spec.scales()
+    scale = torch.cat([torch.full((n,), s, dtype=dtype, device=device) for n, s in zip(sizes, scales, strict=True)])
+    bias_V = spec.bias_voltages(dtype, device)
+    diags, bias_rows = [], []
+    for l in range(1, spec.depth + 1):
+        w_in, b_in = circuit.weights[l - 1], circuit.biases[l - 1]
+        d = w_in.sum(0) + b_in.sum(0)
+        if l < spec.depth:
+            # A dual-rail node's own conductance counts the devices on both of its rails.
+            d = d + spec.fold_rows(l, circuit.weights[l].sum(1), sign=1.0)
+        diags.append(d)
+        row = torch.zeros(sizes[l - 1], dtype=dtype, device=device)
+        if b_in.numel():
+            row = (bias_V / scales[l - 1]) @ b_in
+        bias_rows.append(row)
+    rails = [(spec.diode_up_V, 1.0, 0), (spec.diode_down_V, -1.0, 1)]
+    present = [r for r in rails if r[0] is not None]
+    signs = torch.tensor([sign for _, sign, _ in present], dtype=dtype, device=device).view(-1, 1, 1)
+    offsets = torch.tensor([-sign * rail for rail, sign, _ in present], dtype=dtype, device=device).view(-1, 1, 1)
+    # Per-diode Is factors and factors of N, [n_rails, 1, N] against the stacked junction voltages.
+    rows = [row for _, _, row in present]
+    area = emission = None
+    if circuit.diode_area is not None and present:
+        area = circuit.diode_area[rows].to(dtype=dtype, device=device).unsqueeze(1)
+    if circuit.diode_emission is not None and present:
+        emission = circuit.diode_emission[rows].to(dtype=dtype, device=device).unsqueeze(1)
+    # The breakdown knee of every diode (it depends on Is).
+    breakdown = spec.diode.breakdown_voltage(area, emission)
+    if isinstance(breakdown, torch.Tensor):
+        breakdown = breakdown.to(dtype=dtype, device=device)
+    return _CircuitConstants(
+        scale=scale,
+        weights=tuple(spec.coupling(l, w) for l, w in enumerate(circuit.weights)),
+        bias_V=bias_V,
+        diags=diags,
+        diag=torch.cat(diags),
+        bias_rows=bias_rows,
+        rails=[(rail, sign) for rail, sign, _ in present],
+        rail_signs=signs,
+        rail_offsets=offsets,
+        area=area,
+        emission=emission,
+        breakdown=breakdown,
+    )
