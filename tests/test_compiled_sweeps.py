@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import analog.solvers.compiled as compiled_module
+import analog.solvers.compiled_kernels as compiled_kernels
 from analog import CircuitSpec, DiodeModel
 from analog.solvers import Equilibrium, FastSolver, LayerwiseSolver, SolverError, SolverStatus
 from analog.solvers.compiled import MAX_VALUES, compiled
@@ -163,14 +163,14 @@ def test_nonconvergence_is_reported_as_by_the_eager_sweeps():
         LayerwiseSolver(max_sweeps=2).solve(circuit, source_V)
 
 
-@pytest.mark.parametrize(("kernel", "batch"), [("_sweep", 4), ("_update", 400)])
+@pytest.mark.parametrize(("kernel", "batch"), [("sweep", 4), ("update", 400)])
 def test_a_kernel_numba_cannot_compile_falls_back_to_the_eager_sweeps(monkeypatch, kernel, batch):
     from numba.core.errors import TypingError
 
     def broken(*args):
         raise TypingError("no implementation for these argument types")
 
-    monkeypatch.setattr(compiled_module, kernel, broken)
+    monkeypatch.setattr(compiled_kernels, kernel, broken)
     monkeypatch.setattr(compiled, "failure", None)
     circuit, source_V = _case("16-12-6", seed=2, batch=batch)
     with pytest.warns(RuntimeWarning, match=r"numba could not compile.*TypingError.*running them eagerly"):
@@ -178,3 +178,14 @@ def test_a_kernel_numba_cannot_compile_falls_back_to_the_eager_sweeps(monkeypatc
     assert compiled.failure is not None
     newton = FastSolver().solve(circuit, source_V)
     assert (eq.all_voltages() - newton.all_voltages()).abs().max().item() <= 1e-10
+
+
+def test_crossed_rails_far_apart_sweep_eagerly():
+    """exp((V_dn - V_up) / (n Vt)) would overflow in the vectorised updates: they are not used."""
+    from analog.solvers.layer_nodes import layer_constants
+    from analog.solvers.physics import LayeredSystem
+
+    for rails, compiled_kernels_apply in (((-0.35, 0.35), True), ((-10.0, 10.0), False)):
+        spec = CircuitSpec((16, 12, 6), input_gain_V=1.0, diode_up_V=rails[0], diode_down_V=rails[1])
+        system = LayeredSystem(log_uniform_circuit(spec, 4), spec.source_voltages(random_inputs(spec, 4, 4)))
+        assert (LayerwiseSolver()._wide(system, layer_constants(system)) is not None) is compiled_kernels_apply

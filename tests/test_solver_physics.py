@@ -127,13 +127,18 @@ def test_nonconvergence_raises_with_hint():
         FastSolver(max_iterations=1).solve(circuit, spec.source_voltages(random_inputs(spec, 4, 1)))
 
 
-def test_nan_inputs_are_refused():
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("solver", ["fast", "fast-layerwise", "auto"])
+def test_nan_inputs_are_refused(solver, bad):
+    """The layer-wise solver finds them from its input product (no pass of its own over the
+    sources), at every batch size: each of its kernels must name the samples as Newton does."""
     spec = CircuitSpec((4, 3, 2))
     circuit = Circuit.random(spec)
-    v = spec.source_voltages(torch.rand(3, 4))
-    v[1, 2] = float("nan")
-    with pytest.raises(ValueError, match=r"NaN/inf in samples \[1\]"):
-        FastSolver().solve(circuit, v)
+    for batch in (3, 300):
+        v = spec.source_voltages(torch.rand(batch, 4))
+        v[1, 2] = bad
+        with pytest.raises(ValueError, match=r"NaN/inf in samples \[1\]"):
+            make_solver(solver).solve(circuit, v)
 
 
 def _cocontent_from_the_circuit(circuit, source_V, nudge_A, v):

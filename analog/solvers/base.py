@@ -124,16 +124,20 @@ def tolerance_V(tol_V: float | None, dtype: torch.dtype, float32_V: float = 1e-5
 
 
 def check_batch(
-    circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None
+    circuit: Circuit, source_V: torch.Tensor, nudge_A: torch.Tensor | None, finite: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Validate a batch of source voltages ``[B, n_sources]`` and nudging currents ``[B, n_out]``."""
+    """Validate a batch of source voltages ``[B, n_sources]`` and nudging currents ``[B, n_out]``.
+
+    ``finite=False`` skips the pass over the source voltages that looks for NaN/inf, for a caller
+    that finds them from its own product with the sources (any NaN/inf source makes every column
+    of that product NaN/inf) and then calls this again to name them."""
     spec = circuit.spec
     if source_V.ndim != 2 or source_V.shape[1] != spec.n_sources:
         raise ValueError(f"source voltages: expected shape [batch, {spec.n_sources}], got {list(source_V.shape)}")
     if source_V.shape[0] == 0:
         raise ValueError("source voltages: the batch is empty")
     # A sum is NaN/inf when any term is: one reduction instead of an elementwise test.
-    if not torch.isfinite(source_V.sum()):
+    if finite and not torch.isfinite(source_V.sum()):
         bad = (~torch.isfinite(source_V)).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"source voltages: NaN/inf in samples {bad[:10]}; clean the input data")
     if nudge_A is not None:

@@ -120,13 +120,15 @@ class LayerwiseSolver(EquilibriumSolver):
         nudge_A: torch.Tensor | None = None,
         init: Equilibrium | None = None,
     ) -> Equilibrium:
-        source_V, nudge_A = check_batch(circuit, source_V, nudge_A)
+        source_V, nudge_A = check_batch(circuit, source_V, nudge_A, finite=False)
         if circuit.spec.wire_ohm is not None:
             raise SolverError(
                 "fast-layerwise: resistive crossbar wires (wire_ohm) couple the nodes of a layer, which its "
                 "node-by-node layer updates do not represent; use the 'fast' solver"
             )
         system = LayeredSystem(circuit, source_V, nudge_A)
+        if not torch.isfinite(system.const.sum()):  # the input product is, where any source is NaN/inf
+            check_batch(circuit, source_V, nudge_A)
         tol = tolerance_V(self.tol_V, system.dtype)
         parts = None
         if init is not None:
@@ -235,6 +237,9 @@ class LayerwiseSolver(EquilibriumSolver):
             return None
         if torch.is_grad_enabled() and (system.const.requires_grad or any(w.requires_grad for w in system.weights)):
             return None
+        up, down = system.spec.diode_up_V, system.spec.diode_down_V
+        if up is not None and down is not None and (down - up) / system.spec.diode.vte_V > 600.0:
+            return None  # crossed rails this far apart: exp((V_dn - V_up) / (n Vt)) overflows
         return compiled.diode_arguments(system)
 
     def _vector(
