@@ -39,8 +39,6 @@ import warnings
 import numpy as np
 import torch
 
-from analog.solvers import compiled_kernels as kernels
-
 __all__ = ["MAX_VALUES", "CompiledSweeps", "compiled"]
 
 MAX_VALUES = 1024
@@ -54,11 +52,33 @@ class CompiledSweeps:
     """The kernels, compiled on their first call; :attr:`failure` says why they are not used, if so."""
 
     def __init__(self) -> None:
-        self.failure: str | None = kernels._IMPORT_ERROR
+        self._kernels = None
+        self._failure: str | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """Why the kernels are not used (numba missing or unable to compile here), or ``None``."""
+        self._module()
+        return self._failure
+
+    @failure.setter
+    def failure(self, value: str | None) -> None:
+        self._failure = value
 
     @property
     def available(self) -> bool:
         return self.failure is None
+
+    def _module(self):
+        """:mod:`analog.solvers.compiled_kernels`, imported on first use (numba takes ~0.2 s to
+        import: processes that never sweep, e.g. ngspice workers, do not pay it)."""
+        if self._kernels is None:
+            from analog.solvers import compiled_kernels
+
+            self._kernels = compiled_kernels
+            if self._failure is None:
+                self._failure = compiled_kernels._IMPORT_ERROR
+        return self._kernels
 
     @staticmethod
     def diode_arguments(system) -> tuple:
@@ -87,9 +107,7 @@ class CompiledSweeps:
     def sweep(self, u: np.ndarray, args: tuple, omega: float, inner_tol: float, cold: bool, max_newton: int):
         """One sweep in place on ``u``; each layer's largest move (V), or ``None`` where it cannot run."""
         changes = np.empty(len(args[4]) - 1)
-        done, _ = self._call(
-            kernels.sweep, u, *args, float(omega), float(inner_tol), bool(cold), int(max_newton), changes
-        )
+        done, _ = self._call("sweep", u, *args, float(omega), float(inner_tol), bool(cold), int(max_newton), changes)
         return changes if done else None
 
     def update(self, x, ref, b, layer, diodes: tuple, omega, inner_tol, max_newton) -> float | None:
@@ -101,7 +119,7 @@ class CompiledSweeps:
         xn = x.numpy()
         new, flag = np.empty_like(xn), np.empty(xn.shape, dtype=np.bool_)
         args = (ref.numpy(), b.contiguous().numpy(), layer.d.numpy(), *exp, *diodes, float(omega), float(inner_tol))
-        done, change = self._call(kernels.update, xn, *args, int(max_newton), new, flag)
+        done, change = self._call("update", xn, *args, int(max_newton), new, flag)
         return change if done else None
 
     def layer_residual(self, x: torch.Tensor, b: torch.Tensor, layer, diodes: tuple, out: np.ndarray) -> bool:
@@ -109,28 +127,30 @@ class CompiledSweeps:
         if (exp := self._exponentials(x, layer, diodes)) is None:
             return False
         args = (x.numpy(), b.contiguous().numpy(), layer.d.numpy(), *exp, *diodes, out)
-        return self._call(kernels.layer_residual, *args)[0]
+        return self._call("layer_residual", *args)[0]
 
     def _exponentials(self, x: torch.Tensor, layer, diodes: tuple) -> tuple | None:
         """``(e, lp)``: the nearer junction's exponential at each of the layer's nodes (torch's
         vectorised ``exp2`` of the kernels' ``exponents``) and the layer's ``(s, lo, hi, curvature)``."""
         e = torch.empty(x.shape, dtype=x.dtype)
-        if not self._call(kernels.exponents, x.numpy(), layer.scale, *diodes, e.numpy())[0]:
+        if not self._call("exponents", x.numpy(), layer.scale, *diodes, e.numpy())[0]:
             return None
         return e.exp2_().numpy(), np.array([layer.scale, layer.lo, layer.hi, layer.curvature])
 
     def residual(self, u: np.ndarray, args: tuple) -> np.ndarray | None:
         """Each sample's largest KCL error (A), or ``None`` where the kernels cannot run."""
         out = np.empty(u.shape[0])
-        done, _ = self._call(kernels.residual, u, *args, out)
+        done, _ = self._call("residual", u, *args, out)
         return out if done else None
 
-    def _call(self, kernel, *args) -> tuple[bool, object]:
-        """``(True, kernel's result)``, or ``(False, None)`` where numba cannot compile it."""
+    def _call(self, kernel: str, *args) -> tuple[bool, object]:
+        """``(True, the kernel's result)``, or ``(False, None)`` where numba cannot compile it."""
         if self.failure is not None:
             return False, None
         try:
-            return True, kernel(*args)  # the first call per dtype compiles (or loads numba's cache)
+            return True, getattr(self._kernels, kernel)(
+                *args
+            )  # the first call per dtype compiles (or loads numba's cache)
         except Exception as exc:  # numba cannot compile here (platform, cache): eager from now on
             if not type(exc).__module__.startswith("numba"):
                 raise
