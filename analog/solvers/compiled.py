@@ -13,12 +13,13 @@ resistance: those blocks run eagerly):
   the log form (4), when one step is not accurate enough), over-relaxed by ``omega``. The cold
   first sweep starts from the eager solver's forward guess
   (:func:`~analog.solvers.newton.initial_guess`) and puts every node at (5) of its drive.
-* **Larger batches**: each layer update is torch's drive product, torch's vectorised ``exp2`` of
-  the nearer junction's voltage at each node (the farther one's exponential follows from it:
-  ``exp((V_dn - V_up) / (n Vt))`` over it, or its clamp) and one call that takes a Newton step
-  at every node in a branch-free loop the compiler vectorises, solves the few nodes whose step is
-  too long or not accurate enough by the node solve, and over-relaxes. The cold sweep's starts
-  (the forward guess, (5)) stay in torch, whose ``log`` is vectorised.
+* **Larger batches**: each layer update is torch's drive product and one call that takes a
+  Newton step at every node in a loop the compiler vectorises (one ``exp`` per node: that of the
+  nearer junction; the farther one's follows from it, ``exp((V_dn - V_up) / (n Vt))`` over it,
+  or its clamp), solves the few nodes whose step is too long or not accurate enough by the node
+  solve, and over-relaxes. The cold sweep's forward guess and its starts (5) are vectorised
+  calls of their own. ``exp`` and ``log`` in these loops are :mod:`analog.solvers.compiled_math`'s,
+  which vectorise (numba's call the C library one value at a time).
 
 The stopping rule, tolerance and over-relaxation are the eager solver's (it drives these calls),
 each node is solved to the same inner tolerance, and the results agree with the eager sweeps to
@@ -27,9 +28,9 @@ forward branch above ``-3 n Vt`` and on SPICE3's smooth reverse branch below, ``
 Kernels use IEEE arithmetic (``error_model="numpy"``: a division by zero gives inf or NaN, as in
 torch, and a NaN node is reported as non-finite), which also lets the loops vectorise.
 
-numba has no vectorised ``exp`` here (no SVML): the scalar path wins only while dispatch
-dominates (:data:`MAX_VALUES`). Compiling takes seconds once per dtype (numba caches it on disk
-where it can write); where numba fails the eager sweeps run instead and a warning says why, once.
+The scalar path wins only while dispatch dominates (:data:`MAX_VALUES`). Compiling takes
+seconds once per dtype (numba caches it on disk where it can write); where numba fails the eager
+sweeps run instead and a warning says why, once.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ import torch
 
 __all__ = ["MAX_VALUES", "CompiledSweeps", "compiled"]
 
-MAX_VALUES = 1024
+MAX_VALUES = 256
 """Largest ``B x free nodes`` for the whole-sweep kernel (larger: the vectorised updates). Its time
-over theirs (trained, 1 thread) crosses 1 at 1,000-1,300 values: 784-100-10 0.61 / 0.81 / 1.23 at
-B = 4 / 8 / 16, 784-256-10 0.96 / 1.33 at B = 4 / 8, 784-64-64-64-10 0.86 / 1.24 at B = 4 / 8,
-64-32-10 0.45 / 0.79 / 1.18 at B = 4 / 16 / 32; theirs is 0.40-0.86 of the eager sweeps' (B 4-64)."""
+over theirs (trained, 1 thread) crosses 1 at 250-400 values: 784-100-10 0.95 / 1.14 / 1.58 at
+B = 2 / 4 / 8, 784-256-10 1.24 at B = 2, 784-64-64-64-10 1.09 / 1.46 at B = 2 / 4, 64-32-10
+0.86 / 1.34 at B = 4 / 8."""
 
 
 class CompiledSweeps:
@@ -110,32 +111,38 @@ class CompiledSweeps:
         done, _ = self._call("sweep", u, *args, float(omega), float(inner_tol), bool(cold), int(max_newton), changes)
         return changes if done else None
 
-    def update(self, x, ref, b, layer, diodes: tuple, omega, inner_tol, max_newton) -> float | None:
+    def layer_arguments(self, layer, diodes: tuple) -> tuple:
+        """What the vectorised kernels take of one layer, gathered once per solve: its conductance
+        sums ``D``, (5)'s ``(ln q + q, Is / D)`` per node, ``(s, lo, hi, curvature)`` and
+        ``diodes`` (:meth:`diode_arguments`)."""
+        cold_d = torch.stack([layer.lambert_offset, layer.is_over_d]).numpy()
+        return layer.d.numpy(), cold_d, np.array([layer.scale, layer.lo, layer.hi, layer.curvature]), *diodes
+
+    def forward_guess(self, current: torch.Tensor, args: tuple) -> torch.Tensor | None:
+        """:func:`~analog.solvers.newton.initial_guess` of one layer (u-space) from its ``current``
+        (``c_l`` plus the layer before's), or ``None`` where the kernels cannot run; ``args``
+        from :meth:`layer_arguments`."""
+        out = torch.empty(current.shape, dtype=current.dtype)
+        d, _, lp, dp, has_up, has_down = args
+        done, _ = self._call("forward_guess", current.contiguous().numpy(), d, lp[0], dp, has_up, has_down, out.numpy())
+        return out if done else None
+
+    def update(self, x, ref, b, args: tuple, omega, inner_tol, max_newton, cold=False) -> float | None:
         """One vectorised layer update in place on ``x`` (``[B, n]``, contiguous, CPU) given its
-        drive ``b``; ``diodes`` from :meth:`diode_arguments`. The largest move from ``ref`` (V), or
-        ``None`` where the kernels cannot run (``x`` is then unchanged)."""
-        if (exp := self._exponentials(x, layer, diodes)) is None:
-            return None
+        drive ``b`` (``cold``: from (5) of each node, whatever ``x`` holds); ``args`` from
+        :meth:`layer_arguments`. The largest move from ``ref`` (V), or ``None`` where the kernels
+        cannot run (``x`` is then unchanged)."""
         xn = x.numpy()
         new, flag = np.empty_like(xn), np.empty(xn.shape, dtype=np.bool_)
-        args = (ref.numpy(), b.contiguous().numpy(), layer.d.numpy(), *exp, *diodes, float(omega), float(inner_tol))
-        done, change = self._call("update", xn, *args, int(max_newton), new, flag)
+        tail = (float(omega), float(inner_tol), bool(cold), int(max_newton), new, flag)
+        done, change = self._call("update", xn, ref.numpy(), b.contiguous().numpy(), *args, *tail)
         return change if done else None
 
-    def layer_residual(self, x: torch.Tensor, b: torch.Tensor, layer, diodes: tuple, out: np.ndarray) -> bool:
-        """Fold the layer's largest KCL error per sample (A) into ``out``; ``False`` where it cannot run."""
-        if (exp := self._exponentials(x, layer, diodes)) is None:
-            return False
-        args = (x.numpy(), b.contiguous().numpy(), layer.d.numpy(), *exp, *diodes, out)
-        return self._call("layer_residual", *args)[0]
-
-    def _exponentials(self, x: torch.Tensor, layer, diodes: tuple) -> tuple | None:
-        """``(e, lp)``: the nearer junction's exponential at each of the layer's nodes (torch's
-        vectorised ``exp2`` of the kernels' ``exponents``) and the layer's ``(s, lo, hi, curvature)``."""
-        e = torch.empty(x.shape, dtype=x.dtype)
-        if not self._call("exponents", x.numpy(), layer.scale, *diodes, e.numpy())[0]:
-            return None
-        return e.exp2_().numpy(), np.array([layer.scale, layer.lo, layer.hi, layer.curvature])
+    def layer_residual(self, x: torch.Tensor, b: torch.Tensor, args: tuple, out: np.ndarray) -> bool:
+        """Fold the layer's largest KCL error per sample (A) into ``out``; ``False`` where it
+        cannot run; ``args`` from :meth:`layer_arguments`."""
+        d, _, lp, dp, has_up, has_down = args
+        return self._call("layer_residual", x.numpy(), b.contiguous().numpy(), d, lp, dp, has_up, has_down, out)[0]
 
     def residual(self, u: np.ndarray, args: tuple) -> np.ndarray | None:
         """Each sample's largest KCL error (A), or ``None`` where the kernels cannot run."""

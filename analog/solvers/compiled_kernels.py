@@ -8,15 +8,15 @@ import math
 
 import numpy as np
 
-from analog.diode import LOG2_E
-
 _E3 = math.exp(-3.0)
 
 try:
     from numba import njit
+
+    from analog.solvers import compiled_math as vm
 except ImportError as exc:  # a declared dependency; without it the eager sweeps run
     _IMPORT_ERROR: str | None = f"{type(exc).__name__}: {exc}"
-    sweep = residual = exponents = update = layer_residual = None
+    sweep = residual = forward_guess = update = layer_residual = None
 else:
     _IMPORT_ERROR = None
 
@@ -48,26 +48,26 @@ if _IMPORT_ERROR is None:
         return f / s, g
 
     @njit(cache=True, error_model="numpy", inline="always")
-    def lambert(b, d, s, dp, has_up, has_down):
-        """(5) of :func:`analog.solvers.layer_nodes.cold_start` for one node."""
-        up, down, vte, i_s = dp[0], dp[1], dp[2], dp[3]
+    def lambert(b, d, s, up, down, vte, has_up, has_down, offset, is_over_d):
+        """(5) of :func:`analog.solvers.layer_nodes.cold_start` for one node, in selects that
+        vectorise; ``offset = ln q + q`` (``q = Is / (D n Vt)``) and ``is_over_d = Is / D``."""
         a = b / d * s
-        if has_up and has_down:
-            past = a - 0.5 * (up + down)
-            sigma = 1.0 if past > 0.0 else (-1.0 if past < 0.0 else 0.0)
-            t = abs(past) - 0.5 * (up - down)
-        elif has_up:
-            sigma = 1.0
-            t = a - up
-        else:
-            sigma = -1.0
-            t = down - a
-        q = i_s / (d * vte)
-        log_x = max(t / vte + math.log(q) + q, -60.0)
-        w = log_x if log_x > 20.0 else math.log1p(math.exp(log_x))  # torch's softplus
-        for _ in range(2):  # W_NEWTON
-            w = w - (w + math.log(w) - log_x) * w / (w + 1.0)
-        return (a - sigma * (w * vte - i_s / d)) / s
+        both = has_up and has_down
+        past = a - 0.5 * (up + down)
+        side = 1.0 if past > 0.0 else (-1.0 if past < 0.0 else 0.0)
+        sigma = side if both else (1.0 if has_up else -1.0)
+        t = (abs(past) - 0.5 * (up - down)) if both else ((a - up) if has_up else (down - a))
+        log_x = max(t / vte + offset, -60.0)
+        w = log_x if log_x > 20.0 else vm.log1p(vm.exp(log_x))  # torch's softplus
+        w = w - (w + vm.log(w) - log_x) * w / (w + 1.0)  # W_NEWTON = 2 steps
+        w = w - (w + vm.log(w) - log_x) * w / (w + 1.0)
+        return (a - sigma * (w * vte - is_over_d)) / s
+
+    @njit(cache=True, error_model="numpy", inline="always")
+    def restart(b, d, s, dp, has_up, has_down):
+        """:func:`lambert` for a node whose constants are not at hand."""
+        q = dp[3] / (d * dp[2])
+        return lambert(b, d, s, dp[0], dp[1], dp[2], has_up, has_down, math.log(q) + q, dp[3] / d)
 
     @njit(cache=True, error_model="numpy")
     def node(x0, b, d, lp, dp, has_up, has_down, tol_u, cold, max_newton):
@@ -75,11 +75,11 @@ if _IMPORT_ERROR is None:
         s, curvature = lp[0], lp[3]
         if not (has_up or has_down):
             return b / d
-        x = lambert(b, d, s, dp, has_up, has_down) if cold else x0
+        x = restart(b, d, s, dp, has_up, has_down) if cold else x0
         f, g = diodes(x, s, dp, has_up, has_down)
         delta = (b - f - d * x) / (d + g)
         if abs(delta) * curvature > 0.05 and not cold:
-            x = lambert(b, d, s, dp, has_up, has_down)
+            x = restart(b, d, s, dp, has_up, has_down)
             f, g = diodes(x, s, dp, has_up, has_down)
             delta = (b - f - d * x) / (d + g)
         if abs(delta) * curvature <= 0.05 and curvature * delta * delta <= tol_u:
@@ -183,52 +183,55 @@ if _IMPORT_ERROR is None:
                 drive(u, smp, k, const, w, w_off, offsets, b)
                 s = lp[k, 0]
                 tol_u = inner_tol / s
-                change = changes[k]
+                top = vm.magnitude_bits(changes[k])
                 for i in range(n):
                     x0 = u[smp, o0 + i]
                     x = node(x0, b[i], diag[o0 + i], lp[k], dp, has_up, has_down, tol_u, cold, max_newton)
                     if omega != 1.0:
                         x = x0 + omega * (x - x0)
                     u[smp, o0 + i] = x
-                    moved = abs(x - (start[o0 + i] if cold else x0)) * s
-                    if not moved <= change:  # keeps a NaN
-                        change = moved
-                changes[k] = change
+                    top = max(top, vm.magnitude_bits((x - (start[o0 + i] if cold else x0)) * s))
+                changes[k] = vm.from_bits(top)  # the largest move; NaN if any
+
+    # The vectorised kernels take the diode's constants out of ``dp`` before their loops: numba's
+    # arrays may alias, so a read of ``dp`` inside a loop that stores is not hoisted, and the loop
+    # is then not vectorised (measured: 5x slower).
+
+    @njit(cache=True, error_model="numpy", inline="always")
+    def _guess(c, d, s, up, down, vte, i_s, has_up, has_down, crossed):
+        """One node of :func:`forward_guess`. Unless the rails are crossed at most one diode
+        takes an excess, so one ``log1p`` serves both (the other's clamp then changes nothing)."""
+        v = c / d * s
+        over, under = s * c - d * up, d * down - s * c
+        if crossed:
+            on_up = up + vte * vm.log1p(max(over, 0.0) / i_s)
+            on_down = down - vte * vm.log1p(max(under, 0.0) / i_s)
+        else:
+            excess = max(over if has_up else 0.0, under if has_down else 0.0, 0.0)
+            on = vte * vm.log1p(excess / i_s)
+            on_up, on_down = up + on, down - on
+        v = min(v, on_up) if has_up else v
+        v = max(v, on_down) if has_down else v
+        return v / s
 
     @njit(cache=True, error_model="numpy")
-    def exponents(x, s, dp, has_up, has_down, e):
-        """``e``: the exponent, in log2 units, of the node's nearer junction,
-        ``max(vd, -3 n Vt) log2(e) / (n Vt)``, for ``exp2`` (torch's vectorised one) to take."""
-        up, down, vte = dp[0], dp[1], dp[2]
-        c = LOG2_E / vte
-        knee = -3.0 * vte
-        for smp in range(x.shape[0]):
-            for i in range(x.shape[1]):
-                v = s * x[smp, i]
-                near = knee
-                if has_up:
-                    near = max(v - up, near)
-                if has_down:
-                    near = max(down - v, near)
-                e[smp, i] = near * c
+    def forward_guess(current, d, s, dp, has_up, has_down, out):
+        """:func:`~analog.solvers.newton.initial_guess` of one layer into ``out`` ``[B, n]``
+        (u-space), from its ``current`` (``c_l`` plus the layer before's): vectorised."""
+        up, down, vte, i_s = dp[0], dp[1], dp[2], dp[3]
+        if has_up and has_down and down > up:
+            for smp in range(current.shape[0]):
+                for i in range(current.shape[1]):
+                    out[smp, i] = _guess(current[smp, i], d[i], s, up, down, vte, i_s, True, True, True)
+        else:
+            for smp in range(current.shape[0]):
+                for i in range(current.shape[1]):
+                    out[smp, i] = _guess(current[smp, i], d[i], s, up, down, vte, i_s, has_up, has_down, False)
 
     @njit(cache=True, error_model="numpy", inline="always")
-    def _pair(v, e, up, down, both, spread):
-        """Both junctions' exponentials (at their clamped voltages) from the nearer one's ``e``:
-        the farther one's exponent is ``(V_dn - V_up) / (n Vt)`` less the nearer one's, so its
-        exponential is ``spread / e`` (``spread = exp((V_dn - V_up) / (n Vt))``), at least
-        ``e^-3`` (its clamp). With one rail (``both`` false), ``e`` is that junction's."""
-        if not both:
-            return e, e
-        other = max(spread / e, _E3)
-        up_near = v - up >= down - v
-        return (e if up_near else other), (other if up_near else e)
-
-    @njit(cache=True, error_model="numpy", inline="always")
-    def _branch_free(vd, evd, dp):
-        """:meth:`DiodeModel.junction_current`'s branch-free value and slope from ``evd`` (the
-        exponential at the clamped voltage): vectorisable."""
-        vte, i_s, gmin = dp[2], dp[3], dp[4]
+    def _branch_free(vd, evd, vte, i_s, gmin):
+        """:meth:`DiodeModel.junction_current`'s value and slope from ``evd`` (the exponential at
+        the clamped voltage ``max(vd, -3 n Vt)``), branch-free."""
         k = 3.0 * vte / math.e
         ratio = k / min(vd, -3.0 * vte)
         arg = ratio * ratio * ratio
@@ -236,33 +239,46 @@ if _IMPORT_ERROR is None:
         g = (arg * ratio * (3.0 / k) + (evd - _E3) / vte) * i_s + gmin
         return i, g
 
+    @njit(cache=True, error_model="numpy", inline="always")
+    def _current(v, up, down, vte, i_s, gmin, spread, has_up, has_down):
+        """The node's diode current (A) and conductance at ``v`` (V), branch-free, from one
+        ``exp``: that of the nearer junction. The farther one's exponent is ``(V_dn - V_up) /
+        (n Vt)`` less the nearer one's, so its exponential is ``spread / e`` (``spread =
+        exp((V_dn - V_up) / (n Vt))``), at least ``e^-3`` (its clamp)."""
+        near = -3.0 * vte
+        near = max(v - up, near) if has_up else near
+        near = max(down - v, near) if has_down else near
+        e = vm.exp(near / vte)
+        other = max(spread / e, _E3)
+        one = not (has_up and has_down)
+        up_near = v - up >= down - v
+        i_u, g_u = _branch_free(v - up, e if (one or up_near) else other, vte, i_s, gmin)
+        i_d, g_d = _branch_free(down - v, e if (one or not up_near) else other, vte, i_s, gmin)
+        f = (i_u if has_up else 0.0) - (i_d if has_down else 0.0)
+        g = (g_u if has_up else 0.0) + (g_d if has_down else 0.0)
+        return f, g
+
     @njit(cache=True, error_model="numpy")
-    def update(x, ref, b, d, e, lp, dp, has_up, has_down, omega, inner_tol, max_newton, new, flag):
-        """One layer update of a whole batch in place on ``x`` ``[B, n]``: a Newton step on (2)
-        for every node (vectorised, from the exponentials ``e`` of :func:`_exponents`); the node
-        solve of :func:`node` for the few whose step is too long to be a contraction or too
-        inaccurate; over-relaxation. The largest move from ``ref`` (V)."""
+    def update(x, ref, b, d, cold_d, lp, dp, has_up, has_down, omega, inner_tol, cold, max_newton, new, flag):
+        """One layer update of a whole batch in place on ``x`` ``[B, n]`` given its drive ``b``:
+        (``cold``: every node first put at (5), ``cold_d`` its ``(offset, Is / D)`` of
+        :func:`lambert`) a Newton step on (2) for every node (vectorised); the node solve of
+        :func:`node` for the few whose step is too long to be a contraction or too inaccurate;
+        over-relaxation. The largest move from ``ref`` (V)."""
         s, curvature = lp[0], lp[3]
+        up, down, vte, i_s, gmin = dp[0], dp[1], dp[2], dp[3], dp[4]
         tol_u = inner_tol / s
-        up, down = dp[0], dp[1]
-        spread, both = math.exp((down - up) / dp[2]), has_up and has_down
+        spread = math.exp((down - up) / vte)
         inv_s = 1.0 / s
         rows, n = x.shape
+        if cold:  # a loop of its own: a branch inside the next one keeps it from vectorising
+            for smp in range(rows):
+                for i in range(n):
+                    x[smp, i] = lambert(b[smp, i], d[i], s, up, down, vte, has_up, has_down, cold_d[0, i], cold_d[1, i])
         for smp in range(rows):
             for i in range(n):
                 x0 = x[smp, i]
-                v = s * x0
-                f = 0.0
-                g = 0.0
-                e_up, e_down = _pair(v, e[smp, i], up, down, both, spread)
-                if has_up:
-                    i_u, g_u = _branch_free(v - up, e_up, dp)
-                    f += i_u
-                    g += g_u
-                if has_down:
-                    i_d, g_d = _branch_free(down - v, e_down, dp)
-                    f -= i_d
-                    g += g_d
+                f, g = _current(s * x0, up, down, vte, i_s, gmin, spread, has_up, has_down)
                 delta = (b[smp, i] - f * inv_s - d[i] * x0) / (d[i] + g)
                 step = abs(delta)
                 new[smp, i] = x0 + delta
@@ -272,38 +288,28 @@ if _IMPORT_ERROR is None:
             for i in range(n):
                 if flag[smp, i]:
                     new[smp, i] = node(x[smp, i], b[smp, i], d[i], lp, dp, has_up, has_down, tol_u, False, max_newton)
-        change = 0.0
+        top = 0
         for smp in range(rows):
             for i in range(n):
                 x0 = x[smp, i]
                 value = x0 + omega * (new[smp, i] - x0) if omega != 1.0 else new[smp, i]
-                moved = abs(value - ref[smp, i]) * s
+                top = max(top, vm.magnitude_bits(value - ref[smp, i]))  # ref may be x: read first
                 x[smp, i] = value
-                if not moved <= change:  # keeps a NaN
-                    change = moved
-        return change
+        return vm.from_bits(top) * s  # the largest move; NaN if any
 
     @njit(cache=True, error_model="numpy")
-    def layer_residual(x, b, d, e, lp, dp, has_up, has_down, out):
+    def layer_residual(x, b, d, lp, dp, has_up, has_down, out):
         """``out[smp] = max(out[smp], largest KCL error of the layer's nodes)``, amperes."""
         s = lp[0]
-        up, down = dp[0], dp[1]
-        spread, both = math.exp((down - up) / dp[2]), has_up and has_down
+        up, down, vte, i_s, gmin = dp[0], dp[1], dp[2], dp[3], dp[4]
+        spread = math.exp((down - up) / vte)
         for smp in range(x.shape[0]):
-            worst = out[smp]
+            top = vm.magnitude_bits(out[smp])
             for i in range(x.shape[1]):
                 xi = x[smp, i]
-                v = s * xi
-                f = 0.0
-                e_up, e_down = _pair(v, e[smp, i], up, down, both, spread)
-                if has_up:
-                    f += _branch_free(v - up, e_up, dp)[0]
-                if has_down:
-                    f -= _branch_free(down - v, e_down, dp)[0]
-                r = abs((b[smp, i] - d[i] * xi) * s - f)
-                if not r <= worst:
-                    worst = r
-            out[smp] = worst
+                f = _current(s * xi, up, down, vte, i_s, gmin, spread, has_up, has_down)[0]
+                top = max(top, vm.magnitude_bits((b[smp, i] - d[i] * xi) * s - f))
+            out[smp] = vm.from_bits(top)
 
     @njit(cache=True, error_model="numpy")
     def residual(u, const, diag, w, w_off, offsets, lp, dp, has_up, has_down, out):
@@ -314,7 +320,7 @@ if _IMPORT_ERROR is None:
             width = max(width, offsets[k + 1] - offsets[k])
         b = np.empty(width)
         for smp in range(u.shape[0]):
-            worst = 0.0
+            top = 0
             for k in range(depth):
                 o0, n = offsets[k], offsets[k + 1] - offsets[k]
                 drive(u, smp, k, const, w, w_off, offsets, b)
@@ -322,7 +328,5 @@ if _IMPORT_ERROR is None:
                 for i in range(n):
                     x = u[smp, o0 + i]
                     f, _ = diodes(x, s, dp, has_up, has_down)
-                    r = abs((b[i] - diag[o0 + i] * x - f) * s)
-                    if not r <= worst:
-                        worst = r
-            out[smp] = worst
+                    top = max(top, vm.magnitude_bits((b[i] - diag[o0 + i] * x - f) * s))
+            out[smp] = vm.from_bits(top)  # NaN if any error is

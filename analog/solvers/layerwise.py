@@ -146,6 +146,7 @@ class LayerwiseSolver(EquilibriumSolver):
         fused = fused_arguments(system, layers) if self.fuse else None
         small = self._small(system, layers) if fused is None else None
         wide = self._wide(system, layers) if fused is None and small is None else None
+        wide = None if wide is None else [compiled.layer_arguments(layer, wide) for layer in layers]
         cold = parts is None
         if small is not None:
             small_u = np.empty((system.batch, system.n_free), dtype=small[0].dtype)
@@ -197,8 +198,7 @@ class LayerwiseSolver(EquilibriumSolver):
         if wide is not None:
             worst = np.zeros(system.batch)
             done = all(
-                compiled.layer_residual(parts[k], layer.drive(parts), layer, wide, worst)
-                for k, layer in enumerate(layers)
+                compiled.layer_residual(parts[k], layer.drive(parts), wide[k], worst) for k, layer in enumerate(layers)
             )
             residual_A = torch.from_numpy(worst).to(system.dtype) if done else None
         if residual_A is None and fused is not None:
@@ -242,21 +242,27 @@ class LayerwiseSolver(EquilibriumSolver):
         return compiled.diode_arguments(system)
 
     def _vector(
-        self, system, layers, parts, inner_tol, omega, diodes
+        self, system, layers, parts, inner_tol, omega, layers_args
     ) -> tuple[list[torch.Tensor] | None, float | None]:
-        """:meth:`_eager`'s sweep with each layer update one vectorised compiled call
-        (:meth:`~analog.solvers.compiled.CompiledSweeps.update`) after torch's ``exp2`` of the
-        junction voltages; ``(parts, None)`` where numba cannot compile it (nothing changed)."""
+        """:meth:`_eager`'s sweep with the forward guess of each layer and each layer update one
+        vectorised compiled call (:meth:`~analog.solvers.compiled.CompiledSweeps.update`) after
+        torch's drive product; ``layers_args`` from
+        :meth:`~analog.solvers.compiled.CompiledSweeps.layer_arguments`; ``(parts, None)`` where
+        numba cannot compile it (nothing changed)."""
         cold = parts is None
-        if cold:
-            u = initial_guess(system)
-            parts = [system.layer(u, l).clone() for l in range(1, system.depth + 1)]
+        if cold:  # initial_guess, layer by layer
+            parts = []
+            for k, layer in enumerate(layers):
+                current = layer.const if k == 0 else torch.addmm(layer.const, parts[k - 1], system.weights[k])
+                if (guess := compiled.forward_guess(current, layers_args[k])) is None:
+                    return None, None
+                parts.append(guess)
         parts = [p.contiguous() for p in parts]
         change = 0.0
         for k, layer in enumerate(layers):
             b = layer.drive(parts)
-            x = cold_start(system, layer, b).contiguous() if cold else parts[k]
-            update = compiled.update(x, parts[k], b, layer, diodes, omega, inner_tol, self.max_newton)
+            x = torch.empty_like(parts[k]) if cold else parts[k]
+            update = compiled.update(x, parts[k], b, layers_args[k], omega, inner_tol, self.max_newton, cold)
             if update is None:
                 return (None if cold else parts), None
             parts[k] = x
