@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,8 @@ import analog.solvers.compiled_kernels as compiled_kernels
 from analog import CircuitSpec, DiodeModel
 from analog.solvers import Equilibrium, FastSolver, LayerwiseSolver, SolverError, SolverStatus
 from analog.solvers.compiled import MAX_VALUES, compiled
+from analog.solvers.layer_nodes import layer_constants
+from analog.solvers.physics import LayeredSystem
 from tests.conftest import log_uniform_circuit, random_inputs
 
 CASES = {
@@ -148,6 +151,33 @@ def test_wide_path_warm_start_nudge_float32_and_far_start(calls):
     init = Equilibrium(far, 0, torch.zeros(batch), SolverStatus.CONVERGED, "test")
     eq = solver.solve(circuit, source_V, init=init)
     assert (eq.all_voltages() - FastSolver().solve(circuit, source_V).all_voltages()).abs().max().item() <= 1e-10
+
+
+@pytest.mark.parametrize(("offset_V", "restarts"), [(0.3, True), (2e-3, False)])
+def test_vectorised_passes_restart_or_refine_many_nodes_as_the_eager_update(offset_V, restarts):
+    """Every node of a layer moved ``offset_V`` from its root: far, each first Newton step is too
+    long and a vectorised pass restarts them all from (5); near, each step is short but not
+    accurate enough and a pass takes another. Both end where the eager update does."""
+    circuit, _ = _case("64-32-32-10-amplified", seed=9)
+    circuit, source_V = _case("64-32-32-10-amplified", seed=9, batch=_wide_batch(circuit))
+    system = LayeredSystem(circuit, source_V, None)
+    layers = layer_constants(system)
+    u = system.from_voltages(FastSolver().solve(circuit, source_V).voltages)
+    parts = [system.layer(u, l).clone() for l in range(1, system.depth + 1)]
+    layer, tol_V = layers[0], 1e-11
+    b = layer.drive(parts)
+    signs = torch.randint(0, 2, parts[0].shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    start = parts[0] + signs * offset_V / layer.scale
+    x, new = start.clone(), torch.empty_like(start)
+    args = compiled.layer_arguments(layer, compiled.diode_arguments(system))
+    flag = np.empty(x.shape, dtype=np.int8)
+    tail = (1.0, tol_V, False, 60, new.numpy(), flag)
+    change, passes = compiled_kernels.update(x.numpy(), start.numpy(), b.numpy(), *args, *tail)
+    assert passes >= 1, "so many nodes off their roots must take the vectorised passes"
+    eager, eager_change = LayerwiseSolver(compiled=False)._relax(system, layer, start, b, tol_V, 1.0)
+    assert (x - eager).abs().max().item() * layer.scale <= 1e-11
+    assert (x - parts[0]).abs().max().item() * layer.scale <= 1e-10
+    assert change == pytest.approx(eager_change, abs=1e-11)
 
 
 def test_breakdown_diodes_sweep_eagerly(calls):

@@ -133,10 +133,10 @@ class CompiledSweeps:
         :meth:`layer_arguments`. The largest move from ``ref`` (V), or ``None`` where the kernels
         cannot run (``x`` is then unchanged)."""
         xn = x.numpy()
-        new, flag = np.empty_like(xn), np.empty(xn.shape, dtype=np.bool_)
+        new, flag = np.empty_like(xn), np.empty(xn.shape, dtype=np.int8)
         tail = (float(omega), float(inner_tol), bool(cold), int(max_newton), new, flag)
-        done, change = self._call("update", xn, ref.numpy(), b.contiguous().numpy(), *args, *tail)
-        return change if done else None
+        done, result = self._call("update", xn, ref.numpy(), b.contiguous().numpy(), *args, *tail)
+        return result[0] if done else None
 
     def layer_residual(self, x: torch.Tensor, b: torch.Tensor, args: tuple, out: np.ndarray) -> bool:
         """Fold the layer's largest KCL error per sample (A) into ``out``; ``False`` where it

@@ -258,35 +258,84 @@ if _IMPORT_ERROR is None:
         g = (g_u if has_up else 0.0) + (g_d if has_down else 0.0)
         return f, g
 
+    VECTOR_STEPS = 3
+    """Vectorised passes over a layer after its first Newton step, at most."""
+    VECTOR_SHARE = 32
+    """A pass runs while at least one node in this many needs it (a restart from (5) or another
+    step); fewer are left to the scalar node solve, cheaper for so few. Measured on
+    784-256-256-256-10, trained, B = 128, where 12% of the nodes restart in the early sweeps:
+    73 ms per free phase against 121 ms with the scalar solves alone (eager sweeps: 116 ms)."""
+
+    @njit(cache=True, error_model="numpy", inline="always")
+    def _step(x0, b, d, s, up, down, vte, i_s, gmin, spread, has_up, has_down, curvature, tol_u):
+        """A Newton step on (2) from ``x0``, and what it leaves (int8): 0 accurate to ``tol_u``, 1
+        short enough to be a contraction but not that accurate, 2 too long or not finite (an
+        overflowed diode)."""
+        f, g = _current(s * x0, up, down, vte, i_s, gmin, spread, has_up, has_down)
+        delta = (b - f / s - d * x0) / (d + g)
+        step = abs(delta)
+        short = step * curvature <= 0.05
+        state = 0 if (short & (curvature * step * step <= tol_u)) else (1 if short else 2)
+        return x0 + delta, state
+
     @njit(cache=True, error_model="numpy")
     def update(x, ref, b, d, cold_d, lp, dp, has_up, has_down, omega, inner_tol, cold, max_newton, new, flag):
         """One layer update of a whole batch in place on ``x`` ``[B, n]`` given its drive ``b``:
         (``cold``: every node first put at (5), ``cold_d`` its ``(offset, Is / D)`` of
-        :func:`lambert`) a Newton step on (2) for every node (vectorised); the node solve of
-        :func:`node` for the few whose step is too long to be a contraction or too inaccurate;
-        over-relaxation. The largest move from ``ref`` (V)."""
+        :func:`lambert`) a Newton step on (2) for every node (vectorised), more where many are not
+        yet accurate; the node solve of :func:`node` for the few whose step is too long to be a
+        contraction or too inaccurate; over-relaxation. ``flag``: int8 work space. The largest
+        move from ``ref`` (V) and how many vectorised passes followed the first step."""
         s, curvature = lp[0], lp[3]
         up, down, vte, i_s, gmin = dp[0], dp[1], dp[2], dp[3], dp[4]
         tol_u = inner_tol / s
         spread = math.exp((down - up) / vte)
-        inv_s = 1.0 / s
         rows, n = x.shape
         if cold:  # a loop of its own: a branch inside the next one keeps it from vectorising
             for smp in range(rows):
                 for i in range(n):
                     x[smp, i] = lambert(b[smp, i], d[i], s, up, down, vte, has_up, has_down, cold_d[0, i], cold_d[1, i])
+        inaccurate = too_long = 0
         for smp in range(rows):
             for i in range(n):
-                x0 = x[smp, i]
-                f, g = _current(s * x0, up, down, vte, i_s, gmin, spread, has_up, has_down)
-                delta = (b[smp, i] - f * inv_s - d[i] * x0) / (d[i] + g)
-                step = abs(delta)
-                new[smp, i] = x0 + delta
-                # Not a contraction, not accurate enough, or not finite (an overflowed diode).
-                flag[smp, i] = not ((step * curvature <= 0.05) & (curvature * step * step <= tol_u))
+                x1, state = _step(
+                    x[smp, i], b[smp, i], d[i], s, up, down, vte, i_s, gmin, spread, has_up, has_down, curvature, tol_u
+                )
+                new[smp, i], flag[smp, i] = x1, state
+                inaccurate += state == 1
+                too_long += state == 2
+        # While many nodes are left (a deep block's early sweeps move them far), vectorised
+        # passes over the layer: those whose step was too long restart from (5), those whose
+        # step was short but not accurate enough take another Newton step. The few left get the
+        # scalar node solve from where they were.
+        passes = 0
+        for passes in range(VECTOR_STEPS + 1):
+            restarts = too_long * VECTOR_SHARE >= rows * n
+            if passes == VECTOR_STEPS or (not restarts and inaccurate * VECTOR_SHARE < rows * n):
+                break
+            inaccurate = too_long = 0
+            for smp in range(rows):
+                for i in range(n):
+                    state = flag[smp, i]
+                    if restarts:  # loop-invariant: the compiler takes it out of the loop
+                        start = lambert(b[smp, i], d[i], s, up, down, vte, has_up, has_down, cold_d[0, i], cold_d[1, i])
+                        x1 = start if state == 2 else new[smp, i]
+                    else:
+                        x1 = new[smp, i]
+                    x2, after = _step(
+                        x1, b[smp, i], d[i], s, up, down, vte, i_s, gmin, spread, has_up, has_down, curvature, tol_u
+                    )
+                    restarted = (state == 2) & restarts
+                    again = (state == 1) | restarted
+                    new[smp, i] = x2 if again else x1
+                    # 3: too long even from (5), left to the scalar solve
+                    state = (3 if (restarted & (after == 2)) else after) if again else state
+                    flag[smp, i] = state
+                    inaccurate += state == 1
+                    too_long += state == 2
         for smp in range(rows):
             for i in range(n):
-                if flag[smp, i]:
+                if flag[smp, i] != 0:
                     new[smp, i] = node(x[smp, i], b[smp, i], d[i], lp, dp, has_up, has_down, tol_u, False, max_newton)
         top = 0
         for smp in range(rows):
@@ -295,7 +344,7 @@ if _IMPORT_ERROR is None:
                 value = x0 + omega * (new[smp, i] - x0) if omega != 1.0 else new[smp, i]
                 top = max(top, vm.magnitude_bits(value - ref[smp, i]))  # ref may be x: read first
                 x[smp, i] = value
-        return vm.from_bits(top) * s  # the largest move; NaN if any
+        return vm.from_bits(top) * s, passes  # the largest move (NaN if any is); vectorised passes
 
     @njit(cache=True, error_model="numpy")
     def layer_residual(x, b, d, lp, dp, has_up, has_down, out):
