@@ -97,7 +97,8 @@ class LayerwiseSolver(EquilibriumSolver):
     compiled: bool = True
     """Sweep with numba's compiled kernels (:mod:`analog.solvers.compiled`): one call per sweep
     for small batches (``B x free nodes <= MAX_VALUES``), one vectorised call per layer update
-    above; the same sweeps and results to rounding, 2-3x faster at B = 4 and 1.2-1.4x at B = 128.
+    above; the same sweeps and results to rounding, 1.5-2.2x faster at B = 4, 1.35x at B = 128 and
+    1.5-1.8x on deep blocks (benchmarks/solvers.py, deep.py).
     Applies to nominal diodes on the CPU (the others sweep eagerly)."""
     fuse: bool = False
     """Run the per-node work of each layer update as compiled kernels (:mod:`analog.solvers.fused`):
