@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from cosim.build import build_model
 from cosim.checkpoint import read_checkpoint
@@ -37,6 +36,7 @@ from cosim.gradcheck import gradcheck
 from cosim.io import atomic_write_json, atomic_write_text, check_output_dir
 from cosim.losses import make_loss
 from cosim.plots import plot_sweep
+from cosim.progress import progress
 from cosim.sweep_folder import (
     RESULTS_FILE,
     ROWS_DIR,
@@ -261,7 +261,7 @@ def run_sweep(
             # A training row keeps its run (checkpoint, metrics, plots) under the sweep folder.
             runs = {p["id"]: str(out / RUNS_DIR / p["id"]) if sweep.metric == "train" else None for p in todo}
             futures = {client.submit(run_point, p["config"], sweep.metric, runs[p["id"]], pure=False): p for p in todo}
-            with tqdm(total=len(todo), desc="sweep", unit="row", disable=None) as bar:
+            with progress(len(todo), "sweep", "row") as bar:
                 for future in as_completed(futures):
                     point = futures[future]
                     bar.update(1)

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from analog.operating_point import nudge_report
 from cosim.checkpoint import CHECKPOINT_FILE
@@ -34,6 +33,7 @@ from cosim.io import atomic_write_json, atomic_write_text
 from cosim.losses import loss_value
 from cosim.metrics import METRICS_FILE, TOP5, SolverTally, epoch_line, metrics_text, reports_top5, top_k_correct
 from cosim.plots import plot_curves, plot_solver_iterations
+from cosim.progress import progress
 from cosim.runs import CURVES_PLOT, SOLVER_PLOT, SUMMARY_FILE, TrainingRun, build_run, save_run
 
 __all__ = ["finish", "train", "train_config", "train_epoch"]
@@ -54,14 +54,7 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
     order = torch.randperm(len(data.train_y), generator=run.shuffle)
     tally = SolverTally()
     loss_sum, correct, correct5, seen = 0.0, 0, 0, 0
-    bar = tqdm(
-        total=run.steps_per_epoch,
-        desc=f"epoch {epoch}/{config.train.epochs}",
-        file=sys.stderr,
-        disable=None,  # no bar when stderr is not a terminal
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = progress(run.steps_per_epoch, f"epoch {epoch}/{config.train.epochs}", "batch")
     with bar:
         for step, start in enumerate(range(0, len(order), batch_size)):
             index = order[start : start + batch_size]

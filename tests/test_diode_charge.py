@@ -169,7 +169,8 @@ def _compare_with_ngspice(tmp_path, card: str, temperature_C: float) -> list[flo
     source_V = spec.source_voltages(4 * random_inputs(spec, 2, 5) - 2)
     nudge = 2e-3 * torch.randn(2, spec.n_outputs, generator=torch.Generator().manual_seed(1))
     caps = Capacitances()
-    options = TransientOptions(rtol=1e-8, atol_V=1e-12)
+    # rtol 1e-7 leaves the differences where 1e-8 has them (9e-8 V; 1.4e-7 V without RS) at 2/3 of the steps.
+    options = TransientOptions(rtol=1e-7, atol_V=1e-12)
     free = FastSolver().solve(circuit, source_V).all_voltages()
     nudged = FastSolver().solve(circuit, source_V, nudge).all_voltages()
     diffs = []
@@ -202,9 +203,9 @@ def _compare_with_ngspice(tmp_path, card: str, temperature_C: float) -> list[flo
 @pytest.mark.parametrize("card", ["1N4148", "1N4148-no-RS", "1N4148-BV"])
 def test_fast_charge_transient_matches_ngspice_tran(tmp_path, card):
     """Free phase from rest and nudged phase from the free equilibrium, at common time points;
-    the remaining ~3e-7 V are ngspice's own error (its first, backward-Euler, step)."""
+    the remaining ~1e-7 V are ngspice's own error (its first, backward-Euler, step)."""
     diffs = _compare_with_ngspice(tmp_path, card, 27.0)
-    assert max(diffs) <= 1e-6, diffs
+    assert max(diffs) <= 3e-7, diffs
 
 
 @pytest.mark.ngspice
@@ -213,7 +214,7 @@ def test_fast_charge_transient_matches_ngspice_tran(tmp_path, card):
 def test_fast_charge_transient_matches_ngspice_tran_at_85C(tmp_path, card):
     """At 85 C CJO and VJ move by several percent (diotemp.c); the waveforms still agree."""
     diffs = _compare_with_ngspice(tmp_path, card, 85.0)
-    assert max(diffs) <= 1e-6, diffs
+    assert max(diffs) <= 3e-7, diffs
 
 
 _CONFIG = """
